@@ -1,0 +1,47 @@
+package events_test
+
+import (
+	"testing"
+
+	"github.com/ottu-recon/ottu-recon/internal/events"
+)
+
+// BenchmarkVerifyDecode measures what ingest does per request: parse, verify
+// (scheme A matches first) and decode, for the E1 payment webhook padded to a
+// typical 1.5 KB with unsigned gateway fields.
+//
+//	go test -run=^$ -bench=VerifyDecode -benchmem ./internal/events
+func BenchmarkVerifyDecode(b *testing.B) {
+	body := typicalBody(b)
+	keys := [][]byte{[]byte(exampleKey)}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := events.ParseObject(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := events.Verify(m, events.Signature(m, ""), keys); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := events.DecodeObject(m); err != nil {
+			b.Fatal(err)
+		}
+		_ = events.DeliveryID(events.KindPayment, m)
+	}
+}
+
+func typicalBody(tb testing.TB) []byte {
+	m := mustObject(tb, string(mustReadFile(tb, "e1_payment_paid.json")))
+	m["gateway_response"] = map[string]any{
+		"result": "SUCCESS", "gatewayCode": "APPROVED", "merchant": "TESTSHOP01",
+		"order":       map[string]any{"id": "shopA7K2Q", "amount": "25.5", "currency": "KWD", "status": "CAPTURED", "totalCapturedAmount": "25.5"},
+		"transaction": map[string]any{"id": "1", "type": "PAYMENT", "receipt": "612345678901", "acquirer": map[string]any{"batch": "20260514", "id": "KNET_S2I", "merchantId": "1234567"}},
+		"sourceOfFunds": map[string]any{"type": "CARD", "provided": map[string]any{"card": map[string]any{"brand": "MASTERCARD", "number": "512345xxxxxx0008", "expiry": map[string]any{"month": "1", "year": "39"}}}},
+	}
+	b, err := jsonMarshal(m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}

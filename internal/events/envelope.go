@@ -1,0 +1,59 @@
+package events
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+)
+
+// EnvelopeVersion is the version of the envelope format between ingest and
+// reconcile. A consumer refuses a version it does not know.
+const EnvelopeVersion = "1"
+
+// Envelope is one delivery as ingest received it, with what ingest learnt about
+// it. Body is the raw request body, byte for byte, kept for audit.
+type Envelope struct {
+	ID         string    // delivery id (DeliveryID), or a rejected delivery's id
+	Kind       Kind      // payment or operation; empty for a rejected delivery
+	ReceivedAt time.Time // when ingest received it (UTC)
+	Scheme     Scheme    // signature scheme that matched; empty when rejected
+	KeyIndex   int       // index of the key that matched in OTTU_HMAC_KEYS
+	Reject     string    // reason, when the delivery was rejected
+	Body       []byte
+}
+
+// Rejected tells whether the envelope carries a rejected delivery.
+func (e Envelope) Rejected() bool { return e.Reject != "" }
+
+// DeliveryID derives a stable id from a delivery's content so that an exact
+// re-delivery is recognisably the same message, even re-serialized by Ottu with
+// other whitespace or key order. Ottu's payloads carry no event id (§5, §8.16).
+//
+// What goes into it: SHA-256 over the decoded object re-encoded canonically
+// (keys sorted, no insignificant whitespace, numbers and strings exactly as
+// received, every field including the signature), prefixed with the kind. The
+// id is the first 16 bytes in hex. Two deliveries differing in any value, e.g. a
+// later state or a later timestamp_utc, get different ids.
+func DeliveryID(kind Kind, m map[string]any) string {
+	canon, err := json.Marshal(m) // sorts map keys; json.Number keeps its text
+	if err != nil {
+		// A map decoded from JSON always re-encodes.
+		panic("events: re-encode decoded object: " + err.Error())
+	}
+	h := sha256.New()
+	h.Write([]byte(kind))
+	h.Write([]byte{0})
+	h.Write(canon)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// RejectedID derives the id of a rejected delivery from its raw bytes and reason.
+func RejectedID(body []byte, reason string) string {
+	h := sha256.New()
+	h.Write([]byte("rejected\x00"))
+	h.Write([]byte(reason))
+	h.Write([]byte{0})
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
