@@ -35,8 +35,8 @@ func typicalBody(tb testing.TB) []byte {
 	m := mustObject(tb, string(mustReadFile(tb, "e1_payment_paid.json")))
 	m["gateway_response"] = map[string]any{
 		"result": "SUCCESS", "gatewayCode": "APPROVED", "merchant": "TESTSHOP01",
-		"order":       map[string]any{"id": "shopA7K2Q", "amount": "25.5", "currency": "KWD", "status": "CAPTURED", "totalCapturedAmount": "25.5"},
-		"transaction": map[string]any{"id": "1", "type": "PAYMENT", "receipt": "612345678901", "acquirer": map[string]any{"batch": "20260514", "id": "KNET_S2I", "merchantId": "1234567"}},
+		"order":         map[string]any{"id": "shopA7K2Q", "amount": "25.5", "currency": "KWD", "status": "CAPTURED", "totalCapturedAmount": "25.5"},
+		"transaction":   map[string]any{"id": "1", "type": "PAYMENT", "receipt": "612345678901", "acquirer": map[string]any{"batch": "20260514", "id": "KNET_S2I", "merchantId": "1234567"}},
 		"sourceOfFunds": map[string]any{"type": "CARD", "provided": map[string]any{"card": map[string]any{"brand": "MASTERCARD", "number": "512345xxxxxx0008", "expiry": map[string]any{"month": "1", "year": "39"}}}},
 	}
 	b, err := jsonMarshal(m)

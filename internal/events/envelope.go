@@ -57,3 +57,11 @@ func RejectedID(body []byte, reason string) string {
 	h.Write(body)
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
+
+// PublishResult is what storing an envelope durably produced.
+type PublishResult struct {
+	Stream    string // stream that stored it
+	Sequence  uint64 // its sequence in the stream; 0 when spooled
+	Duplicate bool   // the stream already had this delivery id
+	Spooled   bool   // kept in the local spool, to be forwarded later
+}

@@ -1,0 +1,38 @@
+# ottu-recon. `make demo` runs the whole system end to end; `make test` runs the tests.
+GO ?= go
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: build test vet unit bench fuzz demo clean clickhouse-start clickhouse-stop
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+vet:
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+
+# The whole suite: vet, then every test with the race detector against an
+# embedded NATS and a real ClickHouse (started by scripts/clickhouse.sh).
+test: vet
+	scripts/clickhouse.sh run $(GO) test -race -count=1 -timeout 15m ./...
+
+# Pure-logic tests only: no ClickHouse needed.
+unit:
+	$(GO) test -race ./internal/events ./internal/spool ./internal/envconfig
+
+bench:
+	scripts/clickhouse.sh run $(GO) test -run='^$$' -bench=. -benchmem ./...
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=30s ./internal/events
+	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=30s ./internal/events
+
+clickhouse-start:
+	scripts/clickhouse.sh start
+
+clickhouse-stop:
+	scripts/clickhouse.sh stop
+
+clean:
+	rm -rf bin .tmp data

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ottu-recon/ottu-recon/internal/envconfig"
+	"github.com/ottu-recon/ottu-recon/internal/nats"
+)
+
+// Config is everything ingest reads from its environment (PRODUCT.md, "ingest",
+// plus the INGEST_* and NATS_STREAM_* knobs documented in the README).
+type Config struct {
+	Listen   string
+	HMACKeys [][]byte // never logged
+
+	NATSURL      string
+	NATSEmbedded bool
+	NATSListen   string
+	NATSStoreDir string
+	Stream       nats.StreamConfig
+
+	SpoolDir        string
+	SpoolMaxBytes   int64
+	PublishTimeout  time.Duration
+	ShutdownTimeout time.Duration
+	LogLevel        zerolog.Level
+}
+
+// DefaultConfig is the configuration with nothing set.
+func DefaultConfig() Config {
+	return Config{
+		Listen:          ":8080",
+		NATSURL:         "nats://127.0.0.1:4222",
+		NATSListen:      "127.0.0.1:4222",
+		NATSStoreDir:    "./data/nats",
+		Stream:          nats.DefaultStreamConfig(),
+		SpoolDir:        "./data/spool",
+		SpoolMaxBytes:   1 << 30,
+		PublishTimeout:  2 * time.Second,
+		ShutdownTimeout: 20 * time.Second,
+		LogLevel:        zerolog.InfoLevel,
+	}
+}
+
+// knownVars are the variables ingest reads; other INGEST_* and NATS_STREAM_*
+// variables are reported as likely typos.
+var knownVars = map[string]bool{
+	"INGEST_LISTEN": true, "OTTU_HMAC_KEYS": true, "NATS_URL": true, "NATS_EMBEDDED": true,
+	"NATS_LISTEN": true, "NATS_STORE_DIR": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true,
+	"NATS_STREAM_REPLICAS": true, "NATS_STREAM_MAX_AGE": true, "NATS_STREAM_MAX_BYTES": true,
+	"NATS_DEDUP_WINDOW": true, "INGEST_SPOOL_DIR": true, "INGEST_SPOOL_MAX_BYTES": true,
+	"INGEST_PUBLISH_TIMEOUT": true, "INGEST_SHUTDOWN_TIMEOUT": true, "LOG_LEVEL": true,
+}
+
+// LoadConfig reads env on top of DefaultConfig and validates the result.
+func LoadConfig(env *envconfig.Env) (Config, error) {
+	c := DefaultConfig()
+	var keys, level string
+	env.String(&c.Listen, "INGEST_LISTEN")
+	env.Secret(&keys, "OTTU_HMAC_KEYS")
+	env.String(&c.NATSURL, "NATS_URL")
+	env.Bool(&c.NATSEmbedded, "NATS_EMBEDDED")
+	env.String(&c.NATSListen, "NATS_LISTEN")
+	env.String(&c.NATSStoreDir, "NATS_STORE_DIR")
+	env.String(&c.Stream.Name, "NATS_STREAM")
+	env.String(&c.Stream.SubjectPrefix, "NATS_SUBJECT_PREFIX")
+	env.Int(&c.Stream.Replicas, "NATS_STREAM_REPLICAS")
+	env.Duration(&c.Stream.MaxAge, "NATS_STREAM_MAX_AGE")
+	env.Int64(&c.Stream.MaxBytes, "NATS_STREAM_MAX_BYTES")
+	env.Duration(&c.Stream.Duplicates, "NATS_DEDUP_WINDOW")
+	env.String(&c.SpoolDir, "INGEST_SPOOL_DIR")
+	env.Int64(&c.SpoolMaxBytes, "INGEST_SPOOL_MAX_BYTES")
+	env.Duration(&c.PublishTimeout, "INGEST_PUBLISH_TIMEOUT")
+	env.Duration(&c.ShutdownTimeout, "INGEST_SHUTDOWN_TIMEOUT")
+	env.String(&level, "LOG_LEVEL")
+	if level != "" {
+		l, err := zerolog.ParseLevel(level)
+		env.Check("LOG_LEVEL", err)
+		c.LogLevel = l
+	}
+	for _, k := range envconfig.List(keys) {
+		c.HMACKeys = append(c.HMACKeys, []byte(k))
+	}
+	if len(c.HMACKeys) == 0 {
+		env.Check("OTTU_HMAC_KEYS", errors.New("required: the HMAC key(s) from Ottu's webhook configuration, comma-separated"))
+	}
+	env.Check("NATS_STREAM", c.Stream.Validate())
+	if c.SpoolDir == "" {
+		env.Check("INGEST_SPOOL_DIR", errors.New("required"))
+	}
+	if err := env.Err(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// unknownVars lists likely typos in the process environment.
+func unknownVars() []string {
+	return envconfig.Unknown(os.Environ(), []string{"INGEST_", "NATS_STREAM_", "OTTU_HMAC"}, knownVars)
+}
+
+func (c Config) String() string {
+	return fmt.Sprintf("listen=%s keys=%d nats=%s embedded=%v stream=%s spool=%s",
+		c.Listen, len(c.HMACKeys), c.NATSURL, c.NATSEmbedded, c.Stream.Name, c.SpoolDir)
+}

@@ -1,0 +1,168 @@
+// Package envconfig reads daemon configuration from environment variables,
+// the way PRODUCT.md describes: a secret may instead come from a file named by
+// the same variable with a _FILE suffix. Errors name the variable.
+package envconfig
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrInvalid is wrapped by every configuration error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Error names the offending variable.
+type Error struct {
+	Var string
+	Err error
+}
+
+func (e *Error) Error() string { return e.Var + ": " + e.Err.Error() }
+
+// Unwrap lets errors.Is(err, ErrInvalid) match.
+func (e *Error) Unwrap() []error { return []error{ErrInvalid, e.Err} }
+
+// Env reads variables from a lookup function (os.LookupEnv in production, a
+// map in tests) and collects the first error.
+type Env struct {
+	Lookup func(string) (string, bool)
+	err    error
+}
+
+// OS reads the process environment.
+func OS() *Env { return &Env{Lookup: os.LookupEnv} }
+
+// Map reads from m, for tests.
+func Map(m map[string]string) *Env {
+	return &Env{Lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}
+}
+
+// Err is the first error met.
+func (e *Env) Err() error { return e.err }
+
+func (e *Env) fail(name string, err error) {
+	if e.err == nil {
+		e.err = &Error{Var: name, Err: err}
+	}
+}
+
+func (e *Env) get(name string) (string, bool) {
+	v, ok := e.Lookup(name)
+	v = strings.TrimSpace(v)
+	return v, ok && v != ""
+}
+
+// String sets *dst from name when it is set.
+func (e *Env) String(dst *string, name string) {
+	if v, ok := e.get(name); ok {
+		*dst = v
+	}
+}
+
+// Secret reads name, or the file named by name_FILE (trailing newline
+// trimmed). Setting both is an error.
+func (e *Env) Secret(dst *string, name string) {
+	v, ok := e.get(name)
+	path, fok := e.get(name + "_FILE")
+	switch {
+	case ok && fok:
+		e.fail(name, errors.New("set either "+name+" or "+name+"_FILE, not both"))
+	case fok:
+		b, err := os.ReadFile(path)
+		if err != nil {
+			e.fail(name+"_FILE", fmt.Errorf("read secret file: %w", err))
+			return
+		}
+		*dst = strings.TrimRight(string(b), "\r\n")
+	case ok:
+		*dst = v
+	}
+}
+
+// Bool sets *dst from name (true/false/1/0).
+func (e *Env) Bool(dst *bool, name string) {
+	if v, ok := e.get(name); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			e.fail(name, fmt.Errorf("want true or false, got %q", v))
+			return
+		}
+		*dst = b
+	}
+}
+
+// Int sets *dst from name.
+func (e *Env) Int(dst *int, name string) {
+	if v, ok := e.get(name); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			e.fail(name, fmt.Errorf("want an integer, got %q", v))
+			return
+		}
+		*dst = n
+	}
+}
+
+// Int64 sets *dst from name.
+func (e *Env) Int64(dst *int64, name string) {
+	if v, ok := e.get(name); ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			e.fail(name, fmt.Errorf("want an integer, got %q", v))
+			return
+		}
+		*dst = n
+	}
+}
+
+// Duration sets *dst from name (Go syntax: 10m, 168h, 1h30m).
+func (e *Env) Duration(dst *time.Duration, name string) {
+	if v, ok := e.get(name); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			e.fail(name, fmt.Errorf("want a positive duration such as 10m or 168h, got %q", v))
+			return
+		}
+		*dst = d
+	}
+}
+
+// Check records err against name when err is not nil, for validation rules
+// beyond parsing.
+func (e *Env) Check(name string, err error) {
+	if err != nil {
+		e.fail(name, err)
+	}
+}
+
+// Unknown lists variables in environ that start with one of prefixes but are
+// not in known: most likely typos, worth a warning.
+func Unknown(environ []string, prefixes []string, known map[string]bool) []string {
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		name = strings.TrimSuffix(name, "_FILE")
+		for _, p := range prefixes {
+			if strings.HasPrefix(name, p) && !known[name] {
+				out = append(out, name)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// List splits a comma-separated value, dropping empty items.
+func List(v string) []string {
+	var out []string
+	for item := range strings.SplitSeq(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}

@@ -1,0 +1,285 @@
+// Package nats wraps nats.go and its jetstream API for ottu-recon: the
+// connection, the webhook stream, the publisher ingest uses, the durable
+// consumer reconcile uses, and an embedded nats-server for small deployments,
+// the demo and the tests.
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/ottu-recon/ottu-recon/internal/events"
+)
+
+// StreamConfig describes the stream ingest writes and reconcile reads.
+type StreamConfig struct {
+	Name          string        // default OTTU_WEBHOOKS
+	SubjectPrefix string        // default "ottu"
+	Replicas      int           // default 1
+	MaxAge        time.Duration // retention; default 7 days
+	Duplicates    time.Duration // de-duplication window by delivery id; default 1h
+	MaxBytes      int64         // 0: no limit
+}
+
+// DefaultStreamConfig returns the defaults documented in the README.
+func DefaultStreamConfig() StreamConfig {
+	return StreamConfig{Name: "OTTU_WEBHOOKS", SubjectPrefix: "ottu", Replicas: 1,
+		MaxAge: 7 * 24 * time.Hour, Duplicates: time.Hour}
+}
+
+// Validate names the offending field.
+func (c StreamConfig) Validate() error {
+	switch {
+	case c.Name == "":
+		return errors.New("stream name is empty")
+	case c.SubjectPrefix == "":
+		return errors.New("subject prefix is empty")
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("stream replicas %d: want 1 to 5", c.Replicas)
+	case c.MaxAge <= 0:
+		return errors.New("stream max age must be positive")
+	case c.Duplicates <= 0 || c.Duplicates > c.MaxAge:
+		return fmt.Errorf("duplicate window %s: want positive and at most the max age", c.Duplicates)
+	}
+	return nil
+}
+
+// Subject returns the subject an envelope is published on: the prefix, then
+// "webhooks.payment", "webhooks.operation", or "rejected" for a delivery
+// ingest refused (never on the verified subjects).
+func (c StreamConfig) Subject(env events.Envelope) string {
+	if env.Rejected() {
+		return c.SubjectPrefix + ".rejected"
+	}
+	return c.SubjectPrefix + ".webhooks." + string(env.Kind)
+}
+
+func (c StreamConfig) subjects() []string {
+	return []string{c.SubjectPrefix + ".webhooks.*", c.SubjectPrefix + ".rejected"}
+}
+
+func (c StreamConfig) jetstream() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        c.Name,
+		Description: "Ottu webhooks verified (and rejected) by ottu-recon ingest",
+		Subjects:    c.subjects(),
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Replicas:    c.Replicas,
+		MaxAge:      c.MaxAge,
+		Duplicates:  c.Duplicates,
+		MaxBytes:    orUnlimited(c.MaxBytes),
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+func orUnlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// Conn is a NATS connection with JetStream. Set the exported fields and Open.
+type Conn struct {
+	URL           string
+	Name          string // client name shown by the server
+	ReconnectWait time.Duration
+	Logger        zerolog.Logger
+
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+// Open connects. It does not wait for the server: with RetryOnFailedConnect the
+// client keeps trying in the background, so a daemon starts (and ingest
+// spools) while NATS is away.
+func (c *Conn) Open() error {
+	if c.ReconnectWait <= 0 {
+		c.ReconnectWait = time.Second
+	}
+	log := c.Logger
+	nc, err := nats.Connect(c.URL,
+		nats.Name(c.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(c.ReconnectWait),
+		nats.RetryOnFailedConnect(true),
+		// No client-side buffering while disconnected: a publish fails at once,
+		// and the caller spools it durably instead of holding it in memory.
+		nats.ReconnectBufSize(-1),
+		nats.ConnectHandler(func(nc *nats.Conn) { log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("nats connected") }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("nats reconnected") }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn().Err(err).Msg("nats disconnected")
+			}
+		}),
+	)
+	if err != nil {
+		return fmt.Errorf("connect nats %s: %w", c.URL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("open jetstream: %w", err)
+	}
+	c.nc, c.js = nc, js
+	return nil
+}
+
+// Connected reports whether the connection is up now.
+func (c *Conn) Connected() bool { return c.nc != nil && c.nc.IsConnected() }
+
+// JetStream returns the JetStream handle.
+func (c *Conn) JetStream() jetstream.JetStream { return c.js }
+
+// NATS returns the core connection.
+func (c *Conn) NATS() *nats.Conn { return c.nc }
+
+// Close drains the connection (pending publishes and subscriptions finish),
+// bounded by ctx, then closes it.
+func (c *Conn) Close(ctx context.Context) error {
+	if c.nc == nil || c.nc.IsClosed() {
+		return nil
+	}
+	if !c.nc.IsConnected() {
+		c.nc.Close()
+		return nil
+	}
+	closed := make(chan struct{})
+	c.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := c.nc.Drain(); err != nil {
+		c.nc.Close()
+		return fmt.Errorf("drain nats: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		c.nc.Close()
+		return fmt.Errorf("drain nats: %w", ctx.Err())
+	}
+}
+
+// EnsureStream creates the stream or updates it to cfg.
+func (c *Conn) EnsureStream(ctx context.Context, cfg StreamConfig) (jetstream.Stream, error) {
+	s, err := c.js.CreateOrUpdateStream(ctx, cfg.jetstream())
+	if err != nil {
+		return nil, fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
+	}
+	return s, nil
+}
+
+// Header names carrying the envelope over NATS. The body is the raw request body.
+const (
+	HeaderVersion    = "Ottu-Envelope"
+	HeaderKind       = "Ottu-Kind"
+	HeaderReceivedAt = "Ottu-Received-At"
+	HeaderScheme     = "Ottu-Signature-Scheme"
+	HeaderKeyIndex   = "Ottu-Key-Index"
+	HeaderReject     = "Ottu-Reject-Reason"
+)
+
+// Message encodes env as a NATS message on the configured subject, with the
+// delivery id as Nats-Msg-Id so the stream de-duplicates re-deliveries.
+func (c StreamConfig) Message(env events.Envelope) *nats.Msg {
+	m := nats.NewMsg(c.Subject(env))
+	m.Data = env.Body
+	m.Header.Set(nats.MsgIdHdr, env.ID)
+	m.Header.Set(HeaderVersion, events.EnvelopeVersion)
+	m.Header.Set(HeaderReceivedAt, env.ReceivedAt.UTC().Format(time.RFC3339Nano))
+	if env.Rejected() {
+		m.Header.Set(HeaderReject, env.Reject)
+	} else {
+		m.Header.Set(HeaderKind, string(env.Kind))
+		m.Header.Set(HeaderScheme, string(env.Scheme))
+		m.Header.Set(HeaderKeyIndex, strconv.Itoa(env.KeyIndex))
+	}
+	return m
+}
+
+// ErrBadEnvelope means a message is not an envelope this version understands.
+var ErrBadEnvelope = errors.New("bad envelope")
+
+// Envelope decodes a message written by Message.
+func Envelope(h nats.Header, data []byte) (events.Envelope, error) {
+	if v := h.Get(HeaderVersion); v != events.EnvelopeVersion {
+		return events.Envelope{}, fmt.Errorf("%w: version %q", ErrBadEnvelope, v)
+	}
+	at, err := time.Parse(time.RFC3339Nano, h.Get(HeaderReceivedAt))
+	if err != nil {
+		return events.Envelope{}, fmt.Errorf("%w: received-at: %v", ErrBadEnvelope, err)
+	}
+	env := events.Envelope{ID: h.Get(nats.MsgIdHdr), ReceivedAt: at.UTC(), Reject: h.Get(HeaderReject), Body: data}
+	if env.ID == "" {
+		return events.Envelope{}, fmt.Errorf("%w: no message id", ErrBadEnvelope)
+	}
+	if !env.Rejected() {
+		env.Kind = events.Kind(h.Get(HeaderKind))
+		env.Scheme = events.Scheme(h.Get(HeaderScheme))
+		env.KeyIndex, _ = strconv.Atoi(h.Get(HeaderKeyIndex))
+		if env.Kind != events.KindPayment && env.Kind != events.KindOperation {
+			return events.Envelope{}, fmt.Errorf("%w: kind %q", ErrBadEnvelope, env.Kind)
+		}
+	}
+	return env, nil
+}
+
+// Publisher publishes envelopes to the stream and returns after the PubAck.
+// It creates or updates the stream the first time it can reach the server.
+type Publisher struct {
+	Conn   *Conn
+	Stream StreamConfig
+
+	ready atomic.Bool
+}
+
+var _ interface {
+	Publish(context.Context, events.Envelope) (events.PublishResult, error)
+} = (*Publisher)(nil)
+
+// Publish stores env in the stream. A message larger than the server's max
+// payload fails with ErrTooLarge.
+func (p *Publisher) Publish(ctx context.Context, env events.Envelope) (events.PublishResult, error) {
+	if !p.Conn.Connected() {
+		return events.PublishResult{}, nats.ErrConnectionClosed
+	}
+	if err := p.Ensure(ctx); err != nil {
+		return events.PublishResult{}, err
+	}
+	ack, err := p.Conn.js.PublishMsg(ctx, p.Stream.Message(env), jetstream.WithExpectStream(p.Stream.Name))
+	if err != nil {
+		if errors.Is(err, nats.ErrMaxPayload) {
+			return events.PublishResult{}, fmt.Errorf("publish %s: %w: %w", env.ID, ErrTooLarge, err)
+		}
+		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+			p.ready.Store(false) // re-create it next time (a new, empty server)
+		}
+		return events.PublishResult{}, fmt.Errorf("publish %s: %w", env.ID, err)
+	}
+	return events.PublishResult{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// Ensure creates or updates the stream unless that was done already.
+func (p *Publisher) Ensure(ctx context.Context) error {
+	if p.ready.Load() {
+		return nil
+	}
+	if _, err := p.Conn.EnsureStream(ctx, p.Stream); err != nil {
+		return err
+	}
+	p.ready.Store(true)
+	return nil
+}
+
+// ErrTooLarge means a message exceeds the server's max payload; retrying
+// cannot help.
+var ErrTooLarge = errors.New("message larger than the server's max payload")

@@ -1,0 +1,84 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// WebhookPath is where Ottu posts (PRODUCT.md).
+const WebhookPath = "/webhooks/ottu"
+
+// Server is ingest's HTTP server: the webhook endpoint, /healthz, /readyz and
+// /metrics. Set the fields, Open, then Close.
+type Server struct {
+	Addr    string // listen address; ":0" picks a free port
+	Handler *Handler
+	// Ready reports whether webhooks can be stored durably now; /readyz answers
+	// 503 with its error text otherwise.
+	Ready    func() error
+	Gatherer prometheus.Gatherer
+
+	ln  net.Listener
+	srv *http.Server
+	err chan error
+}
+
+// Open binds the listener and starts serving; it returns once the address is bound.
+func (s *Server) Open() error {
+	mux := http.NewServeMux()
+	mux.Handle(WebhookPath, s.Handler)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.Ready(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
+
+	ln, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.Addr, err)
+	}
+	s.ln = ln
+	// Timeouts against slow clients; Ottu itself waits 15 s by default (§5).
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      20 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	s.err = make(chan error, 1)
+	go func() { s.err <- s.srv.Serve(ln) }()
+	return nil
+}
+
+// URL is the server's base URL.
+func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+
+// Close stops accepting and waits for in-flight requests, bounded by ctx.
+func (s *Server) Close(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	err := s.srv.Shutdown(ctx)
+	if serr := <-s.err; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	if err != nil {
+		return fmt.Errorf("shut down http server: %w", err)
+	}
+	return nil
+}
