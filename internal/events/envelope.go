@@ -65,3 +65,14 @@ type PublishResult struct {
 	Duplicate bool   // the stream already had this delivery id
 	Spooled   bool   // kept in the local spool, to be forwarded later
 }
+
+// StreamMessage is an envelope read back from the stream by the consumer.
+// Exactly one of these holds: Webhook is the decoded webhook of a verified
+// delivery; the envelope is a rejected delivery (Rejected()); or Invalid says
+// why the message could not be read at all (it is then kept as rejected).
+type StreamMessage struct {
+	Envelope
+	StreamSeq uint64
+	Webhook   *Webhook
+	Invalid   string
+}

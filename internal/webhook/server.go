@@ -18,7 +18,9 @@ const WebhookPath = "/webhooks/ottu"
 // Server is ingest's HTTP server: the webhook endpoint, /healthz, /readyz and
 // /metrics. Set the fields, Open, then Close.
 type Server struct {
-	Addr    string // listen address; ":0" picks a free port
+	Addr string // listen address; ":0" picks a free port
+	// Handler serves WebhookPath; nil serves only the health and metrics
+	// endpoints (reconcile uses it so).
 	Handler *Handler
 	// Ready reports whether webhooks can be stored durably now; /readyz answers
 	// 503 with its error text otherwise.
@@ -33,7 +35,9 @@ type Server struct {
 // Open binds the listener and starts serving; it returns once the address is bound.
 func (s *Server) Open() error {
 	mux := http.NewServeMux()
-	mux.Handle(WebhookPath, s.Handler)
+	if s.Handler != nil {
+		mux.Handle(WebhookPath, s.Handler)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 	})

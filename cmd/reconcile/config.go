@@ -1,0 +1,142 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	"github.com/rs/zerolog"
+
+	"github.com/ottu-recon/ottu-recon/internal/envconfig"
+	"github.com/ottu-recon/ottu-recon/internal/nats"
+)
+
+// Config is everything reconcile reads from its environment (PRODUCT.md,
+// "reconcile", plus the RECON_* knobs documented in the README).
+type Config struct {
+	NATSURL string
+	Stream  nats.StreamConfig
+
+	ClickHouseAddrs    []string
+	ClickHouseDatabase string
+	ClickHouseUsername string
+	ClickHousePassword string // never logged
+
+	Schedule           string
+	Grace              time.Duration
+	StaleAuthorization time.Duration
+	StuckRefund        time.Duration
+	Environment        string // live or sandbox
+	PassTimeout        time.Duration
+
+	AlertURL     string
+	AlertHMACKey string // never logged
+
+	Listen          string
+	Consumer        string
+	BatchSize       int
+	BatchWait       time.Duration
+	ShutdownTimeout time.Duration
+	LogLevel        zerolog.Level
+}
+
+// DefaultConfig is the configuration with nothing set.
+func DefaultConfig() Config {
+	return Config{
+		NATSURL:            "nats://127.0.0.1:4222",
+		Stream:             nats.DefaultStreamConfig(),
+		ClickHouseAddrs:    []string{"127.0.0.1:9000"},
+		ClickHouseDatabase: "ottu_recon",
+		ClickHouseUsername: "default",
+		Schedule:           "*/5 * * * *",
+		Grace:              10 * time.Minute,
+		StaleAuthorization: 168 * time.Hour,
+		StuckRefund:        48 * time.Hour,
+		Environment:        "live",
+		PassTimeout:        4 * time.Minute,
+		Listen:             ":8081",
+		Consumer:           "ottu-recon-store",
+		BatchSize:          1000,
+		BatchWait:          time.Second,
+		ShutdownTimeout:    30 * time.Second,
+		LogLevel:           zerolog.InfoLevel,
+	}
+}
+
+var knownVars = map[string]bool{
+	"NATS_URL": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true,
+	"CLICKHOUSE_ADDR": true, "CLICKHOUSE_DATABASE": true, "CLICKHOUSE_USERNAME": true, "CLICKHOUSE_PASSWORD": true,
+	"RECON_SCHEDULE": true, "RECON_GRACE": true, "RECON_STALE_AUTHORIZATION": true, "RECON_STUCK_REFUND": true,
+	"RECON_PASS_TIMEOUT": true, "RECON_LISTEN": true, "RECON_CONSUMER": true, "RECON_BATCH_SIZE": true,
+	"RECON_BATCH_WAIT": true, "RECON_SHUTDOWN_TIMEOUT": true, "OTTU_ENVIRONMENT": true,
+	"ALERT_WEBHOOK_URL": true, "ALERT_HMAC_KEY": true, "LOG_LEVEL": true,
+}
+
+// LoadConfig reads env on top of DefaultConfig and validates the result.
+func LoadConfig(env *envconfig.Env) (Config, error) {
+	c := DefaultConfig()
+	var addrs, level string
+	env.String(&c.NATSURL, "NATS_URL")
+	env.String(&c.Stream.Name, "NATS_STREAM")
+	env.String(&c.Stream.SubjectPrefix, "NATS_SUBJECT_PREFIX")
+	env.String(&addrs, "CLICKHOUSE_ADDR")
+	env.String(&c.ClickHouseDatabase, "CLICKHOUSE_DATABASE")
+	env.String(&c.ClickHouseUsername, "CLICKHOUSE_USERNAME")
+	env.Secret(&c.ClickHousePassword, "CLICKHOUSE_PASSWORD")
+	env.String(&c.Schedule, "RECON_SCHEDULE")
+	env.Duration(&c.Grace, "RECON_GRACE")
+	env.Duration(&c.StaleAuthorization, "RECON_STALE_AUTHORIZATION")
+	env.Duration(&c.StuckRefund, "RECON_STUCK_REFUND")
+	env.Duration(&c.PassTimeout, "RECON_PASS_TIMEOUT")
+	env.String(&c.Environment, "OTTU_ENVIRONMENT")
+	env.String(&c.AlertURL, "ALERT_WEBHOOK_URL")
+	env.Secret(&c.AlertHMACKey, "ALERT_HMAC_KEY")
+	env.String(&c.Listen, "RECON_LISTEN")
+	env.String(&c.Consumer, "RECON_CONSUMER")
+	env.Int(&c.BatchSize, "RECON_BATCH_SIZE")
+	env.Duration(&c.BatchWait, "RECON_BATCH_WAIT")
+	env.Duration(&c.ShutdownTimeout, "RECON_SHUTDOWN_TIMEOUT")
+	env.String(&level, "LOG_LEVEL")
+	if level != "" {
+		l, err := zerolog.ParseLevel(level)
+		env.Check("LOG_LEVEL", err)
+		c.LogLevel = l
+	}
+	if addrs != "" {
+		c.ClickHouseAddrs = envconfig.List(addrs)
+	}
+	if len(c.ClickHouseAddrs) == 0 {
+		env.Check("CLICKHOUSE_ADDR", errors.New("required"))
+	}
+	if _, err := cronParser.Parse(c.Schedule); err != nil {
+		env.Check("RECON_SCHEDULE", fmt.Errorf("not a cron spec: %w", err))
+	}
+	if c.Environment != "live" && c.Environment != "sandbox" {
+		env.Check("OTTU_ENVIRONMENT", fmt.Errorf("want live or sandbox, got %q", c.Environment))
+	}
+	if c.AlertURL != "" {
+		if u, err := url.Parse(c.AlertURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			env.Check("ALERT_WEBHOOK_URL", fmt.Errorf("want an http(s) URL, got %q", c.AlertURL))
+		}
+	}
+	if c.BatchSize < 1 || c.BatchSize > 100000 {
+		env.Check("RECON_BATCH_SIZE", fmt.Errorf("want 1 to 100000, got %d", c.BatchSize))
+	}
+	if c.ClickHouseDatabase == "" {
+		env.Check("CLICKHOUSE_DATABASE", errors.New("required"))
+	}
+	if err := env.Err(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// cronParser accepts 5 fields, or 6 with seconds first (PRODUCT.md: "seconds optional").
+var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+func unknownVars() []string {
+	return envconfig.Unknown(os.Environ(), []string{"RECON_", "CLICKHOUSE_", "ALERT_"}, knownVars)
+}

@@ -1,0 +1,79 @@
+// Package chtest gives tests a real ClickHouse database of their own.
+package chtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+)
+
+var counter atomic.Int64
+
+// Addrs returns CLICKHOUSE_ADDR. Without it the test is skipped, or fails
+// under CI=true: `make test` starts a server and sets it.
+func Addrs(tb testing.TB) []string {
+	tb.Helper()
+	v := os.Getenv("CLICKHOUSE_ADDR")
+	if v == "" {
+		msg := "CLICKHOUSE_ADDR is not set: run `make test`, which starts ClickHouse with scripts/clickhouse.sh, " +
+			"or `scripts/clickhouse.sh run go test ./...`"
+		if os.Getenv("CI") == "true" {
+			tb.Fatal(msg)
+		}
+		tb.Skip(msg)
+	}
+	return strings.Split(v, ",")
+}
+
+// NewDB returns an unopened DB on a fresh, unique database name that is
+// dropped when the test ends.
+func NewDB(tb testing.TB) *clickhouse.DB {
+	tb.Helper()
+	db := &clickhouse.DB{
+		Addrs:    Addrs(tb),
+		Database: fmt.Sprintf("ottu_test_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6, counter.Add(1)),
+		Username: "default",
+		Logger:   zerolog.Nop(),
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := db.DropDatabase(ctx); err != nil {
+			tb.Logf("drop test database %s: %v", db.Database, err)
+		}
+	})
+	return db
+}
+
+// MustOpenDB returns a migrated, open DB on a fresh database.
+func MustOpenDB(tb testing.TB) *clickhouse.DB {
+	tb.Helper()
+	db := NewDB(tb)
+	ctx := context.Background()
+	if _, err := db.Migrate(ctx); err != nil {
+		tb.Fatalf("migrate: %v", err)
+	}
+	if err := db.Open(ctx); err != nil {
+		tb.Fatalf("open: %v", err)
+	}
+	tb.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// Count runs a count query.
+func Count(tb testing.TB, db *clickhouse.DB, query string, args ...any) uint64 {
+	tb.Helper()
+	var n uint64
+	if err := db.Conn().QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		tb.Fatalf("%s: %v", query, err)
+	}
+	return n
+}

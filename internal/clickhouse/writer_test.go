@@ -1,0 +1,178 @@
+package clickhouse_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
+	"github.com/ottu-recon/ottu-recon/internal/events"
+)
+
+var seq uint64
+
+// message builds a stream message from a webhook object, as the consumer would.
+func message(tb testing.TB, obj map[string]any) events.StreamMessage {
+	tb.Helper()
+	body, err := json.Marshal(obj)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w, err := events.Decode(body)
+	if err != nil {
+		tb.Fatalf("decode %s: %v", body, err)
+	}
+	m, _ := events.ParseObject(body)
+	seq++
+	return events.StreamMessage{
+		Envelope:  events.Envelope{ID: events.DeliveryID(w.Kind, m), Kind: w.Kind, ReceivedAt: time.Now().UTC(), Scheme: events.SchemeA, Body: body},
+		StreamSeq: seq,
+		Webhook:   w,
+	}
+}
+
+func paymentObj(session, state, ts string) map[string]any {
+	return map[string]any{"session_id": session, "state": state, "amount": "25.500", "currency_code": "KWD",
+		"order_no": "O-" + session, "reference_number": "R-" + session, "result": "success", "timestamp_utc": ts,
+		"gateway_account": "credit-card", "gateway_name": "mpgs",
+		"transactions": []any{map[string]any{"session_id": "child-" + session, "state": "refunded", "amount": "1.000"}}}
+}
+
+func operationObj(ref, parent, txnState, ts string) map[string]any {
+	return map[string]any{"reference_number": ref, "session_id": parent, "operation": "refund", "amount": "5.000",
+		"source": "input", "result": "success", "success": true, "timestamp_utc": ts,
+		"txn": map[string]any{"session_id": "child-" + ref, "state": txnState, "amount": "5.000", "currency_code": "KWD"}}
+}
+
+func mustWrite(tb testing.TB, w *clickhouse.Writer, msgs ...events.StreamMessage) clickhouse.WriteResult {
+	tb.Helper()
+	res, err := w.Write(context.Background(), msgs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res
+}
+
+func TestWriter_ExactlyOnce(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	w := &clickhouse.Writer{DB: db}
+
+	const n = 50
+	var batch []events.StreamMessage
+	for i := range n {
+		batch = append(batch, message(t, paymentObj(fmt.Sprintf("s%03d", i), "paid", "2026-05-14 10:00:00")))
+		batch = append(batch, message(t, operationObj(fmt.Sprintf("r%03d", i), fmt.Sprintf("s%03d", i), "refunded", "2026-05-14 11:00:00")))
+	}
+	// The same webhook twice inside the batch.
+	batch = append(batch, batch[0], batch[1])
+	res := mustWrite(t, w, batch...)
+	if res.Payments != n || res.Operations != n || res.Duplicates != 2 {
+		t.Fatalf("first batch: got %+v", res)
+	}
+	// A redelivery of the whole batch (a crash before the ack), and Ottu re-sending one days later.
+	res = mustWrite(t, w, batch...)
+	if res.Payments != 0 || res.Operations != 0 || res.Duplicates != len(batch) {
+		t.Fatalf("redelivered batch: got %+v", res)
+	}
+	later := batch[4]
+	later.StreamSeq, later.ReceivedAt = 99999, later.ReceivedAt.Add(72*time.Hour)
+	mustWrite(t, w, later)
+
+	for query, want := range map[string]uint64{
+		"SELECT count() FROM webhooks_raw":                            2 * n,
+		"SELECT count() FROM webhooks_raw WHERE kind = 'payment'":     n,
+		"SELECT count() FROM payments":                                n,
+		"SELECT count() FROM operations":                              n,
+		"SELECT count() FROM payment_events":                          n,
+		"SELECT count() FROM operations WHERE txn_state = 'refunded'": n,
+	} {
+		if got := chtest.Count(t, db, query); got != want {
+			t.Errorf("%s: got %d, want %d", query, got, want)
+		}
+	}
+	var amount decimal.Decimal
+	var children []string
+	if err := db.Conn().QueryRow(context.Background(),
+		"SELECT amount, child_session_ids FROM payment_events WHERE session_id = 's001'").Scan(&amount, &children); err != nil {
+		t.Fatal(err)
+	}
+	if !amount.Equal(decimal.RequireFromString("25.5")) || len(children) != 1 || children[0] != "child-s001" {
+		t.Fatalf("stored payment: amount %s children %v", amount, children)
+	}
+}
+
+func TestWriter_LatestState(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	w := &clickhouse.Writer{DB: db}
+	state := func(session string) string {
+		var s string
+		if err := db.Conn().QueryRow(context.Background(), "SELECT state FROM payments WHERE session_id = ?", session).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	txnState := func(ref string) string {
+		var s string
+		if err := db.Conn().QueryRow(context.Background(), "SELECT txn_state FROM operations WHERE reference_number = ?", ref).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	tests := []struct {
+		name     string
+		session  string
+		sequence [][2]string // state, timestamp_utc, in arrival order
+		want     string
+	}{
+		{"pending arrives after paid", "a", [][2]string{{"paid", "2026-05-14 10:00:05"}, {"pending", "2026-05-14 10:00:00"}}, "paid"},
+		{"pending with the same second", "b", [][2]string{{"paid", "2026-05-14 10:00:00"}, {"pending", "2026-05-14 10:00:00"}}, "paid"},
+		{"pending stamped later still does not undo paid", "c", [][2]string{{"paid", "2026-05-14 10:00:00"}, {"pending", "2026-05-14 10:09:00"}}, "paid"},
+		{"failed later becomes paid", "d", [][2]string{{"failed", "2026-05-14 10:00:00"}, {"paid", "2026-05-14 11:00:00"}}, "paid"},
+		{"paid arrives before the earlier failed", "e", [][2]string{{"paid", "2026-05-14 11:00:00"}, {"failed", "2026-05-14 10:00:00"}}, "paid"},
+		{"authorized then fully captured to paid", "f", [][2]string{{"authorized", "2026-05-14 10:00:00"}, {"paid", "2026-05-14 12:00:00"}}, "paid"},
+		{"created then pending", "g", [][2]string{{"created", "2026-05-14 10:00:00"}, {"pending", "2026-05-14 10:01:00"}}, "pending"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, s := range tt.sequence {
+				mustWrite(t, w, message(t, paymentObj(tt.session, s[0], s[1])))
+			}
+			if got := state(tt.session); got != tt.want {
+				t.Fatalf("got %s, want %s", got, tt.want)
+			}
+		})
+	}
+	// A queued refund later completed; the queued notice arriving last does not undo it.
+	mustWrite(t, w, message(t, operationObj("q1", "a", "refunded", "2026-05-15 10:00:00")))
+	mustWrite(t, w, message(t, operationObj("q1", "a", "refund_queued", "2026-05-15 09:00:00")))
+	if got := txnState("q1"); got != "refunded" {
+		t.Fatalf("queued refund: got %s, want refunded", got)
+	}
+}
+
+func TestWriter_Rejected(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	w := &clickhouse.Writer{DB: db}
+	rejected := events.StreamMessage{Envelope: events.Envelope{ID: "rej1", ReceivedAt: time.Now().UTC(),
+		Reject: "bad_signature: signature matches no key", Body: []byte(`{"x":1}`)}, StreamSeq: 7}
+	poison := events.StreamMessage{Envelope: events.Envelope{Body: []byte("\x00garbage")}, StreamSeq: 8, Invalid: "bad envelope: version \"\""}
+	res := mustWrite(t, w, rejected, poison, rejected)
+	if res.Rejected != 2 || res.Duplicates != 1 {
+		t.Fatalf("got %+v", res)
+	}
+	mustWrite(t, w, rejected, poison) // redelivery
+	if got := chtest.Count(t, db, "SELECT count() FROM rejected_webhooks"); got != 2 {
+		t.Fatalf("rejected rows: got %d, want 2", got)
+	}
+	if got := chtest.Count(t, db, "SELECT count() FROM rejected_webhooks WHERE reason LIKE 'unreadable stream message: bad envelope%' AND body = ?", "\x00garbage"); got != 1 {
+		t.Fatal("poison message not kept with its reason and body")
+	}
+	if got := chtest.Count(t, db, "SELECT count() FROM webhooks_raw"); got != 0 {
+		t.Fatalf("raw rows: got %d, want 0", got)
+	}
+}

@@ -1,0 +1,99 @@
+package events
+
+// Parent payment states (WEBHOOKS.md §4.1).
+const (
+	StateCreated    = "created"
+	StatePending    = "pending"
+	StateAttempted  = "attempted"
+	StateAuthorized = "authorized"
+	StatePaid       = "paid"
+	StateCOD        = "cod"
+	StateFailed     = "failed"
+	StateCanceled   = "canceled"
+	StateExpired    = "expired"
+	StateInvalided  = "invalided"
+	StateRefunded   = "refunded" // only in the Checkout GET enum (§8.10)
+)
+
+// Child transaction states an operation creates (txn.state, §2.2, §4.2).
+const (
+	TxnPaid           = "paid" // a capture
+	TxnRefunded       = "refunded"
+	TxnRefundQueued   = "refund_queued"
+	TxnRefundRejected = "refund_rejected"
+	TxnVoided         = "voided"
+)
+
+// Operations (§2.2).
+const (
+	OpCapture = "capture"
+	OpRefund  = "refund"
+	OpVoid    = "void"
+)
+
+// PaymentStateOrder tells whether a parent state is terminal (§4.1) and ranks
+// states that share a timestamp: success beats failure beats not-yet-final.
+// Unknown states are non-terminal with rank 0.
+func PaymentStateOrder(state string) (terminal bool, rank uint8) {
+	switch state {
+	case StateRefunded:
+		return true, 8
+	case StatePaid:
+		return true, 7
+	case StateAuthorized:
+		return true, 6
+	case StateCOD:
+		return true, 5
+	case StateFailed:
+		return true, 4
+	case StateCanceled:
+		return true, 3
+	case StateExpired:
+		return true, 2
+	case StateInvalided:
+		return true, 1
+	case StateAttempted:
+		return false, 3
+	case StatePending:
+		return false, 2
+	case StateCreated:
+		return false, 1
+	}
+	return false, 0
+}
+
+// TxnStateOrder does the same for a child's txn.state: refund_queued is the
+// only state that later changes (to refunded or refund_rejected, §2.3).
+func TxnStateOrder(state string) (terminal bool, rank uint8) {
+	switch state {
+	case TxnRefunded:
+		return true, 4
+	case TxnRefundRejected:
+		return true, 3
+	case TxnVoided:
+		return true, 2
+	case TxnPaid:
+		return true, 1
+	case TxnRefundQueued, "refund-queued": // GB spells it with a hyphen once (§8.9)
+		return false, 1
+	}
+	return false, 0
+}
+
+// OperationKind is the operation an operation webhook performed: its operation
+// field, or, when that is empty (the documented refund example sends null,
+// §8.8), what its txn.state implies.
+func (o *Operation) OperationKind() string {
+	if o.Operation != "" {
+		return o.Operation
+	}
+	switch o.Txn.State {
+	case TxnPaid:
+		return OpCapture
+	case TxnRefunded, TxnRefundQueued, TxnRefundRejected, "refund-queued":
+		return OpRefund
+	case TxnVoided:
+		return OpVoid
+	}
+	return ""
+}

@@ -1,0 +1,284 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ottu-recon/ottu-recon/internal/events"
+)
+
+// Consumer is a durable pull consumer on the webhook stream. It fetches
+// batches (by size, and by time), decodes them, hands each batch to Handle and
+// acks it only after Handle succeeded. Set the fields, Open, then Run.
+//
+//   - A message that is not a readable envelope, or whose body does not decode,
+//     is marked Invalid; Handle stores it as rejected; it is then terminated,
+//     never retried forever and never dropped silently.
+//   - When Handle fails (ClickHouse away, too many parts) the same batch is
+//     retried with exponential back-off, the messages kept in progress so the
+//     server does not redeliver them meanwhile; nothing is acked.
+//   - Memory is bounded by BatchSize messages in flight (MaxAckPending is twice
+//     that, so the next batch can be ready).
+type Consumer struct {
+	Conn      *Conn
+	Stream    StreamConfig
+	Durable   string        // default "ottu-recon-store"
+	BatchSize int           // default 1000
+	MaxWait   time.Duration // longest a message waits for its batch to fill; default 1s
+	AckWait   time.Duration // default 60s; Handle is bounded by half of it
+	RetryMin  time.Duration // default 250ms
+	RetryMax  time.Duration // default 15s, below AckWait
+	Handle    func(ctx context.Context, msgs []events.StreamMessage) error
+	// OnError, if set, is told about each failed attempt at a batch and each
+	// failed ack; the consumer goes on.
+	OnError func(err error, attempt int)
+	Metrics *ConsumerMetrics
+
+	cons jetstream.Consumer
+}
+
+// ConsumerMetrics are the consumer's metrics.
+type ConsumerMetrics struct {
+	Pending       prometheus.Gauge
+	BatchSize     prometheus.Histogram
+	HandleSeconds prometheus.Histogram
+	Redeliveries  prometheus.Counter
+	Terminated    prometheus.Counter
+	Failures      prometheus.Counter
+}
+
+// NewConsumerMetrics registers the consumer metrics with reg.
+func NewConsumerMetrics(reg prometheus.Registerer) *ConsumerMetrics {
+	m := &ConsumerMetrics{
+		Pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_consumer_pending",
+			Help: "Messages in the stream not yet delivered to the store consumer (lag)."}),
+		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ottu_reconcile_batch_size",
+			Help: "Messages per stored batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
+		HandleSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ottu_reconcile_insert_seconds",
+			Help: "Time to store one batch in ClickHouse (successful attempts).", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		Redeliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_redeliveries_total",
+			Help: "Messages delivered more than once to the store consumer."}),
+		Terminated: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_terminated_total",
+			Help: "Unreadable messages terminated (kept in rejected_webhooks)."}),
+		Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_store_failures_total",
+			Help: "Failed attempts to store a batch (each is retried)."}),
+	}
+	reg.MustRegister(m.Pending, m.BatchSize, m.HandleSeconds, m.Redeliveries, m.Terminated, m.Failures)
+	return m
+}
+
+func (c *Consumer) defaults() {
+	if c.Durable == "" {
+		c.Durable = "ottu-recon-store"
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 1000
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = time.Second
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 60 * time.Second
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = 250 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 15 * time.Second
+	}
+	c.RetryMax = min(c.RetryMax, c.AckWait/2)
+	if c.Metrics == nil {
+		c.Metrics = NewConsumerMetrics(prometheus.NewRegistry())
+	}
+}
+
+// ensureStreamExists creates the stream with cfg if ingest has not yet, and
+// leaves an existing stream as ingest configured it.
+func (c *Conn) ensureStreamExists(ctx context.Context, cfg StreamConfig) error {
+	_, err := c.js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = c.EnsureStream(ctx, cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+	}
+	return nil
+}
+
+// Open creates or updates the durable consumer (and the stream, if missing).
+func (c *Consumer) Open(ctx context.Context) error {
+	if c.Handle == nil {
+		return errors.New("nats: Consumer needs Handle")
+	}
+	c.defaults()
+	if err := c.Conn.ensureStreamExists(ctx, c.Stream); err != nil {
+		return err
+	}
+	cons, err := c.Conn.js.CreateOrUpdateConsumer(ctx, c.Stream.Name, jetstream.ConsumerConfig{
+		Durable:         c.Durable,
+		Description:     "ottu-recon reconcile: stores every webhook in ClickHouse",
+		AckPolicy:       jetstream.AckExplicitPolicy,
+		AckWait:         c.AckWait,
+		MaxDeliver:      -1, // an outage must not exhaust deliveries; unreadable messages are terminated instead
+		MaxAckPending:   2 * c.BatchSize,
+		MaxRequestBatch: c.BatchSize,
+		DeliverPolicy:   jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("create or update consumer %s: %w", c.Durable, err)
+	}
+	c.cons = cons
+	return nil
+}
+
+// Run consumes until ctx ends. The batch in hand when ctx ends is still
+// stored and acked (bounded by AckWait); a batch whose store keeps failing is
+// nak'ed so that the next run gets it at once.
+func (c *Consumer) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		batch, err := c.cons.Fetch(c.BatchSize, jetstream.FetchMaxWait(c.MaxWait))
+		if err != nil {
+			c.report(fmt.Errorf("fetch: %w", err), 0)
+			if !sleep(ctx, c.RetryMin) {
+				break
+			}
+			continue
+		}
+		var raw []jetstream.Msg
+		for msg := range batch.Messages() {
+			raw = append(raw, msg)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && len(raw) == 0 {
+			c.report(fmt.Errorf("fetch: %w", err), 0)
+			if !sleep(ctx, c.RetryMin) {
+				break
+			}
+			continue
+		}
+		if len(raw) == 0 {
+			continue
+		}
+		if err := c.process(ctx, raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// Decode turns a stream message into a StreamMessage, marking it Invalid when
+// it is not a readable envelope or its body does not decode.
+func Decode(msg jetstream.Msg) events.StreamMessage {
+	var out events.StreamMessage
+	if meta, err := msg.Metadata(); err == nil {
+		out.StreamSeq = meta.Sequence.Stream
+	}
+	env, err := Envelope(msg.Headers(), msg.Data())
+	if err != nil {
+		out.Body = msg.Data()
+		out.Invalid = err.Error()
+		return out
+	}
+	out.Envelope = env
+	if env.Rejected() {
+		return out
+	}
+	w, err := events.Decode(env.Body)
+	switch {
+	case err != nil:
+		out.Invalid = "decode body: " + err.Error()
+	case w.Kind != env.Kind:
+		out.Invalid = fmt.Sprintf("body is a %s webhook, envelope says %s", w.Kind, env.Kind)
+	default:
+		out.Webhook = w
+	}
+	return out
+}
+
+func (c *Consumer) process(ctx context.Context, raw []jetstream.Msg) error {
+	msgs := make([]events.StreamMessage, len(raw))
+	for i, m := range raw {
+		msgs[i] = Decode(m)
+		if meta, err := m.Metadata(); err == nil {
+			if meta.NumDelivered > 1 {
+				c.Metrics.Redeliveries.Inc()
+			}
+			if i == len(raw)-1 {
+				c.Metrics.Pending.Set(float64(meta.NumPending))
+			}
+		}
+	}
+	c.Metrics.BatchSize.Observe(float64(len(raw)))
+
+	// Once fetched, a batch is finished even if ctx ends: it is either stored
+	// and acked, or nak'ed for the next run.
+	wctx := context.WithoutCancel(ctx)
+	wait := c.RetryMin
+	for attempt := 1; ; attempt++ {
+		hctx, cancel := context.WithTimeout(wctx, c.AckWait/2)
+		start := time.Now()
+		err := c.Handle(hctx, msgs)
+		cancel()
+		if err == nil {
+			c.Metrics.HandleSeconds.Observe(time.Since(start).Seconds())
+			break
+		}
+		c.Metrics.Failures.Inc()
+		c.report(err, attempt)
+		if ctx.Err() != nil {
+			c.settle(raw, func(m jetstream.Msg) error { return m.Nak() })
+			return nil
+		}
+		c.settle(raw, func(m jetstream.Msg) error { return m.InProgress() })
+		if !sleep(ctx, wait) {
+			c.settle(raw, func(m jetstream.Msg) error { return m.Nak() })
+			return nil
+		}
+		wait = min(2*wait, c.RetryMax)
+	}
+	for i, m := range raw {
+		var err error
+		if msgs[i].Invalid != "" {
+			c.Metrics.Terminated.Inc()
+			err = m.Term()
+		} else {
+			err = m.Ack()
+		}
+		if err != nil {
+			// The message was stored; a redelivery is a harmless duplicate.
+			c.report(fmt.Errorf("ack stream seq %d: %w", msgs[i].StreamSeq, err), 0)
+		}
+	}
+	return nil
+}
+
+func (c *Consumer) settle(raw []jetstream.Msg, f func(jetstream.Msg) error) {
+	for _, m := range raw {
+		if err := f(m); err != nil {
+			c.report(fmt.Errorf("settle message: %w", err), 0)
+			return
+		}
+	}
+}
+
+func (c *Consumer) report(err error, attempt int) {
+	if c.OnError != nil {
+		c.OnError(err, attempt)
+	}
+}

@@ -1,0 +1,89 @@
+// Package schema holds ottu-recon's ClickHouse DDL as numbered files, embedded
+// so that `reconcile migrate`, `reconcile serve` and the tests apply exactly
+// the same statements.
+//
+// Rules for the files, which must run on ClickHouse 18.16 (the tests) and 24+
+// (production): every statement is idempotent (IF NOT EXISTS, IF EXISTS), so
+// a file interrupted half-way is simply applied again; INSERTs name their
+// columns; no JSONExtract, DateTime64, LowCardinality or *OrNull parsers;
+// statements are separated by a line ending in ";". The token {db} stands for
+// the database: views name their tables with it, because a view's query must
+// not depend on the session's current database.
+package schema
+
+import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+//go:embed *.sql
+var files embed.FS
+
+// Migration is one numbered file.
+type Migration struct {
+	Version    int
+	Name       string
+	Statements []string
+}
+
+// Migrations returns the migrations in version order, with {db} replaced.
+func Migrations(database string) ([]Migration, error) {
+	names, err := fs.Glob(files, "*.sql")
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	var out []Migration
+	for _, name := range names {
+		num, _, ok := strings.Cut(name, "_")
+		version, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("schema file %s: name must start with a number and _", name)
+		}
+		b, err := files.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		m := Migration{Version: version, Name: name}
+		for _, stmt := range split(string(b)) {
+			m.Statements = append(m.Statements, strings.ReplaceAll(stmt, "{db}", quoteIdent(database)))
+		}
+		if len(out) > 0 && out[len(out)-1].Version == version {
+			return nil, fmt.Errorf("schema files %s and %s share version %d", out[len(out)-1].Name, name, version)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// split cuts a file into statements at lines ending in ";", dropping comments.
+func split(text string) []string {
+	var out []string
+	var cur strings.Builder
+	for line := range strings.SplitSeq(text, "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "--") || trimmed == "" {
+			continue
+		}
+		cur.WriteString(line)
+		cur.WriteByte('\n')
+		if strings.HasSuffix(trimmed, ";") {
+			stmt := strings.TrimSuffix(strings.TrimSpace(cur.String()), ";")
+			out = append(out, stmt)
+			cur.Reset()
+		}
+	}
+	if s := strings.TrimSpace(cur.String()); s != "" {
+		out = append(out, s)
+	}
+	return out
+}
+
+// quoteIdent quotes a database name for ClickHouse.
+func quoteIdent(s string) string {
+	return "`" + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), "`", "\\`") + "`"
+}
