@@ -10,8 +10,8 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/events"
 )
 
-// Writer stores batches of stream messages. Each batch costs one existence
-// query and one INSERT per table it touches.
+// Writer stores batches of stream messages. Each batch costs an existence
+// query per 4,000 deliveries and one INSERT per table it touches.
 type Writer struct {
 	DB  *DB
 	Now func() time.Time
@@ -104,26 +104,32 @@ func (w *Writer) Write(ctx context.Context, msgs []events.StreamMessage) (WriteR
 	return res, nil
 }
 
+// existingChunk keeps each lookup's query under ClickHouse's default
+// max_query_size (256 KiB): a delivery id is 32 hex characters plus quoting.
+const existingChunk = 4000
+
 // existing returns which of ids table already holds.
 func (w *Writer) existing(ctx context.Context, table string, ids []string) (map[string]bool, error) {
 	out := map[string]bool{}
-	if len(ids) == 0 {
-		return out, nil
-	}
-	rows, err := w.DB.conn.Query(ctx, "SELECT delivery_id FROM "+table+" WHERE delivery_id IN (SELECT arrayJoin(?))", ids)
-	if err != nil {
-		return nil, fmt.Errorf("look up stored deliveries in %s: %w", table, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), existingChunk)]
+		ids = ids[len(chunk):]
+		rows, err := w.DB.conn.Query(ctx, "SELECT delivery_id FROM "+table+" WHERE delivery_id IN (SELECT arrayJoin(?))", chunk)
+		if err != nil {
 			return nil, fmt.Errorf("look up stored deliveries in %s: %w", table, err)
 		}
-		out[id] = true
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("look up stored deliveries in %s: %w", table, err)
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("look up stored deliveries in %s: %w", table, err)
+			}
+			out[id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("look up stored deliveries in %s: %w", table, err)
+		}
 	}
 	return out, nil
 }

@@ -176,3 +176,23 @@ func TestWriter_Rejected(t *testing.T) {
 		t.Fatalf("raw rows: got %d, want 0", got)
 	}
 }
+
+// TestWriter_LargeBatch crosses the existence check's chunk size.
+func TestWriter_LargeBatch(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	w := &clickhouse.Writer{DB: db}
+	const n = 9001
+	batch := make([]events.StreamMessage, n)
+	for i := range batch {
+		batch[i] = message(t, operationObj(fmt.Sprintf("big%05d", i), "p", "refunded", "2026-05-14 11:00:00"))
+	}
+	if res := mustWrite(t, w, batch...); res.Operations != n {
+		t.Fatalf("first: got %+v", res)
+	}
+	if res := mustWrite(t, w, batch...); res.Duplicates != n || res.Operations != 0 {
+		t.Fatalf("redelivery: got %+v", res)
+	}
+	if got := chtest.Count(t, db, "SELECT count() FROM webhooks_raw"); got != n {
+		t.Fatalf("raw: got %d, want %d", got, n)
+	}
+}

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
+	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/nats"
+)
+
+func testLogger(tb testing.TB) zerolog.Logger {
+	if os.Getenv("TEST_LOG") != "" {
+		return zerolog.New(zerolog.NewTestWriter(tb))
+	}
+	return zerolog.Nop()
+}
+
+func MustOpenNATS(tb testing.TB) *nats.Server {
+	tb.Helper()
+	s := &nats.Server{Listen: "127.0.0.1:0", StoreDir: tb.TempDir(), Logger: testLogger(tb)}
+	if err := s.Open(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// testConfig points reconcile at the test's NATS and a fresh test database.
+func testConfig(tb testing.TB, natsURL string, db *clickhouse.DB) Config {
+	cfg := DefaultConfig()
+	cfg.NATSURL = natsURL
+	cfg.ClickHouseAddrs = db.Addrs
+	cfg.ClickHouseDatabase = db.Database
+	cfg.Listen = "127.0.0.1:0"
+	cfg.BatchSize = 100
+	cfg.BatchWait = 50 * time.Millisecond
+	cfg.Schedule = "@every 1h"
+	return cfg
+}
+
+func MustOpenMain(tb testing.TB, cfg Config) *Main {
+	tb.Helper()
+	m := NewMain(cfg, testLogger(tb))
+	if err := m.Open(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := m.Close(ctx); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	return m
+}
+
+// publisher publishes envelopes into the test stream as ingest would.
+func publisher(tb testing.TB, url string) *nats.Publisher {
+	tb.Helper()
+	c := &nats.Conn{URL: url, Logger: zerolog.Nop()}
+	if err := c.Open(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.Close(context.Background()) })
+	return &nats.Publisher{Conn: c, Stream: nats.DefaultStreamConfig()}
+}
+
+func publish(tb testing.TB, p *nats.Publisher, body string) events.Envelope {
+	tb.Helper()
+	w, err := events.Decode([]byte(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, _ := events.ParseObject([]byte(body))
+	env := events.Envelope{ID: events.DeliveryID(w.Kind, m), Kind: w.Kind, ReceivedAt: time.Now().UTC(),
+		Scheme: events.SchemeA, Body: []byte(body)}
+	if _, err := p.Publish(context.Background(), env); err != nil {
+		tb.Fatal(err)
+	}
+	return env
+}
+
+func paymentBody(i int, state string) string {
+	return fmt.Sprintf(`{"session_id":"s%05d","state":%q,"amount":"10.000","currency_code":"KWD","order_no":"o%d",`+
+		`"reference_number":"r%d","result":"success","timestamp_utc":"2026-05-14 10:00:00"}`, i, state, i, i)
+}
+
+func waitFor(tb testing.TB, what string, timeout time.Duration, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func consumerInfo(tb testing.TB, url, durable string) *jetstream.ConsumerInfo {
+	tb.Helper()
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	c, err := js.Consumer(context.Background(), nats.DefaultStreamConfig().Name, durable)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := c.Info(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info
+}
+
+func TestServe_StoresEveryWebhookOnce(t *testing.T) {
+	ns := MustOpenNATS(t)
+	db := chtest.MustOpenDB(t)
+	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
+	p := publisher(t, ns.ClientURL())
+
+	const n = 300
+	for i := range n {
+		publish(t, p, paymentBody(i, "paid"))
+	}
+	// A late pending for an already-paid parent, and an exact re-send.
+	publish(t, p, paymentBody(3, "pending"))
+	publish(t, p, paymentBody(5, "paid"))
+	waitFor(t, "all webhooks stored", 30*time.Second, func() bool {
+		return chtest.Count(t, db, "SELECT count() FROM webhooks_raw") == n+1
+	})
+	waitFor(t, "all acked", 10*time.Second, func() bool {
+		info := consumerInfo(t, ns.ClientURL(), m.Config.Consumer)
+		return info.NumAckPending == 0 && info.NumPending == 0
+	})
+	if got := chtest.Count(t, db, "SELECT count() FROM payments WHERE state = 'paid'"); got != n {
+		t.Fatalf("paid payments: got %d, want %d", got, n)
+	}
+	if got := chtest.Count(t, db, "SELECT count() FROM webhooks_raw"); got != n+1 {
+		t.Fatalf("raw rows: got %d, want %d", got, n+1)
+	}
+}
+
+func TestServe_PoisonTerminatedAndKept(t *testing.T) {
+	ns := MustOpenNATS(t)
+	db := chtest.MustOpenDB(t)
+	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
+	p := publisher(t, ns.ClientURL())
+
+	// A message on a verified subject with no envelope headers, and one whose
+	// body is not a webhook.
+	if _, err := p.Conn.JetStream().Publish(context.Background(), "ottu.webhooks.payment", []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	bad := events.Envelope{ID: "bad-body", Kind: events.KindPayment, ReceivedAt: time.Now().UTC(), Body: []byte(`{"hello":1}`)}
+	if _, err := p.Publish(context.Background(), bad); err != nil {
+		t.Fatal(err)
+	}
+	good := publish(t, p, paymentBody(1, "paid"))
+	waitFor(t, "poison kept", 20*time.Second, func() bool {
+		return chtest.Count(t, db, "SELECT count() FROM rejected_webhooks WHERE reason LIKE 'unreadable stream message:%'") == 2
+	})
+	waitFor(t, "everything settled", 10*time.Second, func() bool {
+		info := consumerInfo(t, ns.ClientURL(), m.Config.Consumer)
+		return info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0
+	})
+	if got := chtest.Count(t, db, "SELECT count() FROM webhooks_raw WHERE delivery_id = ?", good.ID); got != 1 {
+		t.Fatal("the good webhook in the same batch was not stored")
+	}
+}
+
+// proxy is a loopback TCP proxy to ClickHouse that a test can take down and
+// bring back on the same address.
+type proxy struct {
+	target string
+	addr   string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  []net.Conn
+}
+
+func startProxy(tb testing.TB, target string) *proxy {
+	p := &proxy{target: target, addr: "127.0.0.1:0"}
+	p.up(tb)
+	p.addr = p.ln.Addr().String()
+	tb.Cleanup(p.down)
+	return p
+}
+
+func (p *proxy) up(tb testing.TB) {
+	tb.Helper()
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(s, c); s.Close() }()
+			go func() { _, _ = io.Copy(c, s); c.Close() }()
+		}
+	}()
+}
+
+func (p *proxy) down() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// TestServe_ClickHouseOutage: while ClickHouse is unreachable nothing is
+// acked; once it is back every message is stored, once.
+func TestServe_ClickHouseOutage(t *testing.T) {
+	ns := MustOpenNATS(t)
+	db := chtest.MustOpenDB(t)
+	px := startProxy(t, db.Addrs[0])
+	cfg := testConfig(t, ns.ClientURL(), db)
+	cfg.ClickHouseAddrs = []string{px.addr}
+	MustOpenMain(t, cfg)
+	p := publisher(t, ns.ClientURL())
+
+	for i := range 10 {
+		publish(t, p, paymentBody(i, "paid"))
+	}
+	waitFor(t, "first webhooks stored", 20*time.Second, func() bool {
+		return chtest.Count(t, db, "SELECT count() FROM webhooks_raw") == 10
+	})
+	px.down()
+	for i := 10; i < 60; i++ {
+		publish(t, p, paymentBody(i, "paid"))
+	}
+	// The consumer has the batch in hand and keeps retrying it: nothing acked.
+	waitFor(t, "the consumer to hold the batch", 10*time.Second, func() bool {
+		return consumerInfo(t, ns.ClientURL(), cfg.Consumer).NumAckPending > 0
+	})
+	if got := chtest.Count(t, db, "SELECT count() FROM webhooks_raw"); got != 10 {
+		t.Fatalf("stored during the outage: got %d, want 10", got)
+	}
+	if info := consumerInfo(t, ns.ClientURL(), cfg.Consumer); info.AckFloor.Stream > 10 {
+		t.Fatalf("acked past the outage: ack floor %d", info.AckFloor.Stream)
+	}
+	px.up(t)
+	waitFor(t, "everything stored after the outage", 60*time.Second, func() bool {
+		return chtest.Count(t, db, "SELECT count() FROM webhooks_raw") == 60
+	})
+	waitFor(t, "everything acked", 20*time.Second, func() bool {
+		info := consumerInfo(t, ns.ClientURL(), cfg.Consumer)
+		return info.NumAckPending == 0 && info.NumPending == 0
+	})
+	if got := chtest.Count(t, db, "SELECT count() FROM payment_events"); got < 60 {
+		t.Fatalf("payment rows: got %d, want at least 60", got)
+	}
+	if got := chtest.Count(t, db, "SELECT count() FROM payments"); got != 60 {
+		t.Fatalf("payments: got %d, want 60", got)
+	}
+}
