@@ -10,22 +10,28 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/robfig/cron/v3"
 	"github.com/rs/zerolog"
 
+	"github.com/ottu-recon/ottu-recon/internal/alert"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/envconfig"
 	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
+	"github.com/ottu-recon/ottu-recon/internal/report"
 	"github.com/ottu-recon/ottu-recon/internal/webhook"
 )
 
@@ -103,7 +109,10 @@ type Main struct {
 	conn     *nats.Conn
 	consumer *nats.Consumer
 	http     *webhook.Server
+	cron     *cron.Cron
+	passes   *passMetrics
 
+	runCtx context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -184,17 +193,139 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if err := m.consumer.Open(octx); err != nil {
 		return err
 	}
-	runCtx, stop := context.WithCancel(context.Background())
-	m.cancel = stop
+	m.runCtx, m.cancel = context.WithCancel(context.Background())
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		if err := m.consumer.Run(runCtx); err != nil {
+		if err := m.consumer.Run(m.runCtx); err != nil {
 			storeLog.Error().Err(err).Msg("consumer stopped")
 		}
 	}()
+
+	// The schedule: UTC, never two passes at once, a panic is a failed pass.
+	m.passes = newPassMetrics(m.Registry)
+	cronLog := cronLogger{m.component("cron")}
+	m.cron = cron.New(cron.WithParser(cronParser), cron.WithLocation(time.UTC), cron.WithLogger(cronLog),
+		cron.WithChain(cron.Recover(cronLog), cron.SkipIfStillRunning(cronLog)))
+	if _, err := m.cron.AddFunc(m.Config.Schedule, m.scheduledPass); err != nil {
+		return fmt.Errorf("schedule %q: %w", m.Config.Schedule, err)
+	}
+	m.cron.Start()
+
 	m.http = &webhook.Server{Addr: m.Config.Listen, Ready: m.Ready, Gatherer: m.Registry}
 	return m.http.Open()
+}
+
+// scheduledPass is the cron job: one pass with a timeout derived from the
+// daemon's context. A failed pass is logged and counted, never fatal.
+func (m *Main) scheduledPass() {
+	ctx, cancel := context.WithTimeout(m.runCtx, m.Config.PassTimeout)
+	defer cancel()
+	_, _ = m.Pass(ctx) // Pass logs and counts a failure; the next pass retries
+}
+
+// Pass runs one reconciliation pass, logs its report and counts it.
+func (m *Main) Pass(ctx context.Context) (ledger.Report, error) {
+	log := m.component("reconciler")
+	start := time.Now()
+	rep, err := m.reconciler().Run(ctx)
+	if m.passes != nil {
+		m.passes.observe(rep, err, time.Since(start))
+	}
+	ev := log.Info()
+	if err != nil {
+		ev = log.Error().Err(err)
+	}
+	if rep.AlertError != "" {
+		ev = ev.Str("alert_error", rep.AlertError)
+	}
+	ev.Str("run_id", rep.ID).Bool("full", rep.Full).Int("parents", rep.ParentsEvaluated).Int("raised", rep.Raised).
+		Int("resolved", rep.Resolved).Int("open", rep.Open).Int("alerted", rep.Alerted).
+		Dur("took", time.Since(start)).Msg("reconciliation pass")
+	return rep, err
+}
+
+func (m *Main) reconciler() *ledger.Reconciler {
+	r := &ledger.Reconciler{
+		Store: &clickhouse.Store{DB: m.db},
+		Config: ledger.Config{Grace: m.Config.Grace, StaleAuthorization: m.Config.StaleAuthorization,
+			StuckRefund: m.Config.StuckRefund, Live: m.Config.Environment == "live"},
+		Now:       m.Now,
+		FullEvery: 24 * time.Hour,
+	}
+	if m.Config.AlertURL != "" {
+		r.Notifier = &alert.Webhook{URL: m.Config.AlertURL, HMACKey: []byte(m.Config.AlertHMACKey)}
+	}
+	if m.conn != nil {
+		r.Publisher = findingsPublisher{&nats.FindingsPublisher{Conn: m.conn}}
+	}
+	return r
+}
+
+// findingsPublisher announces new findings on NATS in the alert's JSON format.
+type findingsPublisher struct{ p *nats.FindingsPublisher }
+
+func (f findingsPublisher) PublishFindings(ctx context.Context, a ledger.Alert) error {
+	body, err := alert.Encode(a)
+	if err != nil {
+		return err
+	}
+	return f.p.Publish(ctx, body)
+}
+
+type passMetrics struct {
+	passes   *prometheus.CounterVec
+	seconds  prometheus.Histogram
+	open     prometheus.Gauge
+	raised   prometheus.Counter
+	resolved prometheus.Counter
+	alertErr prometheus.Counter
+	parents  prometheus.Gauge
+}
+
+func newPassMetrics(reg prometheus.Registerer) *passMetrics {
+	p := &passMetrics{
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_passes_total",
+			Help: "Reconciliation passes by result (ok, error)."}, []string{"result"}),
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ottu_reconcile_pass_seconds",
+			Help: "Duration of a reconciliation pass.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
+		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_findings_open",
+			Help: "Open findings after the last pass."}),
+		raised: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_findings_raised_total",
+			Help: "Findings raised."}),
+		resolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_findings_resolved_total",
+			Help: "Findings resolved."}),
+		alertErr: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_alert_failures_total",
+			Help: "Passes whose alert or findings announcement failed (retried at the next pass)."}),
+		parents: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_parents_evaluated",
+			Help: "Parents evaluated by the last pass."}),
+	}
+	reg.MustRegister(p.passes, p.seconds, p.open, p.raised, p.resolved, p.alertErr, p.parents)
+	return p
+}
+
+func (p *passMetrics) observe(r ledger.Report, err error, took time.Duration) {
+	if err != nil {
+		p.passes.WithLabelValues("error").Inc()
+		return
+	}
+	p.passes.WithLabelValues("ok").Inc()
+	p.seconds.Observe(took.Seconds())
+	p.open.Set(float64(r.Open))
+	p.raised.Add(float64(r.Raised))
+	p.resolved.Add(float64(r.Resolved))
+	p.parents.Set(float64(r.ParentsEvaluated))
+	if r.AlertError != "" {
+		p.alertErr.Inc()
+	}
+}
+
+// cronLogger adapts zerolog to cron's Logger.
+type cronLogger struct{ l zerolog.Logger }
+
+func (c cronLogger) Info(msg string, kv ...any) { c.l.Debug().Fields(kv).Msg(msg) }
+func (c cronLogger) Error(err error, msg string, kv ...any) {
+	c.l.Error().Err(err).Fields(kv).Msg(msg)
 }
 
 // Ready reports whether NATS and ClickHouse are both reachable.
@@ -219,6 +350,14 @@ func (m *Main) Close(ctx context.Context) error {
 	if m.http != nil {
 		errs = append(errs, m.http.Close(ctx))
 	}
+	if m.cron != nil {
+		// No new passes; wait for a running one, within the shutdown bound.
+		select {
+		case <-m.cron.Stop().Done():
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("wait for the running pass: %w", ctx.Err()))
+		}
+	}
 	if m.cancel != nil {
 		m.cancel()
 		done := make(chan struct{})
@@ -236,12 +375,62 @@ func (m *Main) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// RunOnce runs one reconciliation pass.
+// RunOnce migrates, runs one pass (alerts included) and returns its error:
+// only a failed pass is an error, not a failed alert.
 func (m *Main) RunOnce(ctx context.Context) error {
-	return errors.New("run-once: not implemented yet")
+	if _, err := m.db.Migrate(ctx); err != nil {
+		return err
+	}
+	if err := m.db.Open(ctx); err != nil {
+		return err
+	}
+	defer m.db.Close()
+	m.conn = &nats.Conn{URL: m.Config.NATSURL, Name: "ottu-recon-run-once", Logger: m.component("nats")}
+	if err := m.conn.Open(); err != nil {
+		return err
+	}
+	defer func() { _ = m.conn.Close(context.WithoutCancel(ctx)) }()
+	if !m.conn.Connected() {
+		m.Logger.Warn().Str("url", m.Config.NATSURL).Msg("nats unreachable: new findings are not announced on recon.findings this time")
+		m.conn = nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, m.Config.PassTimeout)
+	defer cancel()
+	_, err := m.Pass(pctx)
+	return err
 }
 
-// Report prints reports.
+// Report prints the report: reconcile report [-format table|csv|json] [-since 720h|2026-05-01].
 func (m *Main) Report(ctx context.Context, args []string, stdout io.Writer) error {
-	return errors.New("report: not implemented yet")
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	format := fs.String("format", "table", "output format: "+strings.Join(report.Formats, ", "))
+	sinceText := fs.String("since", "720h", "how far back: a duration (168h) or a date (2026-05-01)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	since, err := parseSince(*sinceText, m.Now())
+	if err != nil {
+		return err
+	}
+	if err := m.db.Open(ctx); err != nil {
+		return err
+	}
+	defer m.db.Close()
+	r, err := (&clickhouse.Store{DB: m.db}).Report(ctx, since)
+	if err != nil {
+		return err
+	}
+	return report.Write(stdout, r, *format)
+}
+
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d).UTC(), nil
+	}
+	for _, layout := range []string{"2006-01-02", time.RFC3339, "2006-01-02 15:04:05"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("-since %q: want a duration such as 168h or a date such as 2026-05-01", s)
 }

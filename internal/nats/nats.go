@@ -283,3 +283,28 @@ func (p *Publisher) Ensure(ctx context.Context) error {
 // ErrTooLarge means a message exceeds the server's max payload; retrying
 // cannot help.
 var ErrTooLarge = errors.New("message larger than the server's max payload")
+
+// FindingsSubject is where new findings are announced (PRODUCT.md, "Alerts").
+const FindingsSubject = "recon.findings"
+
+// FindingsPublisher publishes each pass's new findings on FindingsSubject
+// (core NATS: whoever listens gets them; JetStream is not needed).
+type FindingsPublisher struct {
+	Conn *Conn
+}
+
+// Publish sends body on FindingsSubject and flushes.
+func (p *FindingsPublisher) Publish(ctx context.Context, body []byte) error {
+	if err := p.Conn.nc.Publish(FindingsSubject, body); err != nil {
+		return fmt.Errorf("publish %s: %w", FindingsSubject, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	if err := p.Conn.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("flush %s: %w", FindingsSubject, err)
+	}
+	return nil
+}

@@ -1,0 +1,175 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/ottu-recon/ottu-recon/internal/report"
+)
+
+// ExamplesPerCode is how many findings each code shows in a report.
+const ExamplesPerCode = 3
+
+// PGSideLimit caps the PG-side operations listed in a report.
+const PGSideLimit = 200
+
+// Report reads the report of everything since the given time.
+func (s *Store) Report(ctx context.Context, since time.Time) (report.Report, error) {
+	ctx, cancel := s.DB.timeout(ctx)
+	defer cancel()
+	r := report.Report{Since: since.UTC()}
+	var err error
+	if r.Totals, err = s.totals(ctx, since); err != nil {
+		return r, err
+	}
+	if r.Findings, err = s.findingGroups(ctx); err != nil {
+		return r, err
+	}
+	if r.PGSide, err = s.pgSide(ctx, since); err != nil {
+		return r, err
+	}
+	if r.LastRun, err = s.lastRunSummary(ctx); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// totals: purchases paid (parents whose latest state is paid, by their
+// timestamp_utc) and captures, refunds, voids (operations at their latest
+// state, by theirs), per day, currency and gateway. Sums are exact decimals,
+// carried as text (toString) to Go.
+func (s *Store) totals(ctx context.Context, since time.Time) ([]report.Total, error) {
+	rows, err := s.DB.conn.Query(ctx, `
+		SELECT toString(toDate(timestamp_utc)) AS day, currency_code, gateway_account, 'paid' AS kind,
+			toString(sum(ifNull(amount, toDecimal128(0, 8)))), count()
+		FROM payments WHERE state = 'paid' AND timestamp_utc >= ?
+		GROUP BY day, currency_code, gateway_account
+		UNION ALL
+		SELECT toString(toDate(timestamp_utc)) AS day, txn_currency_code, pg_code,
+			if(txn_state = 'paid', 'captured', txn_state) AS kind,
+			toString(sum(ifNull(txn_amount, toDecimal128(0, 8)))), count()
+		FROM operations WHERE txn_state IN ('paid', 'refunded', 'voided') AND timestamp_utc >= ?
+		GROUP BY day, txn_currency_code, pg_code, kind`, since.UTC(), since.UTC())
+	if err != nil {
+		return nil, fmt.Errorf("query totals: %w", err)
+	}
+	defer rows.Close()
+	type key struct{ day, currency, gateway string }
+	byKey := map[key]*report.Total{}
+	for rows.Next() {
+		var k key
+		var kind, total string
+		var n uint64
+		if err := rows.Scan(&k.day, &k.currency, &k.gateway, &kind, &total, &n); err != nil {
+			return nil, fmt.Errorf("scan totals: %w", err)
+		}
+		a, err := parseStored(total)
+		if err != nil {
+			return nil, err
+		}
+		t := byKey[k]
+		if t == nil {
+			t = &report.Total{Day: k.day, Currency: k.currency, Gateway: k.gateway, Paid: "0", Captured: "0", Refunded: "0", Voided: "0"}
+			byKey[k] = t
+		}
+		switch kind {
+		case "paid":
+			t.Paid, t.PaidN = a.String(), n
+		case "captured":
+			t.Captured, t.CapturedN = a.String(), n
+		case "refunded":
+			t.Refunded, t.RefundedN = a.String(), n
+		case "voided":
+			t.Voided, t.VoidedN = a.String(), n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read totals: %w", err)
+	}
+	return sortedTotals(byKey), nil
+}
+
+func sortedTotals[K comparable](m map[K]*report.Total) []report.Total {
+	out := make([]report.Total, 0, len(m))
+	for _, t := range m {
+		out = append(out, *t)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Day != b.Day {
+			return a.Day > b.Day // newest day first
+		}
+		if a.Currency != b.Currency {
+			return a.Currency < b.Currency
+		}
+		return a.Gateway < b.Gateway
+	})
+	return out
+}
+
+func (s *Store) findingGroups(ctx context.Context) ([]report.FindingGroup, error) {
+	rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(`
+		SELECT code, toString(severity) AS sev, count(), groupArray(%d)(concat(session_id, ': ', detail))
+		FROM findings WHERE status = 'open'
+		GROUP BY code, severity
+		ORDER BY severity DESC, code`, ExamplesPerCode))
+	if err != nil {
+		return nil, fmt.Errorf("query open findings: %w", err)
+	}
+	defer rows.Close()
+	var out []report.FindingGroup
+	for rows.Next() {
+		var g report.FindingGroup
+		if err := rows.Scan(&g.Code, &g.Severity, &g.Count, &g.Examples); err != nil {
+			return nil, fmt.Errorf("scan open findings: %w", err)
+		}
+		out = append(out, g)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) pgSide(ctx context.Context, since time.Time) ([]report.PGOperation, error) {
+	rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(`
+		SELECT reference_number, session_id, operation, ifNull(toString(txn_amount), ''), txn_currency_code, txn_state, timestamp_utc
+		FROM operations WHERE source = 'pg' AND timestamp_utc >= ?
+		ORDER BY timestamp_utc DESC, reference_number LIMIT %d`, PGSideLimit), since.UTC())
+	if err != nil {
+		return nil, fmt.Errorf("query pg-side operations: %w", err)
+	}
+	defer rows.Close()
+	var out []report.PGOperation
+	for rows.Next() {
+		var o report.PGOperation
+		var amount string
+		if err := rows.Scan(&o.ReferenceNumber, &o.SessionID, &o.Operation, &amount, &o.Currency, &o.State, &o.Timestamp); err != nil {
+			return nil, fmt.Errorf("scan pg-side operation: %w", err)
+		}
+		a, err := parseStored(amount)
+		if err != nil {
+			return nil, err
+		}
+		o.Amount, o.Timestamp = a.String(), o.Timestamp.UTC()
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) lastRunSummary(ctx context.Context) (*report.Run, error) {
+	rows, err := s.DB.conn.Query(ctx, `SELECT run_id, started_at, parents_evaluated, findings_raised, findings_resolved,
+		findings_open, error FROM recon_runs ORDER BY started_at DESC, finished_at DESC LIMIT 1`)
+	if err != nil {
+		return nil, fmt.Errorf("query last run: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	var r report.Run
+	if err := rows.Scan(&r.ID, &r.Started, &r.Parents, &r.Raised, &r.Resolved, &r.Open, &r.Error); err != nil {
+		return nil, fmt.Errorf("scan last run: %w", err)
+	}
+	r.Started = r.Started.UTC()
+	return &r, nil
+}

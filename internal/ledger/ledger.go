@@ -1,0 +1,172 @@
+// Package ledger is reconciliation: the sixteen rules of PRODUCT.md ("Finding
+// codes") as pure functions over a per-parent summary, and the Reconciler that
+// runs a pass through two small interfaces it declares, Store and Notifier.
+//
+// It imports events and the standard library only; it returns errors and a
+// Report, and never logs.
+package ledger
+
+import (
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/ottu-recon/ottu-recon/internal/events"
+)
+
+// Code is a finding code (PRODUCT.md). Users and scripts depend on these names.
+type Code string
+
+// The finding codes.
+const (
+	OperationAmountMismatch Code = "OPERATION_AMOUNT_MISMATCH"
+	CurrencyMismatch        Code = "CURRENCY_MISMATCH"
+	OverCapture             Code = "OVER_CAPTURE"
+	OverRefund              Code = "OVER_REFUND"
+	VoidAfterCapture        Code = "VOID_AFTER_CAPTURE"
+	VoidAmountMismatch      Code = "VOID_AMOUNT_MISMATCH"
+	OperationOnInvalidState Code = "OPERATION_ON_INVALID_STATE"
+	ParentTotalsMismatch    Code = "PARENT_TOTALS_MISMATCH"
+	MissingOperation        Code = "MISSING_OPERATION"
+	OrphanOperation         Code = "ORPHAN_OPERATION"
+	PGSideOperation         Code = "PG_SIDE_OPERATION"
+	ConflictingDuplicate    Code = "CONFLICTING_DUPLICATE"
+	StaleAuthorization      Code = "STALE_AUTHORIZATION"
+	StuckRefund             Code = "STUCK_REFUND"
+	OrderAmountMismatch     Code = "ORDER_AMOUNT_MISMATCH"
+	SandboxInLive           Code = "SANDBOX_IN_LIVE"
+)
+
+// Severity of a finding.
+type Severity string
+
+// The severities.
+const (
+	Critical Severity = "critical"
+	Warning  Severity = "warning"
+	Info     Severity = "info"
+)
+
+// Codes lists every code with its severity, in PRODUCT.md's order.
+var Codes = []struct {
+	Code     Code
+	Severity Severity
+}{
+	{OperationAmountMismatch, Critical}, // the gateway moved a different amount than asked
+	{CurrencyMismatch, Critical},
+	{OverCapture, Critical},
+	{OverRefund, Critical},
+	{VoidAfterCapture, Critical},
+	{VoidAmountMismatch, Warning},
+	{OperationOnInvalidState, Critical},
+	{ParentTotalsMismatch, Warning},
+	{MissingOperation, Warning},
+	{OrphanOperation, Warning},
+	{PGSideOperation, Warning}, // done behind Ottu's back: someone should know
+	{ConflictingDuplicate, Critical},
+	{StaleAuthorization, Info}, // money held, nothing wrong yet
+	{StuckRefund, Warning},
+	{OrderAmountMismatch, Critical},
+	{SandboxInLive, Critical}, // a test payment where money is expected
+}
+
+// SeverityOf returns the severity of code.
+func SeverityOf(c Code) Severity {
+	for _, x := range Codes {
+		if x.Code == c {
+			return x.Severity
+		}
+	}
+	return Warning
+}
+
+// Config holds the thresholds of the time-based rules (RECON_* variables).
+type Config struct {
+	Grace              time.Duration // RECON_GRACE
+	StaleAuthorization time.Duration // RECON_STALE_AUTHORIZATION
+	StuckRefund        time.Duration // RECON_STUCK_REFUND
+	Live               bool          // OTTU_ENVIRONMENT=live
+}
+
+// Parent is everything known about one parent payment (session_id): what its
+// payment webhooks said, its operations at their latest states, and the
+// merchant's order. The store builds it; the rules read it.
+type Parent struct {
+	SessionID  string
+	HasPayment bool // a payment webhook has arrived
+
+	// From the payment webhooks (zero when HasPayment is false).
+	OrderNo        string
+	State          string // latest state (see the payments view)
+	Amount         events.Amount
+	Currency       string
+	Reached        map[string]bool // every state any payment webhook carried
+	AuthorizedAt   time.Time       // earliest timestamp_utc of an authorized webhook
+	RefundedAmount events.Amount   // reported by the latest payment webhook
+	VoidedAmount   events.Amount
+	LastPaymentAt  time.Time        // received_at of the latest-received payment webhook
+	Listed         map[string]time.Time // child session_id listed in transactions[] -> first received_at listing it
+	Sandbox        bool             // any webhook of this parent had is_sandbox true
+
+	Operations []Operation
+	Order      *Order // the merchant_orders row for OrderNo, if any
+}
+
+// Operation is one operation (reference_number) at its latest state.
+type Operation struct {
+	ReferenceNumber string
+	ChildSessionID  string
+	Operation       string // capture, refund, void (derived from txn.state when Ottu sent null)
+	Source          string
+	TxnState        string
+	TxnCurrency     string
+	Amount          events.Amount
+	TxnAmount       events.Amount
+	FirstReceived   time.Time // received_at of its first delivery
+	QueuedSince     time.Time // earliest timestamp_utc of a refund_queued delivery; zero if none
+	Sandbox         bool
+	Variants        []Variant // the distinct contents of its deliveries
+}
+
+// Variant is what one delivery of an operation said.
+type Variant struct {
+	Operation string
+	Amount    events.Amount
+	TxnAmount events.Amount
+	Currency  string
+	TxnState  string
+}
+
+// Order is the merchant's expected order (merchant_orders).
+type Order struct {
+	Amount   events.Amount
+	Currency string
+}
+
+// Finding is one rule firing for one parent.
+type Finding struct {
+	SessionID string
+	Code      Code
+	Severity  Severity
+	Detail    string
+}
+
+// Key identifies a finding: one per parent and code.
+type Key struct {
+	SessionID string
+	Code      Code
+}
+
+// Key returns the finding's identity.
+func (f Finding) Key() Key { return Key{f.SessionID, f.Code} }
+
+// sum adds amounts exactly; absent amounts count as zero.
+func sum(amounts ...events.Amount) decimal.Decimal {
+	total := decimal.Zero
+	for _, a := range amounts {
+		if a.Valid {
+			total = total.Add(a.Decimal)
+		}
+	}
+	return total
+}

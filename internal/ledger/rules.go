@@ -1,0 +1,386 @@
+package ledger
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/ottu-recon/ottu-recon/internal/events"
+)
+
+// Evaluate runs every rule on p at time now and returns the findings that
+// fire, ordered by code. Rules that need the parent run only once its payment
+// webhook has arrived; before that only ORPHAN_OPERATION can fire (PRODUCT.md).
+func Evaluate(p *Parent, cfg Config, now time.Time) []Finding {
+	var out []Finding
+	fire := func(c Code, format string, args ...any) {
+		out = append(out, Finding{SessionID: p.SessionID, Code: c, Severity: SeverityOf(c), Detail: fmt.Sprintf(format, args...)})
+	}
+	if !p.HasPayment {
+		orphan(p, cfg, now, fire)
+		return out
+	}
+	for _, rule := range rules {
+		rule(p, cfg, now, fire)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Code < out[j].Code })
+	return out
+}
+
+type fireFunc func(c Code, format string, args ...any)
+
+var rules = []func(p *Parent, cfg Config, now time.Time, fire fireFunc){
+	operationAmountMismatch, currencyMismatch, overCapture, overRefund, voidAfterCapture,
+	voidAmountMismatch, operationOnInvalidState, parentTotalsMismatch, missingOperation,
+	pgSideOperation, conflictingDuplicate, staleAuthorization, stuckRefund,
+	orderAmountMismatch, sandboxInLive,
+}
+
+// Classification of an operation at its latest state. Sums follow PRODUCT.md:
+// captures are txn.state paid, refunds txn.state refunded, voids txn.state
+// voided. "Has a capture/void/refund" also counts an operation whose operation
+// field says so, whatever its state.
+func isCapture(o Operation) bool { return o.TxnState == events.TxnPaid }
+func isRefunded(o Operation) bool { return o.TxnState == events.TxnRefunded }
+func isVoided(o Operation) bool  { return o.TxnState == events.TxnVoided }
+func hasKind(o Operation, kind string) bool {
+	return o.Operation == kind
+}
+
+func (p *Parent) ops(pred func(Operation) bool) []Operation {
+	var out []Operation
+	for _, o := range p.Operations {
+		if pred(o) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func txnSum(ops []Operation) decimal.Decimal {
+	total := decimal.Zero
+	for _, o := range ops {
+		total = total.Add(sum(o.TxnAmount))
+	}
+	return total
+}
+
+func refs(ops []Operation) string {
+	names := make([]string, len(ops))
+	for i, o := range ops {
+		names[i] = o.ReferenceNumber
+	}
+	return strings.Join(names, ", ")
+}
+
+func money(d decimal.Decimal, currency string) string {
+	return strings.TrimSpace(d.String() + " " + currency)
+}
+
+func amountText(a events.Amount, currency string) string {
+	if !a.Valid {
+		return "(none)"
+	}
+	return money(a.Decimal, currency)
+}
+
+// OPERATION_AMOUNT_MISMATCH: an operation's amount differs from its txn.amount.
+func operationAmountMismatch(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	var bad []string
+	for _, o := range p.Operations {
+		if o.Amount.Valid && o.TxnAmount.Valid && !o.Amount.Equal(o.TxnAmount) {
+			bad = append(bad, fmt.Sprintf("%s asked %s, txn moved %s", o.ReferenceNumber,
+				amountText(o.Amount, o.TxnCurrency), amountText(o.TxnAmount, o.TxnCurrency)))
+		}
+	}
+	if len(bad) > 0 {
+		fire(OperationAmountMismatch, "operation amount differs from txn.amount: %s", strings.Join(bad, "; "))
+	}
+}
+
+// CURRENCY_MISMATCH: an operation's txn.currency_code differs from its parent's.
+func currencyMismatch(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	var bad []string
+	for _, o := range p.Operations {
+		if o.TxnCurrency != "" && p.Currency != "" && !strings.EqualFold(o.TxnCurrency, p.Currency) {
+			bad = append(bad, o.ReferenceNumber+" in "+o.TxnCurrency)
+		}
+	}
+	if len(bad) > 0 {
+		fire(CurrencyMismatch, "parent is in %s; operations in another currency: %s", p.Currency, strings.Join(bad, ", "))
+	}
+}
+
+// OVER_CAPTURE: captures of a parent that reached authorized sum to more than its amount.
+func overCapture(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	if !p.Reached[events.StateAuthorized] || !p.Amount.Valid {
+		return
+	}
+	captures := p.ops(isCapture)
+	if total := txnSum(captures); total.GreaterThan(p.Amount.Decimal) {
+		fire(OverCapture, "captures sum to %s, more than the authorized %s (%s)",
+			money(total, p.Currency), amountText(p.Amount, p.Currency), refs(captures))
+	}
+}
+
+// OVER_REFUND: refunds sum to more than was collected: the captured sum when
+// the parent has captures, else the parent's amount when it reached paid. With
+// neither, nothing was collected and OPERATION_ON_INVALID_STATE fires instead.
+func overRefund(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	refunds := p.ops(isRefunded)
+	if len(refunds) == 0 {
+		return
+	}
+	var collected decimal.Decimal
+	var what string
+	switch captures := p.ops(isCapture); {
+	case len(captures) > 0:
+		collected, what = txnSum(captures), "captured"
+	case p.Reached[events.StatePaid] && p.Amount.Valid:
+		collected, what = p.Amount.Decimal, "paid"
+	default:
+		return
+	}
+	if total := txnSum(refunds); total.GreaterThan(collected) {
+		fire(OverRefund, "refunds sum to %s, more than the %s %s (%s)",
+			money(total, p.Currency), what, money(collected, p.Currency), refs(refunds))
+	}
+}
+
+// VOID_AFTER_CAPTURE: a parent has both a void and a capture (§4.2: a void is
+// impossible after even a partial capture).
+func voidAfterCapture(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	voids := p.ops(func(o Operation) bool { return isVoided(o) || hasKind(o, events.OpVoid) })
+	captures := p.ops(func(o Operation) bool { return isCapture(o) || hasKind(o, events.OpCapture) })
+	if len(voids) > 0 && len(captures) > 0 {
+		fire(VoidAfterCapture, "voided (%s) and captured (%s)", refs(voids), refs(captures))
+	}
+}
+
+// VOID_AMOUNT_MISMATCH: a void's amount differs from its parent's amount (§4.2:
+// a void always covers the full amount).
+func voidAmountMismatch(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	if !p.Amount.Valid {
+		return
+	}
+	var bad []string
+	for _, o := range p.ops(isVoided) {
+		if o.TxnAmount.Valid && !o.TxnAmount.Equal(p.Amount) {
+			bad = append(bad, o.ReferenceNumber+" voided "+amountText(o.TxnAmount, p.Currency))
+		}
+	}
+	if len(bad) > 0 {
+		fire(VoidAmountMismatch, "parent amount is %s: %s", amountText(p.Amount, p.Currency), strings.Join(bad, "; "))
+	}
+}
+
+// OPERATION_ON_INVALID_STATE: a capture or void on a parent that never reached
+// authorized, or a refund on a parent that never reached paid and has no capture.
+func operationOnInvalidState(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	var bad []string
+	if !p.Reached[events.StateAuthorized] {
+		for _, o := range p.Operations {
+			if isCapture(o) || isVoided(o) || hasKind(o, events.OpCapture) || hasKind(o, events.OpVoid) {
+				bad = append(bad, fmt.Sprintf("%s (%s) but the parent was never authorized", o.ReferenceNumber, o.Operation))
+			}
+		}
+	}
+	if !p.Reached[events.StatePaid] && len(p.ops(isCapture)) == 0 {
+		for _, o := range p.Operations {
+			if hasKind(o, events.OpRefund) {
+				bad = append(bad, fmt.Sprintf("%s (refund) but the parent was never paid nor captured", o.ReferenceNumber))
+			}
+		}
+	}
+	if len(bad) > 0 {
+		fire(OperationOnInvalidState, "parent states reached: %s; %s", reachedText(p), strings.Join(bad, "; "))
+	}
+}
+
+func reachedText(p *Parent) string {
+	states := make([]string, 0, len(p.Reached))
+	for s := range p.Reached {
+		states = append(states, s)
+	}
+	sort.Strings(states)
+	return strings.Join(states, ", ")
+}
+
+// PARENT_TOTALS_MISMATCH: the latest payment webhook reports refunded_amount or
+// voided_amount different from the sum of the refund or void operations. The
+// operations may still be on their way: it fires only once the latest payment
+// webhook is older than RECON_GRACE.
+func parentTotalsMismatch(p *Parent, cfg Config, now time.Time, fire fireFunc) {
+	if now.Sub(p.LastPaymentAt) < cfg.Grace {
+		return
+	}
+	var bad []string
+	if p.RefundedAmount.Valid {
+		if total := txnSum(p.ops(isRefunded)); !total.Equal(p.RefundedAmount.Decimal) {
+			bad = append(bad, fmt.Sprintf("refunded_amount %s, refund operations sum to %s",
+				amountText(p.RefundedAmount, p.Currency), money(total, p.Currency)))
+		}
+	}
+	if p.VoidedAmount.Valid {
+		if total := txnSum(p.ops(isVoided)); !total.Equal(p.VoidedAmount.Decimal) {
+			bad = append(bad, fmt.Sprintf("voided_amount %s, void operations sum to %s",
+				amountText(p.VoidedAmount, p.Currency), money(total, p.Currency)))
+		}
+	}
+	if len(bad) > 0 {
+		fire(ParentTotalsMismatch, "%s", strings.Join(bad, "; "))
+	}
+}
+
+// MISSING_OPERATION: transactions[] lists a child for which no operation
+// webhook arrived within RECON_GRACE of the child first being listed.
+func missingOperation(p *Parent, cfg Config, now time.Time, fire fireFunc) {
+	have := map[string]bool{}
+	for _, o := range p.Operations {
+		have[o.ChildSessionID] = true
+	}
+	var missing []string
+	for child, listedAt := range p.Listed {
+		if child != "" && !have[child] && now.Sub(listedAt) >= cfg.Grace {
+			missing = append(missing, child)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		fire(MissingOperation, "transactions[] lists %d child(ren) with no operation webhook after %s: %s",
+			len(missing), cfg.Grace, strings.Join(missing, ", "))
+	}
+}
+
+// ORPHAN_OPERATION: operations whose parent has had no payment webhook within
+// RECON_GRACE of the first operation arriving.
+func orphan(p *Parent, cfg Config, now time.Time, fire fireFunc) {
+	if p.HasPayment || len(p.Operations) == 0 {
+		return
+	}
+	first := p.Operations[0].FirstReceived
+	for _, o := range p.Operations[1:] {
+		if o.FirstReceived.Before(first) {
+			first = o.FirstReceived
+		}
+	}
+	if now.Sub(first) >= cfg.Grace {
+		fire(OrphanOperation, "no payment webhook for this parent %s after its first operation (%s)",
+			now.Sub(first).Round(time.Second), refs(p.Operations))
+	}
+}
+
+// PG_SIDE_OPERATION: an operation done on the gateway's dashboard (source pg).
+func pgSideOperation(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	var pg []string
+	for _, o := range p.Operations {
+		if o.Source == "pg" {
+			pg = append(pg, fmt.Sprintf("%s %s %s", o.ReferenceNumber, o.Operation, amountText(o.TxnAmount, o.TxnCurrency)))
+		}
+	}
+	if len(pg) > 0 {
+		fire(PGSideOperation, "done on the gateway's dashboard, outside Ottu: %s", strings.Join(pg, "; "))
+	}
+}
+
+// CONFLICTING_DUPLICATE: two deliveries of one operation disagree on operation,
+// amount or currency, or on state other than refund_queued moving to refunded
+// or refund_rejected.
+func conflictingDuplicate(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	var bad []string
+	for _, o := range p.Operations {
+		if why := conflict(o.Variants); why != "" {
+			bad = append(bad, o.ReferenceNumber+": "+why)
+		}
+	}
+	if len(bad) > 0 {
+		fire(ConflictingDuplicate, "deliveries of one operation disagree: %s", strings.Join(bad, "; "))
+	}
+}
+
+func conflict(vs []Variant) string {
+	for i := range vs {
+		for j := i + 1; j < len(vs); j++ {
+			a, b := vs[i], vs[j]
+			switch {
+			case a.Operation != "" && b.Operation != "" && a.Operation != b.Operation:
+				return fmt.Sprintf("operation %s vs %s", a.Operation, b.Operation)
+			case !a.Amount.Equal(b.Amount):
+				return fmt.Sprintf("amount %s vs %s", a.Amount, b.Amount)
+			case !a.TxnAmount.Equal(b.TxnAmount):
+				return fmt.Sprintf("txn.amount %s vs %s", a.TxnAmount, b.TxnAmount)
+			case !strings.EqualFold(a.Currency, b.Currency):
+				return fmt.Sprintf("currency %s vs %s", a.Currency, b.Currency)
+			case a.TxnState != b.TxnState && !queuedMove(a.TxnState, b.TxnState) && !queuedMove(b.TxnState, a.TxnState):
+				return fmt.Sprintf("state %s vs %s", a.TxnState, b.TxnState)
+			}
+		}
+	}
+	return ""
+}
+
+func queuedMove(from, to string) bool {
+	return (from == events.TxnRefundQueued || from == "refund-queued") &&
+		slices.Contains([]string{events.TxnRefunded, events.TxnRefundRejected}, to)
+}
+
+// STALE_AUTHORIZATION: authorized, with no capture or void, for longer than
+// RECON_STALE_AUTHORIZATION.
+func staleAuthorization(p *Parent, cfg Config, now time.Time, fire fireFunc) {
+	if p.State != events.StateAuthorized || p.AuthorizedAt.IsZero() {
+		return
+	}
+	for _, o := range p.Operations {
+		if isCapture(o) || isVoided(o) || hasKind(o, events.OpCapture) || hasKind(o, events.OpVoid) {
+			return
+		}
+	}
+	if age := now.Sub(p.AuthorizedAt); age > cfg.StaleAuthorization {
+		fire(StaleAuthorization, "authorized %s ago (%s) with no capture or void; %s held",
+			age.Round(time.Minute), p.AuthorizedAt.Format(time.RFC3339), amountText(p.Amount, p.Currency))
+	}
+}
+
+// STUCK_REFUND: a refund has stayed refund_queued for longer than RECON_STUCK_REFUND.
+func stuckRefund(p *Parent, cfg Config, now time.Time, fire fireFunc) {
+	var stuck []string
+	for _, o := range p.Operations {
+		if o.TxnState != events.TxnRefundQueued && o.TxnState != "refund-queued" {
+			continue
+		}
+		since := o.QueuedSince
+		if since.IsZero() {
+			since = o.FirstReceived
+		}
+		if age := now.Sub(since); age > cfg.StuckRefund {
+			stuck = append(stuck, fmt.Sprintf("%s (%s) queued for %s", o.ReferenceNumber,
+				amountText(o.TxnAmount, o.TxnCurrency), age.Round(time.Minute)))
+		}
+	}
+	if len(stuck) > 0 {
+		fire(StuckRefund, "refund still queued: %s", strings.Join(stuck, "; "))
+	}
+}
+
+// ORDER_AMOUNT_MISMATCH: a paid or authorized parent's amount or currency
+// differs from its merchant_orders row.
+func orderAmountMismatch(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	if p.Order == nil || !(p.Reached[events.StatePaid] || p.Reached[events.StateAuthorized]) {
+		return
+	}
+	if !p.Amount.Equal(p.Order.Amount) || !strings.EqualFold(p.Currency, p.Order.Currency) {
+		fire(OrderAmountMismatch, "order %s expects %s, Ottu %s %s", p.OrderNo,
+			amountText(p.Order.Amount, p.Order.Currency), p.State, amountText(p.Amount, p.Currency))
+	}
+}
+
+// SANDBOX_IN_LIVE: with OTTU_ENVIRONMENT=live, a webhook has is_sandbox true.
+func sandboxInLive(p *Parent, cfg Config, _ time.Time, fire fireFunc) {
+	if cfg.Live && p.Sandbox {
+		fire(SandboxInLive, "a webhook of this parent has is_sandbox true in a live environment")
+	}
+}
