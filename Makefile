@@ -21,6 +21,10 @@ test: vet
 unit:
 	$(GO) test -race ./internal/events ./internal/spool ./internal/envconfig
 
+# The whole system end to end on this machine (see scripts/demo.sh).
+demo:
+	scripts/demo.sh
+
 bench:
 	scripts/clickhouse.sh run $(GO) test -run='^$$' -bench=. -benchmem ./...
 

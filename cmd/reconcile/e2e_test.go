@@ -216,7 +216,7 @@ func TestReconcile_EndToEnd(t *testing.T) {
 	late := map[string]any{"amount": "1.000", "operation": "refund", "order_no": "", "reference_number": "late-op",
 		"result": "success", "session_id": missing.SessionID, "source": "input", "success": true,
 		"timestamp_utc": now.Format("2006-01-02 15:04:05"),
-		"txn": map[string]any{"amount": "1.000", "currency_code": "", "session_id": child, "state": "refunded"}}
+		"txn":           map[string]any{"amount": "1.000", "currency_code": "", "session_id": child, "state": "refunded"}}
 	publishAt(t, pub, ottusim.Sign(late, events.SchemeA, key), time.Now())
 	waitFor(t, "the late webhook stored", 30*time.Second, func() bool {
 		return chtest.Count(t, db, "SELECT count() FROM operations WHERE reference_number = 'late-op'") == 1

@@ -104,9 +104,9 @@ type Parent struct {
 	AuthorizedAt   time.Time       // earliest timestamp_utc of an authorized webhook
 	RefundedAmount events.Amount   // reported by the latest payment webhook
 	VoidedAmount   events.Amount
-	LastPaymentAt  time.Time        // received_at of the latest-received payment webhook
+	LastPaymentAt  time.Time            // received_at of the latest-received payment webhook
 	Listed         map[string]time.Time // child session_id listed in transactions[] -> first received_at listing it
-	Sandbox        bool             // any webhook of this parent had is_sandbox true
+	Sandbox        bool                 // any webhook of this parent had is_sandbox true
 
 	Operations []Operation
 	Order      *Order // the merchant_orders row for OrderNo, if any

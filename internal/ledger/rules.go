@@ -44,9 +44,9 @@ var rules = []func(p *Parent, cfg Config, now time.Time, fire fireFunc){
 // captures are txn.state paid, refunds txn.state refunded, voids txn.state
 // voided. "Has a capture/void/refund" also counts an operation whose operation
 // field says so, whatever its state.
-func isCapture(o Operation) bool { return o.TxnState == events.TxnPaid }
+func isCapture(o Operation) bool  { return o.TxnState == events.TxnPaid }
 func isRefunded(o Operation) bool { return o.TxnState == events.TxnRefunded }
-func isVoided(o Operation) bool  { return o.TxnState == events.TxnVoided }
+func isVoided(o Operation) bool   { return o.TxnState == events.TxnVoided }
 func hasKind(o Operation, kind string) bool {
 	return o.Operation == kind
 }

@@ -337,7 +337,8 @@ func isClean(k Kind) bool {
 }
 
 // Mix builds n parents, a fraction anomalyRate of them anomalies spread
-// evenly over the sixteen codes, the rest clean, in random order.
+// evenly over the sixteen codes, the rest clean, in random order. It leaves
+// out RecentListedChild, whose "recent" depends on when the pass runs.
 func (g *Generator) Mix(n int, anomalyRate float64) []Parent {
 	r := g.rnd()
 	out := make([]Parent, 0, n)
@@ -347,7 +348,9 @@ func (g *Generator) Mix(n int, anomalyRate float64) []Parent {
 		if i < anomalies {
 			k = AnomalyKinds[i%len(AnomalyKinds)]
 		} else {
-			k = CleanKinds[r.IntN(len(CleanKinds))]
+			for k = RecentListedChild; k == RecentListedChild; {
+				k = CleanKinds[r.IntN(len(CleanKinds))]
+			}
 		}
 		out = append(out, g.Parent(k))
 	}
