@@ -33,9 +33,20 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	if len(os.Args) > 1 && (os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help") {
-		fmt.Println("ingest: receive Ottu webhooks. Configured by environment variables; see README.md.")
-		return nil
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "-h", "--help", "help":
+			fmt.Println("ingest: receive Ottu webhooks. Configured by environment variables; see README.md.\n" +
+				"ingest healthcheck [URL]: exit 0 when URL (default http://127.0.0.1:8080/readyz) answers 200.")
+			return nil
+		case "healthcheck":
+			url := "http://127.0.0.1:8080/readyz"
+			if len(os.Args) > 2 {
+				url = os.Args[2]
+			}
+			return webhook.Probe(ctx, url)
+		}
+		return fmt.Errorf("unknown argument %q: ingest takes its configuration from the environment", os.Args[1])
 	}
 	cfg, err := LoadConfig(envconfig.OS())
 	if err != nil {

@@ -41,6 +41,7 @@ const usage = `usage: reconcile serve|migrate|run-once|report [flags]
   migrate    create the database if missing, then create or upgrade the schema (idempotent)
   run-once   run one reconciliation pass now, alerts included, then exit
   report     print reports (reconcile report -h for its flags)
+  healthcheck [URL]  exit 0 when URL (default http://127.0.0.1:8081/readyz) answers 200
 
 Configuration comes from environment variables; see README.md.`
 
@@ -60,6 +61,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return errors.New("a subcommand is required")
 		}
 		return nil
+	}
+	if args[0] == "healthcheck" {
+		url := "http://127.0.0.1:8081/readyz"
+		if len(args) > 1 {
+			url = args[1]
+		}
+		return webhook.Probe(ctx, url)
 	}
 	cfg, err := LoadConfig(envconfig.OS())
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/report"
 )
 
@@ -71,18 +72,19 @@ func (s *Store) totals(ctx context.Context, since time.Time) ([]report.Total, er
 		}
 		t := byKey[k]
 		if t == nil {
-			t = &report.Total{Day: k.day, Currency: k.currency, Gateway: k.gateway, Paid: "0", Captured: "0", Refunded: "0", Voided: "0"}
+			zero := events.Amount{Valid: true}.Text(k.currency)
+			t = &report.Total{Day: k.day, Currency: k.currency, Gateway: k.gateway, Paid: zero, Captured: zero, Refunded: zero, Voided: zero}
 			byKey[k] = t
 		}
 		switch kind {
 		case "paid":
-			t.Paid, t.PaidN = a.String(), n
+			t.Paid, t.PaidN = a.Text(k.currency), n
 		case "captured":
-			t.Captured, t.CapturedN = a.String(), n
+			t.Captured, t.CapturedN = a.Text(k.currency), n
 		case "refunded":
-			t.Refunded, t.RefundedN = a.String(), n
+			t.Refunded, t.RefundedN = a.Text(k.currency), n
 		case "voided":
-			t.Voided, t.VoidedN = a.String(), n
+			t.Voided, t.VoidedN = a.Text(k.currency), n
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -150,7 +152,7 @@ func (s *Store) pgSide(ctx context.Context, since time.Time) ([]report.PGOperati
 		if err != nil {
 			return nil, err
 		}
-		o.Amount, o.Timestamp = a.String(), o.Timestamp.UTC()
+		o.Amount, o.Timestamp = a.Text(o.Currency), o.Timestamp.UTC()
 		out = append(out, o)
 	}
 	return out, rows.Err()

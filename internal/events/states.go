@@ -1,5 +1,7 @@
 package events
 
+import "strings"
+
 // Parent payment states (WEBHOOKS.md §4.1).
 const (
 	StateCreated    = "created"
@@ -96,4 +98,40 @@ func (o *Operation) OperationKind() string {
 		return OpVoid
 	}
 	return ""
+}
+
+// CurrencyDecimals is the number of decimals amounts in currency code carry
+// (WEBHOOKS.md §6, ISO 4217): 3 for KWD, BHD, OMR, IQD, JOD, LYD, TND; 0 for
+// JPY, KRW and a few others; 2 otherwise.
+func CurrencyDecimals(code string) int32 {
+	switch strings.ToUpper(code) {
+	case "KWD", "BHD", "OMR", "IQD", "JOD", "LYD", "TND":
+		return 3
+	case "JPY", "KRW", "CLP", "ISK", "VND", "XAF", "XOF", "UGX", "PYG", "RWF":
+		return 0
+	}
+	return 2
+}
+
+// Format renders the amount for people in currency code: with the currency's
+// decimals when that is exact ("25.500 KWD"), else as it is.
+func (a Amount) Format(code string) string {
+	if !a.Valid {
+		return "(none)"
+	}
+	if code == "" {
+		return a.Text(code)
+	}
+	return a.Text(code) + " " + code
+}
+
+// Text is Format without the currency code; "" when absent.
+func (a Amount) Text(code string) string {
+	if !a.Valid {
+		return ""
+	}
+	if dp := CurrencyDecimals(code); a.Decimal.Equal(a.Decimal.Truncate(dp)) {
+		return a.Decimal.StringFixed(dp)
+	}
+	return a.Decimal.String()
 }

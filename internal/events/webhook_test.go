@@ -177,3 +177,19 @@ func TestDeliveryID(t *testing.T) {
 		t.Fatal("reason must be part of the rejected id")
 	}
 }
+
+func TestAmount_Format(t *testing.T) {
+	tests := []struct{ amount, code, want string }{
+		{"25.5", "KWD", "25.500 KWD"},
+		{"25.50000000", "USD", "25.50 USD"},
+		{"1000", "JPY", "1000 JPY"},
+		{"0.105", "USD", "0.105 USD"}, // more decimals than the currency has: shown exactly
+		{"7", "", "7.00"},
+		{"", "KWD", "(none)"},
+	}
+	for _, tt := range tests {
+		if got := events.NewAmount(tt.amount).Format(tt.code); got != tt.want {
+			t.Errorf("Format(%q, %q): got %q, want %q", tt.amount, tt.code, got, tt.want)
+		}
+	}
+}

@@ -78,15 +78,10 @@ func refs(ops []Operation) string {
 }
 
 func money(d decimal.Decimal, currency string) string {
-	return strings.TrimSpace(d.String() + " " + currency)
+	return events.Amount{Decimal: d, Valid: true}.Format(currency)
 }
 
-func amountText(a events.Amount, currency string) string {
-	if !a.Valid {
-		return "(none)"
-	}
-	return money(a.Decimal, currency)
-}
+func amountText(a events.Amount, currency string) string { return a.Format(currency) }
 
 // OPERATION_AMOUNT_MISMATCH: an operation's amount differs from its txn.amount.
 func operationAmountMismatch(p *Parent, _ Config, _ time.Time, fire fireFunc) {

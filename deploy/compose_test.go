@@ -1,0 +1,187 @@
+// Package deploy_test checks the deployment files against the code: every
+// service, binary, subcommand, variable and secret docker-compose.yml names
+// must exist, since no container engine runs in CI to try it.
+package deploy_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+type compose struct {
+	Services map[string]struct {
+		Image       string            `yaml:"image"`
+		Build       any               `yaml:"build"`
+		Entrypoint  []string          `yaml:"entrypoint"`
+		Command     []string          `yaml:"command"`
+		Environment map[string]string `yaml:"environment"`
+		Secrets     []string          `yaml:"secrets"`
+		Volumes     []string          `yaml:"volumes"`
+		DependsOn   map[string]any    `yaml:"depends_on"`
+		Healthcheck *struct {
+			Test []string `yaml:"test"`
+		} `yaml:"healthcheck"`
+	} `yaml:"services"`
+	Secrets map[string]struct {
+		File string `yaml:"file"`
+	} `yaml:"secrets"`
+	Volumes map[string]any `yaml:"volumes"`
+}
+
+func read(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestCompose(t *testing.T) {
+	var c compose
+	if err := yaml.Unmarshal([]byte(read(t, "docker-compose.yml")), &c); err != nil {
+		t.Fatal(err)
+	}
+	ingestConfig := read(t, "cmd/ingest/config.go")
+	reconcileConfig := read(t, "cmd/reconcile/config.go")
+	reconcileMain := read(t, "cmd/reconcile/main.go")
+	ingestMain := read(t, "cmd/ingest/main.go")
+
+	images := map[string]string{"nats": "nats:", "clickhouse": "clickhouse/clickhouse-server:"}
+	for name, prefix := range images {
+		if s, ok := c.Services[name]; !ok || !strings.HasPrefix(s.Image, prefix) {
+			t.Errorf("service %s: want the official image %s*, got %+v", name, prefix, s.Image)
+		}
+	}
+	binaries := map[string]struct{ config, main string }{
+		"/usr/local/bin/ingest":    {ingestConfig, ingestMain},
+		"/usr/local/bin/reconcile": {reconcileConfig, reconcileMain},
+	}
+	for _, want := range []string{"ingest", "reconcile-migrate", "reconcile"} {
+		s, ok := c.Services[want]
+		if !ok {
+			t.Fatalf("service %s missing", want)
+		}
+		if len(s.Entrypoint) == 0 {
+			t.Fatalf("service %s: no entrypoint", want)
+		}
+		bin, ok := binaries[s.Entrypoint[0]]
+		if !ok {
+			t.Fatalf("service %s runs %s, which the Dockerfile does not build", want, s.Entrypoint[0])
+		}
+		for _, sub := range s.Entrypoint[1:] {
+			if !strings.Contains(bin.main, `"`+sub+`"`) {
+				t.Errorf("service %s: subcommand %q not in the code", want, sub)
+			}
+		}
+		if s.Healthcheck != nil && len(s.Healthcheck.Test) > 2 {
+			for _, part := range s.Healthcheck.Test[1:] {
+				if strings.HasPrefix(part, "/usr/local/bin/") {
+					if _, ok := binaries[part]; !ok {
+						t.Errorf("service %s: health check runs %s", want, part)
+					}
+				}
+			}
+			if sub := s.Healthcheck.Test[2]; !strings.Contains(bin.main, `"`+sub+`"`) {
+				t.Errorf("service %s: health check subcommand %q not in the code", want, sub)
+			}
+		}
+		for name := range s.Environment {
+			base := strings.TrimSuffix(name, "_FILE")
+			if !strings.Contains(bin.config, `"`+base+`"`) {
+				t.Errorf("service %s: variable %s is not read by %s", want, name, s.Entrypoint[0])
+			}
+			if base != name && !regexp.MustCompile(`env\.Secret\(&[^,]+, "`+base+`"\)`).MatchString(bin.config) {
+				t.Errorf("service %s: %s given as a file, but %s is not read as a secret", want, name, base)
+			}
+		}
+		for _, sec := range s.Secrets {
+			if _, ok := c.Secrets[sec]; !ok {
+				t.Errorf("service %s: secret %s not declared", want, sec)
+			}
+		}
+	}
+	for name, s := range c.Services {
+		for dep := range s.DependsOn {
+			if _, ok := c.Services[dep]; !ok {
+				t.Errorf("service %s depends on unknown service %s", name, dep)
+			}
+		}
+		for _, v := range s.Volumes {
+			src := strings.SplitN(v, ":", 2)[0]
+			if strings.HasPrefix(src, "./") {
+				if _, err := os.Stat(filepath.Join("..", src)); err != nil {
+					t.Errorf("service %s mounts %s: %v", name, src, err)
+				}
+			} else if _, ok := c.Volumes[src]; !ok {
+				t.Errorf("service %s: volume %s not declared", name, src)
+			}
+		}
+	}
+	if deps := c.Services["reconcile"].DependsOn["reconcile-migrate"]; deps == nil {
+		t.Error("reconcile serve must start after reconcile migrate")
+	}
+}
+
+func TestDockerfile(t *testing.T) {
+	d := read(t, "Dockerfile")
+	for _, want := range []string{"AS build", "CGO_ENABLED=0", "./cmd/ingest", "./cmd/reconcile", "USER nonroot"} {
+		if !strings.Contains(d, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+}
+
+// TestComposeConfig runs docker-compose's own validation where it is installed.
+func TestComposeConfig(t *testing.T) {
+	bin, err := exec.LookPath("docker-compose")
+	if err != nil {
+		msg := "docker-compose not installed: apt-get install docker-compose to validate the file with it (.ci/run does)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"docker-compose.yml", "deploy/nats.conf"} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(read(t, f)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "secrets"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"ottu_hmac_keys", "alert_hmac_key", "clickhouse_password"} {
+		if err := os.WriteFile(filepath.Join(dir, "secrets", s), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(bin, "-f", "docker-compose.yml", "config", "-q")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker-compose config: %v\n%s", err, out)
+	}
+}
+
+// TestReadmeNamesTheProduct: every variable of ../shared/PRODUCT.md is in the README.
+func TestReadmeNamesTheProduct(t *testing.T) {
+	product, err := os.ReadFile(filepath.Join("..", "..", "shared", "PRODUCT.md"))
+	if err != nil {
+		t.Skip("../shared/PRODUCT.md not beside the checkout")
+	}
+	readme := read(t, "README.md")
+	for _, m := range regexp.MustCompile("(?m)^\\| `([A-Z][A-Z0-9_]+)`").FindAllStringSubmatch(string(product), -1) {
+		if !strings.Contains(readme, "`"+m[1]+"`") {
+			t.Errorf("README does not document %s", m[1])
+		}
+	}
+}
