@@ -393,12 +393,13 @@ func (m *Main) RunOnce(ctx context.Context) error {
 		return err
 	}
 	defer m.db.Close()
-	m.conn = &nats.Conn{URL: m.Config.NATSURL, Name: "ottu-recon-run-once", Logger: m.component("nats")}
-	if err := m.conn.Open(); err != nil {
+	conn := &nats.Conn{URL: m.Config.NATSURL, Name: "ottu-recon-run-once", Logger: m.component("nats")}
+	if err := conn.Open(); err != nil {
 		return err
 	}
-	defer func() { _ = m.conn.Close(context.WithoutCancel(ctx)) }()
-	if !m.conn.Connected() {
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	m.conn = conn
+	if !conn.Connected() {
 		m.Logger.Warn().Str("url", m.Config.NATSURL).Msg("nats unreachable: new findings are not announced on recon.findings this time")
 		m.conn = nil
 	}

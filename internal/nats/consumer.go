@@ -141,11 +141,22 @@ func (c *Consumer) Open(ctx context.Context) error {
 // stored and acked (bounded by AckWait); a batch whose store keeps failing is
 // nak'ed so that the next run gets it at once.
 func (c *Consumer) Run(ctx context.Context) error {
+	wait, failures := c.RetryMin, 0
+	fetchFailed := func(err error) bool {
+		// Back off, and report the first failure and then every 10th, so a
+		// NATS outage does not flood the log.
+		if failures%10 == 0 {
+			c.report(fmt.Errorf("fetch (failure %d in a row): %w", failures+1, err), 0)
+		}
+		failures++
+		ok := sleep(ctx, wait)
+		wait = min(2*wait, c.RetryMax)
+		return ok
+	}
 	for ctx.Err() == nil {
 		batch, err := c.cons.Fetch(c.BatchSize, jetstream.FetchMaxWait(c.MaxWait))
 		if err != nil {
-			c.report(fmt.Errorf("fetch: %w", err), 0)
-			if !sleep(ctx, c.RetryMin) {
+			if !fetchFailed(err) {
 				break
 			}
 			continue
@@ -155,12 +166,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 			raw = append(raw, msg)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && len(raw) == 0 {
-			c.report(fmt.Errorf("fetch: %w", err), 0)
-			if !sleep(ctx, c.RetryMin) {
+			if !fetchFailed(err) {
 				break
 			}
 			continue
 		}
+		wait, failures = c.RetryMin, 0
 		if len(raw) == 0 {
 			continue
 		}

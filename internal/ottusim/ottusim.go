@@ -123,9 +123,9 @@ type parentCtx struct {
 
 func (c *parentCtx) money(d decimal.Decimal) string { return d.StringFixed(c.cur.decimals) }
 
-// part returns a fraction of the amount, rounded to the currency.
-func (c *parentCtx) part(frac float64) decimal.Decimal {
-	return c.amount.Mul(decimal.NewFromFloat(frac)).Round(c.cur.decimals)
+// part returns percent % of the amount, rounded to the currency.
+func (c *parentCtx) part(percent int64) decimal.Decimal {
+	return c.amount.Mul(decimal.New(percent, -2)).Round(c.cur.decimals)
 }
 
 func (c *parentCtx) payment(state, result string, at time.Time, extra map[string]any) {
@@ -233,18 +233,18 @@ func (g *Generator) Parent(kind Kind) Parent {
 		p.Order = nil
 	case PurchaseRefunded:
 		c.payment("paid", "success", step(0), nil)
-		a, b := c.part(0.25), c.part(0.5)
+		a, b := c.part(25), c.part(50)
 		c1 := c.op("refund", "refunded", a, step(1), nil)
 		c2 := c.op("refund", "refunded", b, step(2), nil)
 		c.payment("paid", "success", step(3), map[string]any{"refunded_amount": c.money(a.Add(b)),
 			"transactions": listed([2]string{c1, "refunded"}, [2]string{c2, "refunded"})})
 	case AuthCaptured:
 		c.payment("authorized", "success", step(0), nil)
-		a := c.part(0.4)
+		a := c.part(40)
 		c1 := c.op("capture", "paid", a, step(1), nil)
 		c2 := c.op("capture", "paid", c.amount.Sub(a), step(2), nil)
-		r1 := c.op("refund", "refunded", c.part(0.1), step(3), nil)
-		c.payment("paid", "success", step(4), map[string]any{"refunded_amount": c.money(c.part(0.1)),
+		r1 := c.op("refund", "refunded", c.part(10), step(3), nil)
+		c.payment("paid", "success", step(4), map[string]any{"refunded_amount": c.money(c.part(10)),
 			"transactions": listed([2]string{c1, "paid"}, [2]string{c2, "paid"}, [2]string{r1, "refunded"})})
 	case AuthVoided:
 		c.payment("authorized", "success", step(0), nil)
@@ -253,7 +253,7 @@ func (g *Generator) Parent(kind Kind) Parent {
 			"transactions": listed([2]string{v, "voided"})})
 	case QueuedRefundDone:
 		c.payment("paid", "success", step(0), nil)
-		c.op("refund", "refund_queued", c.part(0.3), step(1), nil)
+		c.op("refund", "refund_queued", c.part(30), step(1), nil)
 		c.again(len(p.Webhooks)-1, step(5), func(_, txn map[string]any) { txn["state"] = "refunded" })
 	case RecentListedChild:
 		c.payment("paid", "success", now.Add(-grace/10), map[string]any{
@@ -261,33 +261,33 @@ func (g *Generator) Parent(kind Kind) Parent {
 
 	case Kind(ledger.OperationAmountMismatch):
 		c.payment("paid", "success", step(0), nil)
-		c.op("refund", "refunded", c.part(0.2), step(1), func(m, txn map[string]any) { txn["amount"] = c.money(c.part(0.19)) })
+		c.op("refund", "refunded", c.part(20), step(1), func(m, txn map[string]any) { txn["amount"] = c.money(c.part(19)) })
 	case Kind(ledger.CurrencyMismatch):
 		c.payment("paid", "success", step(0), nil)
-		c.op("refund", "refunded", c.part(0.2), step(1), func(_, txn map[string]any) {
+		c.op("refund", "refunded", c.part(20), step(1), func(_, txn map[string]any) {
 			txn["currency_code"] = map[bool]string{true: "USD", false: "EUR"}[cur.code != "USD"]
 		})
 	case Kind(ledger.OverCapture):
 		c.payment("authorized", "success", step(0), nil)
-		c.op("capture", "paid", c.part(0.7), step(1), nil)
-		c.op("capture", "paid", c.part(0.5), step(2), nil)
+		c.op("capture", "paid", c.part(70), step(1), nil)
+		c.op("capture", "paid", c.part(50), step(2), nil)
 	case Kind(ledger.OverRefund):
 		c.payment("paid", "success", step(0), nil)
-		c.op("refund", "refunded", c.part(0.8), step(1), nil)
-		c.op("refund", "refunded", c.part(0.4), step(2), nil)
+		c.op("refund", "refunded", c.part(80), step(1), nil)
+		c.op("refund", "refunded", c.part(40), step(2), nil)
 	case Kind(ledger.VoidAfterCapture):
 		c.payment("authorized", "success", step(0), nil)
-		c.op("capture", "paid", c.part(0.3), step(1), nil)
+		c.op("capture", "paid", c.part(30), step(1), nil)
 		c.op("void", "voided", c.amount, step(2), nil)
 	case Kind(ledger.VoidAmountMismatch):
 		c.payment("authorized", "success", step(0), nil)
-		c.op("void", "voided", c.part(0.6), step(1), nil)
+		c.op("void", "voided", c.part(60), step(1), nil)
 	case Kind(ledger.OperationOnInvalidState):
 		c.payment("paid", "success", step(0), nil)
-		c.op("capture", "paid", c.part(0.5), step(1), nil)
+		c.op("capture", "paid", c.part(50), step(1), nil)
 	case Kind(ledger.ParentTotalsMismatch):
 		c.payment("paid", "success", step(0), nil)
-		a := c.part(0.2)
+		a := c.part(20)
 		c1 := c.op("refund", "refunded", a, step(1), nil)
 		c.payment("paid", "success", step(2), map[string]any{"refunded_amount": c.money(a.Mul(decimal.NewFromInt(2))),
 			"transactions": listed([2]string{c1, "refunded"})})
@@ -295,23 +295,23 @@ func (g *Generator) Parent(kind Kind) Parent {
 		c.payment("paid", "success", step(0), nil)
 		c.payment("paid", "success", step(2), map[string]any{"transactions": listed([2]string{g.id("lost"), "refunded"})})
 	case Kind(ledger.OrphanOperation):
-		c.op("refund", "refunded", c.part(0.2), step(1), nil)
+		c.op("refund", "refunded", c.part(20), step(1), nil)
 		p.Order = nil
 	case Kind(ledger.PGSideOperation):
 		c.payment("authorized", "success", step(0), nil)
 		c.op("void", "voided", c.amount, step(1), func(m, _ map[string]any) { m["source"] = "pg" })
 	case Kind(ledger.ConflictingDuplicate):
 		c.payment("paid", "success", step(0), nil)
-		c.op("refund", "refunded", c.part(0.2), step(1), nil)
+		c.op("refund", "refunded", c.part(20), step(1), nil)
 		c.again(len(p.Webhooks)-1, step(2), func(m, txn map[string]any) {
-			m["amount"], txn["amount"] = c.money(c.part(0.3)), c.money(c.part(0.3))
+			m["amount"], txn["amount"] = c.money(c.part(30)), c.money(c.part(30))
 		})
 	case Kind(ledger.StaleAuthorization):
 		t := now.Add(-200 * time.Hour)
 		c.payment("authorized", "success", t, nil)
 	case Kind(ledger.StuckRefund):
 		c.payment("paid", "success", now.Add(-60*time.Hour), nil)
-		c.op("refund", "refund_queued", c.part(0.5), now.Add(-50*time.Hour), nil)
+		c.op("refund", "refund_queued", c.part(50), now.Add(-50*time.Hour), nil)
 	case Kind(ledger.OrderAmountMismatch):
 		c.payment("paid", "success", step(0), nil)
 		p.Order.Amount = c.money(c.amount.Add(decimal.New(1, -cur.decimals+1)))
