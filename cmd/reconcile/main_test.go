@@ -289,3 +289,37 @@ func TestServe_ClickHouseOutage(t *testing.T) {
 		t.Fatalf("payments: got %d, want 60", got)
 	}
 }
+
+// TestServe_ShutdownFlushesOpenBatch: the batch in hand when reconcile is
+// told to stop is still stored and acked.
+func TestServe_ShutdownFlushesOpenBatch(t *testing.T) {
+	ns := MustOpenNATS(t)
+	db := chtest.MustOpenDB(t)
+	cfg := testConfig(t, ns.ClientURL(), db)
+	cfg.BatchWait = 2 * time.Second // the batch stays open while we stop
+	m := NewMain(cfg, testLogger(t))
+	if err := m.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p := publisher(t, ns.ClientURL())
+	for i := range 5 {
+		publish(t, p, paymentBody(i, "paid"))
+	}
+	waitFor(t, "the consumer to hold the batch", 10*time.Second, func() bool {
+		return consumerInfo(t, ns.ClientURL(), cfg.Consumer).NumAckPending == 5
+	})
+	if got := chtest.Count(t, db, "SELECT count() FROM webhooks_raw"); got != 0 {
+		t.Fatalf("stored before the batch closed: %d", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := m.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := chtest.Count(t, db, "SELECT count() FROM webhooks_raw"); got != 5 {
+		t.Fatalf("stored at shutdown: got %d, want 5", got)
+	}
+	if info := consumerInfo(t, ns.ClientURL(), cfg.Consumer); info.NumAckPending != 0 || info.NumPending != 0 {
+		t.Fatalf("after shutdown: %d ack pending, %d pending", info.NumAckPending, info.NumPending)
+	}
+}
