@@ -1,0 +1,37 @@
+package envconfig_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ottu-recon/ottu-recon/internal/envconfig"
+)
+
+func TestList(t *testing.T) {
+	if got := fmt.Sprint(envconfig.List(" a, ,b ,")); got != "[a b]" {
+		t.Fatalf("got %s", got)
+	}
+}
+
+func TestSecret(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "s")
+	if err := os.WriteFile(f, []byte("key with space \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var v string
+	env := envconfig.Map(map[string]string{"K_FILE": f})
+	env.Secret(&v, "K")
+	if env.Err() != nil || v != "key with space " {
+		t.Fatalf("got %q, %v", v, env.Err())
+	}
+}
+
+func TestUnknown(t *testing.T) {
+	got := envconfig.Unknown([]string{"RECON_GRACE=1m", "RECON_GARCE=1m", "PATH=/bin", "ALERT_HMAC_KEY_FILE=/x"},
+		[]string{"RECON_", "ALERT_"}, map[string]bool{"RECON_GRACE": true, "ALERT_HMAC_KEY": true})
+	if fmt.Sprint(got) != "[RECON_GARCE]" {
+		t.Fatalf("got %v", got)
+	}
+}

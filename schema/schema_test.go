@@ -1,0 +1,42 @@
+package schema
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestSplit(t *testing.T) {
+	got := split("-- a comment\nCREATE TABLE a (x String);\n\n-- another\nCREATE VIEW {db}.v AS\nSELECT 1;\nSELECT 2")
+	want := []string{"CREATE TABLE a (x String)", "CREATE VIEW {db}.v AS\nSELECT 1", "SELECT 2"}
+	if len(got) != len(want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("statement %d: got %q, want %q", i, got[i], want[i])
+		}
+	}
+}
+
+func TestMigrations(t *testing.T) {
+	ms, err := Migrations("my`db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) < 2 || ms[0].Version != 1 || ms[1].Version != 2 {
+		t.Fatalf("versions: %+v", ms)
+	}
+	for _, m := range ms {
+		for _, s := range m.Statements {
+			if strings.Contains(s, "{db}") {
+				t.Fatalf("%s: {db} left in %q", m.Name, s)
+			}
+			if strings.HasPrefix(s, "CREATE") && !strings.Contains(s, "IF NOT EXISTS") {
+				t.Fatalf("%s: not idempotent: %q", m.Name, s)
+			}
+			if strings.Contains(s, "VIEW") && !strings.Contains(s, "`my\\`db`.") {
+				t.Fatalf("%s: view does not name its database: %q", m.Name, s)
+			}
+		}
+	}
+}
