@@ -129,7 +129,7 @@ type Main struct {
 func NewMain(cfg Config, logger zerolog.Logger) *Main {
 	m := &Main{Config: cfg, Logger: logger, Registry: prometheus.NewRegistry(), Now: time.Now}
 	m.db = &clickhouse.DB{Addrs: cfg.ClickHouseAddrs, Database: cfg.ClickHouseDatabase,
-		Username: cfg.ClickHouseUsername, Password: cfg.ClickHousePassword, Logger: m.component("clickhouse")}
+		Username: cfg.ClickHouseUsername, Password: cfg.ClickHousePassword}
 	return m
 }
 

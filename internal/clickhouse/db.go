@@ -17,7 +17,6 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/rs/zerolog"
 
 	"github.com/ottu-recon/ottu-recon/schema"
 )
@@ -28,7 +27,6 @@ type DB struct {
 	Database string
 	Username string
 	Password string
-	Logger   zerolog.Logger
 	// QueryTimeout bounds a call whose ctx has no deadline; default 60s.
 	QueryTimeout time.Duration
 

@@ -18,8 +18,6 @@ import (
 // and Go merges them, so no table is ever loaded into memory.
 type Store struct {
 	DB *DB
-	// Clock gives the version of written finding rows; default time.Now.
-	Clock func() time.Time
 
 	lastVersion uint64
 }
@@ -28,11 +26,7 @@ var _ ledger.Store = (*Store)(nil)
 
 // version returns a strictly increasing finding-row version.
 func (s *Store) version() uint64 {
-	now := time.Now
-	if s.Clock != nil {
-		now = s.Clock
-	}
-	v := uint64(now().UnixNano())
+	v := uint64(time.Now().UnixNano())
 	if v <= s.lastVersion {
 		v = s.lastVersion + 1
 	}

@@ -13,8 +13,7 @@ import (
 // Writer stores batches of stream messages. Each batch costs an existence
 // query per 4,000 deliveries and one INSERT per table it touches.
 type Writer struct {
-	DB  *DB
-	Now func() time.Time
+	DB *DB
 }
 
 // WriteResult counts what a batch did.
@@ -36,9 +35,6 @@ func (w *Writer) Write(ctx context.Context, msgs []events.StreamMessage) (WriteR
 	ctx, cancel := w.DB.timeout(ctx)
 	defer cancel()
 	now := time.Now().UTC()
-	if w.Now != nil {
-		now = w.Now().UTC()
-	}
 
 	accepted, rejected := map[string]bool{}, map[string]bool{}
 	var acceptedIDs, rejectedIDs []string

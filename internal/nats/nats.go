@@ -141,9 +141,6 @@ func (c *Conn) Connected() bool { return c.nc != nil && c.nc.IsConnected() }
 // JetStream returns the JetStream handle.
 func (c *Conn) JetStream() jetstream.JetStream { return c.js }
 
-// NATS returns the core connection.
-func (c *Conn) NATS() *nats.Conn { return c.nc }
-
 // Close drains the connection (pending publishes and subscriptions finish),
 // bounded by ctx, then closes it.
 func (c *Conn) Close(ctx context.Context) error {

@@ -96,9 +96,6 @@ func Open(dir string, maxBytes int64) (*Spool, error) {
 	return s, nil
 }
 
-// Dir is the spool's directory.
-func (s *Spool) Dir() string { return s.dir }
-
 // Len is the number of envelopes waiting.
 func (s *Spool) Len() int {
 	s.mu.Lock()

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 )
 
@@ -41,7 +39,6 @@ func NewDB(tb testing.TB) *clickhouse.DB {
 		Addrs:    Addrs(tb),
 		Database: fmt.Sprintf("ottu_test_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6, counter.Add(1)),
 		Username: "default",
-		Logger:   zerolog.Nop(),
 	}
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
