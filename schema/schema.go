@@ -6,7 +6,8 @@
 // (production): every statement is idempotent (IF NOT EXISTS, IF EXISTS), so
 // a file interrupted half-way is simply applied again; INSERTs name their
 // columns; no JSONExtract, DateTime64, LowCardinality or *OrNull parsers;
-// statements are separated by a line ending in ";". The token {db} stands for
+// statements are separated by a line ending in ";"; a column is added with a
+// plain "ALTER TABLE t ADD COLUMN c" (see AddColumn). The token {db} stands for
 // the database: views name their tables with it, because a view's query must
 // not depend on the session's current database.
 package schema
@@ -15,6 +16,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -81,6 +83,19 @@ func split(text string) []string {
 		out = append(out, s)
 	}
 	return out
+}
+
+var addColumn = regexp.MustCompile(`(?is)^\s*ALTER\s+TABLE\s+([A-Za-z_][A-Za-z0-9_]*)\s+ADD\s+COLUMN\s+([A-Za-z_][A-Za-z0-9_]*)\s`)
+
+// AddColumn tells whether stmt is "ALTER TABLE t ADD COLUMN c ...", which
+// ClickHouse 18.16 cannot write with IF NOT EXISTS: the migrator runs it only
+// when the column is missing.
+func AddColumn(stmt string) (table, column string, ok bool) {
+	m := addColumn.FindStringSubmatch(stmt)
+	if m == nil {
+		return "", "", false
+	}
+	return m[1], m[2], true
 }
 
 // quoteIdent quotes a database name for ClickHouse.

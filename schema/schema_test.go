@@ -34,9 +34,33 @@ func TestMigrations(t *testing.T) {
 			if strings.HasPrefix(s, "CREATE") && !strings.Contains(s, "IF NOT EXISTS") {
 				t.Fatalf("%s: not idempotent: %q", m.Name, s)
 			}
+			if _, _, ok := AddColumn(s); strings.HasPrefix(s, "ALTER") && !ok {
+				t.Fatalf("%s: an ALTER the migrator cannot re-run: %q", m.Name, s)
+			}
+			if strings.HasPrefix(s, "DROP") && !strings.Contains(s, "IF EXISTS") {
+				t.Fatalf("%s: not idempotent: %q", m.Name, s)
+			}
 			if strings.Contains(s, "VIEW") && !strings.Contains(s, "`my\\`db`.") {
 				t.Fatalf("%s: view does not name its database: %q", m.Name, s)
 			}
+		}
+	}
+}
+
+func TestAddColumn(t *testing.T) {
+	for _, tc := range []struct {
+		stmt          string
+		table, column string
+		ok            bool
+	}{
+		{"ALTER TABLE payment_events ADD COLUMN stored_at DateTime DEFAULT received_at", "payment_events", "stored_at", true},
+		{"alter table t\n  add column c UInt8", "t", "c", true},
+		{"ALTER TABLE t DROP COLUMN c", "", "", false},
+		{"CREATE TABLE IF NOT EXISTS t (c UInt8)", "", "", false},
+	} {
+		table, column, ok := AddColumn(tc.stmt)
+		if table != tc.table || column != tc.column || ok != tc.ok {
+			t.Errorf("AddColumn(%q) = %q, %q, %v; want %q, %q, %v", tc.stmt, table, column, ok, tc.table, tc.column, tc.ok)
 		}
 	}
 }

@@ -162,7 +162,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	}
 	writer := &clickhouse.Writer{DB: m.db}
 	stored := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_stored_total",
-		Help: "Deliveries stored in ClickHouse by kind (payment, operation, rejected) and duplicates skipped."}, []string{"kind"})
+		Help: "Deliveries stored in ClickHouse by kind (payment, operation, unreadable, poison, rejected) and duplicates skipped."}, []string{"kind"})
 	m.Registry.MustRegister(stored, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	storeLog := m.component("store")
 	m.consumer = &nats.Consumer{
@@ -177,13 +177,24 @@ func (m *Main) Open(ctx context.Context) (err error) {
 			stored.WithLabelValues("payment").Add(float64(res.Payments))
 			stored.WithLabelValues("operation").Add(float64(res.Operations))
 			stored.WithLabelValues("rejected").Add(float64(res.Rejected))
+			stored.WithLabelValues("unreadable").Add(float64(res.Unreadable))
+			stored.WithLabelValues("poison").Add(float64(res.Poisoned))
 			stored.WithLabelValues("duplicate").Add(float64(res.Duplicates))
 			storeLog.Debug().Int("batch", len(msgs)).Int("payments", res.Payments).Int("operations", res.Operations).
+				Int("unreadable", res.Unreadable).Int("poisoned", res.Poisoned).
 				Int("rejected", res.Rejected).Int("duplicates", res.Duplicates).Msg("batch stored")
 			for _, msg := range msgs {
-				if msg.Invalid != "" {
+				switch {
+				case msg.Invalid != "":
 					storeLog.Warn().Uint64("stream_seq", msg.StreamSeq).Str("reason", msg.Invalid).
-						Msg("unreadable message kept in rejected_webhooks and terminated")
+						Msg("message that is not an envelope kept in rejected_webhooks and terminated")
+				case msg.Poison != "":
+					storeLog.Error().Uint64("stream_seq", msg.StreamSeq).Str("delivery_id", msg.ID).Str("reason", msg.Poison).
+						Msg("delivery refused by ClickHouse kept whole in unreadable_webhooks and terminated; raised as UNREADABLE_WEBHOOK")
+				case msg.Unreadable != nil:
+					storeLog.Warn().Uint64("stream_seq", msg.StreamSeq).Str("delivery_id", msg.ID).
+						Str("field", msg.Unreadable.Field).Str("reason", msg.Unreadable.Reason).
+						Msg("authentic webhook with an unreadable value kept in unreadable_webhooks; raised as UNREADABLE_WEBHOOK")
 				}
 			}
 			return nil

@@ -161,8 +161,9 @@ func TestServe_PoisonTerminatedAndKept(t *testing.T) {
 	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
 	p := publisher(t, ns.ClientURL())
 
-	// A message on a verified subject with no envelope headers, and one whose
-	// body is not a webhook.
+	// A message on a verified subject with no envelope headers (kept as
+	// rejected), and a verified one whose body is not a webhook (kept raw as
+	// unreadable).
 	if _, err := p.Conn.JetStream().Publish(context.Background(), "ottu.webhooks.payment", []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +173,8 @@ func TestServe_PoisonTerminatedAndKept(t *testing.T) {
 	}
 	good := publish(t, p, paymentBody(1, "paid"))
 	waitFor(t, "poison kept", 20*time.Second, func() bool {
-		return chtest.Count(t, db, "SELECT count() FROM rejected_webhooks WHERE reason LIKE 'unreadable stream message:%'") == 2
+		return chtest.Count(t, db, "SELECT count() FROM rejected_webhooks WHERE reason LIKE 'unreadable stream message:%'") == 1 &&
+			chtest.Count(t, db, "SELECT count() FROM unreadable_webhooks WHERE delivery_id = 'bad-body'") == 1
 	})
 	waitFor(t, "everything settled", 10*time.Second, func() bool {
 		info := consumerInfo(t, ns.ClientURL(), m.Config.Consumer)

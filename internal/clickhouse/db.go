@@ -80,6 +80,17 @@ func (db *DB) Ping(ctx context.Context) error {
 	return db.conn.Ping(ctx)
 }
 
+// Now returns the server's clock.
+func (db *DB) Now(ctx context.Context) (time.Time, error) {
+	ctx, cancel := db.timeout(ctx)
+	defer cancel()
+	var sec uint32
+	if err := db.conn.QueryRow(ctx, "SELECT toUInt32(now())").Scan(&sec); err != nil {
+		return time.Time{}, fmt.Errorf("read clickhouse clock: %w", err)
+	}
+	return time.Unix(int64(sec), 0).UTC(), nil
+}
+
 // Close closes the connection.
 func (db *DB) Close() error {
 	if db.conn == nil {
@@ -165,6 +176,16 @@ func (db *DB) Migrate(ctx context.Context) (MigrateResult, error) {
 			continue
 		}
 		for i, stmt := range m.Statements {
+			if table, column, ok := schema.AddColumn(stmt); ok {
+				var n uint64
+				if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?",
+					db.Database, table, column).Scan(&n); err != nil {
+					return res, fmt.Errorf("apply %s statement %d: look up column: %w", m.Name, i+1, err)
+				}
+				if n > 0 {
+					continue // applied by an earlier, interrupted run
+				}
+			}
 			if err := conn.Exec(ctx, stmt); err != nil {
 				return res, fmt.Errorf("apply %s statement %d: %w", m.Name, i+1, err)
 			}

@@ -103,4 +103,6 @@ func loadParents(b *testing.B, db *clickhouse.DB, n int) {
 // fullPasses makes every pass a full one: no last run.
 type fullPasses struct{ *clickhouse.Store }
 
-func (fullPasses) LastRun(context.Context) (time.Time, bool, error) { return time.Time{}, false, nil }
+func (fullPasses) LastPass(context.Context) (ledger.LastPass, bool, error) {
+	return ledger.LastPass{}, false, nil
+}

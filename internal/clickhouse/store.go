@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/shopspring/decimal"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
@@ -34,19 +35,37 @@ func (s *Store) version() uint64 {
 	return v
 }
 
-// LastRun returns the start of the last pass without error.
-func (s *Store) LastRun(ctx context.Context) (time.Time, bool, error) {
+// LastPass describes the last pass that succeeded.
+func (s *Store) LastPass(ctx context.Context) (ledger.LastPass, bool, error) {
 	ctx, cancel := s.DB.timeout(ctx)
 	defer cancel()
-	var n uint64
-	var last time.Time
-	if err := s.DB.conn.QueryRow(ctx, "SELECT count(), max(started_at) FROM recon_runs WHERE error = ''").Scan(&n, &last); err != nil {
-		return time.Time{}, false, fmt.Errorf("query recon_runs: %w", err)
+	var (
+		lp     ledger.LastPass
+		n      uint64
+		failed uint64
+		full   uint32
+	)
+	err := s.DB.conn.QueryRow(ctx, `SELECT count(), argMax(started_at, (started_at, finished_at)),
+		argMax(watermark, (started_at, finished_at)), toUInt32(maxIf(started_at, full_pass = 1)),
+		argMax(parents_failed, (started_at, finished_at)), argMax(failed_sessions, (started_at, finished_at))
+		FROM recon_runs WHERE error = ''`).Scan(&n, &lp.Started, &lp.Watermark, &full, &failed, &lp.FailedSessions)
+	if err != nil {
+		return lp, false, fmt.Errorf("query recon_runs: %w", err)
 	}
-	return last.UTC(), n > 0, nil
+	lp.Started, lp.Watermark, lp.ParentsFailed = lp.Started.UTC(), lp.Watermark.UTC(), int(failed)
+	if full > 0 {
+		lp.LastFull = time.Unix(int64(full), 0).UTC()
+	}
+	return lp, n > 0, nil
 }
 
-const findingColumns = "session_id, code, toString(severity), toString(status), first_seen, last_seen, resolved_at, alerted_at, detail, run_id"
+// Watermark is the ClickHouse server's clock: the writer stamps stored_at
+// with it, so a pass and the writers compare times on one clock.
+func (s *Store) Watermark(ctx context.Context) (time.Time, error) {
+	return s.DB.Now(ctx)
+}
+
+const findingColumns = "session_id, code, toString(severity), toString(status), first_seen, last_seen, resolved_at, alerted_at, published_at, detail, run_id"
 
 // OpenFindings returns every open finding.
 func (s *Store) OpenFindings(ctx context.Context) ([]ledger.Record, error) {
@@ -66,8 +85,8 @@ func (s *Store) Findings(ctx context.Context, where string, args ...any) ([]ledg
 	for rows.Next() {
 		var r ledger.Record
 		var code, severity string
-		var resolved, alerted *time.Time
-		if err := rows.Scan(&r.SessionID, &code, &severity, &r.Status, &r.FirstSeen, &r.LastSeen, &resolved, &alerted, &r.Detail, &r.RunID); err != nil {
+		var resolved, alerted, published *time.Time
+		if err := rows.Scan(&r.SessionID, &code, &severity, &r.Status, &r.FirstSeen, &r.LastSeen, &resolved, &alerted, &published, &r.Detail, &r.RunID); err != nil {
 			return nil, fmt.Errorf("scan finding: %w", err)
 		}
 		r.Code, r.Severity = ledger.Code(code), ledger.Severity(severity)
@@ -77,6 +96,9 @@ func (s *Store) Findings(ctx context.Context, where string, args ...any) ([]ledg
 		}
 		if alerted != nil {
 			r.AlertedAt = alerted.UTC()
+		}
+		if published != nil {
+			r.PublishedAt = published.UTC()
 		}
 		out = append(out, r)
 	}
@@ -89,10 +111,10 @@ func (s *Store) SaveFindings(ctx context.Context, recs []ledger.Record) error {
 	defer cancel()
 	w := Writer{DB: s.DB}
 	return w.insert(ctx, "findings_log", `INSERT INTO findings_log (session_id, code, severity, status, first_seen,
-		last_seen, resolved_at, alerted_at, detail, run_id, version)`, len(recs), func(i int) []any {
+		last_seen, resolved_at, alerted_at, published_at, detail, run_id, version)`, len(recs), func(i int) []any {
 		r := recs[i]
 		return []any{r.SessionID, string(r.Code), string(r.Severity), r.Status, r.FirstSeen, r.LastSeen,
-			nullTime(r.ResolvedAt), nullTime(r.AlertedAt), r.Detail, r.RunID, s.version()}
+			nullTime(r.ResolvedAt), nullTime(r.AlertedAt), nullTime(r.PublishedAt), r.Detail, r.RunID, s.version()}
 	})
 }
 
@@ -108,41 +130,75 @@ func (s *Store) SaveRun(ctx context.Context, r ledger.Run) error {
 	ctx, cancel := s.DB.timeout(ctx)
 	defer cancel()
 	w := Writer{DB: s.DB}
-	return w.insert(ctx, "recon_runs", `INSERT INTO recon_runs (run_id, started_at, finished_at, full_pass,
-		parents_evaluated, findings_raised, findings_resolved, findings_open, alerted, alert_error, error)`, 1, func(int) []any {
-		return []any{r.ID, r.Started, r.Finished, b2u(r.Full), uint64(r.ParentsEvaluated), uint64(r.Raised),
-			uint64(r.Resolved), uint64(r.Open), uint64(r.Alerted), r.AlertError, r.Error}
+	failed := r.FailedSessions
+	if failed == nil {
+		failed = []string{}
+	}
+	return w.insert(ctx, "recon_runs", `INSERT INTO recon_runs (run_id, started_at, finished_at, watermark, full_pass,
+		parents_evaluated, parents_failed, failed_sessions, findings_raised, findings_resolved, findings_open, alerted,
+		alerts_pending, alert_error, error)`, 1, func(int) []any {
+		return []any{r.ID, r.Started, r.Finished, r.Watermark, b2u(r.Full), uint64(r.ParentsEvaluated), uint64(r.ParentsFailed),
+			failed, uint64(r.Raised), uint64(r.Resolved), uint64(r.Open), uint64(r.Alerted), uint64(r.AlertsPending),
+			r.AlertError, r.Error}
 	})
 }
 
 // latest orders the deliveries of one parent or operation as the views do.
 const latest = "(is_terminal, timestamp_utc, state_rank, received_at, stream_seq)"
 
-// candidates returns the subquery of session ids a selection evaluates, and its args.
-func candidates(sel ledger.Selection) (string, []any) {
-	if sel.All {
-		return "", nil
-	}
-	c := sel.Config
-	since, now := sel.ChangedSince.UTC(), sel.Now.UTC()
-	// Windows in which a time-based rule may have started to fire since the
-	// last pass: grace (by arrival), stale authorizations and stuck refunds
-	// (by timestamp_utc).
-	graceFrom, graceTo := since.Add(-c.Grace), now.Add(-c.Grace)
-	staleFrom, staleTo := since.Add(-c.StaleAuthorization), now.Add(-c.StaleAuthorization)
-	stuckFrom, stuckTo := since.Add(-c.StuckRefund), now.Add(-c.StuckRefund)
-	q := ` AND session_id IN (
-		SELECT session_id FROM payment_events WHERE received_at >= ? OR (received_at >= ? AND received_at <= ?)
-			OR (state = 'authorized' AND timestamp_utc >= ? AND timestamp_utc <= ?)
-		UNION ALL
-		SELECT session_id FROM operation_events WHERE received_at >= ? OR (received_at >= ? AND received_at <= ?)
-			OR (txn_state = 'refund_queued' AND ((timestamp_utc >= ? AND timestamp_utc <= ?) OR (received_at >= ? AND received_at <= ?)))
-		UNION ALL
-		SELECT session_id FROM findings WHERE status = 'open')`
-	return q, []any{since, graceFrom, graceTo, staleFrom, staleTo,
-		since, graceFrom, graceTo, stuckFrom, stuckTo, stuckFrom, stuckTo}
+// unreadableKey is what an unreadable delivery is filed under.
+const unreadableKey = "if(session_id != '', session_id, delivery_id)"
+
+// anchorSQL maps each anchor of the ledger's time-based rules to the rows
+// that carry it: a table, and a condition with two placeholders (the window).
+var anchorSQL = map[ledger.Anchor]struct{ table, cond string }{
+	ledger.AnchorPaymentReceived:   {"payment_events", "received_at >= ? AND received_at <= ?"},
+	ledger.AnchorOperationReceived: {"operation_events", "received_at >= ? AND received_at <= ?"},
+	ledger.AnchorAuthorized:        {"payment_events", "state = 'authorized' AND timestamp_utc >= ? AND timestamp_utc <= ?"},
+	ledger.AnchorRefundQueued:      {"operation_events", "txn_state IN ('refund_queued', 'refund-queued') AND timestamp_utc >= ? AND timestamp_utc <= ?"},
 }
 
+// candidates returns the condition (on column) that keeps the parents sel
+// selects, and its args; "" keeps every parent.
+func candidates(sel ledger.Selection, column string) (string, []any, error) {
+	if sel.All {
+		return "", nil, nil
+	}
+	since := sel.StoredSince.UTC()
+	conds := map[string][]string{"payment_events": {"stored_at >= ?"}, "operation_events": {"stored_at >= ?"}}
+	args := map[string][]any{"payment_events": {since}, "operation_events": {since}}
+	for _, w := range sel.Windows {
+		a, ok := anchorSQL[w.Anchor]
+		if !ok {
+			return "", nil, fmt.Errorf("no query for anchor %s", w.Anchor)
+		}
+		conds[a.table] = append(conds[a.table], "("+a.cond+")")
+		args[a.table] = append(args[a.table], w.From.UTC(), w.To.UTC())
+	}
+	var parts []string
+	var all []any
+	for _, table := range []string{"payment_events", "operation_events"} {
+		parts = append(parts, "SELECT session_id FROM "+table+" WHERE "+strings.Join(conds[table], " OR "))
+		all = append(all, args[table]...)
+	}
+	parts = append(parts,
+		"SELECT "+unreadableKey+" FROM unreadable_webhooks WHERE stored_at >= ?",
+		"SELECT session_id FROM payment_events WHERE order_no IN (SELECT order_no FROM merchant_orders WHERE inserted_at >= ?)",
+		"SELECT session_id FROM findings WHERE status = 'open'")
+	all = append(all, since, since)
+	if len(sel.Sessions) > 0 {
+		parts = append(parts, "SELECT arrayJoin(?)")
+		all = append(all, sel.Sessions)
+	}
+	return " AND " + column + " IN (\n\t\t" + strings.Join(parts, "\n\t\tUNION ALL ") + ")", all, nil
+}
+
+// The three summaries a pass reads, each ordered by the parent's key. Values
+// cross as the types they are: Decimals (NULL stays NULL: tupleElement over
+// argMax of a tuple keeps the latest delivery's NULL, which a bare argMax
+// would skip), arrays and tuples of text; never joined into delimited text.
+// The one exception is the decimals inside an array (ClickHouse 18.16 crashes
+// on groupArray over a Decimal): they cross as text elements of a tuple.
 const parentsQuery = `
 SELECT session_id, order_no, p_state, p_amount, p_currency, reached, auth_since, refunded, voided, last_received,
 	listed, sandbox, has_order, order_amount, order_currency
@@ -150,24 +206,24 @@ FROM (
 	SELECT session_id,
 		argMax(order_no, ` + latest + `) AS order_no,
 		argMax(state, ` + latest + `) AS p_state,
-		argMax(ifNull(toString(amount), ''), ` + latest + `) AS p_amount,
+		tupleElement(argMax(tuple(amount), ` + latest + `), 1) AS p_amount,
 		argMax(currency_code, ` + latest + `) AS p_currency,
-		groupUniqArray(state) AS reached,
+		arraySort(groupUniqArray(state)) AS reached,
 		toUInt32(minIf(timestamp_utc, state = 'authorized')) AS auth_since,
-		argMax(ifNull(toString(refunded_amount), ''), ` + latest + `) AS refunded,
-		argMax(ifNull(toString(voided_amount), ''), ` + latest + `) AS voided,
-		max(received_at) AS last_received,
-		groupArrayArray(arrayMap((c, t) -> concat(c, '|', t), child_session_ids,
-			arrayResize([toString(toUInt32(received_at))], length(child_session_ids), toString(toUInt32(received_at))))) AS listed,
+		tupleElement(argMax(tuple(refunded_amount), ` + latest + `), 1) AS refunded,
+		tupleElement(argMax(tuple(voided_amount), ` + latest + `), 1) AS voided,
+		toUInt32(max(received_at)) AS last_received,
+		groupArrayArray(arrayMap((c, t) -> tuple(c, t), child_session_ids,
+			arrayResize([toUInt32(received_at)], length(child_session_ids), toUInt32(received_at)))) AS listed,
 		max(is_sandbox) AS sandbox
 	FROM payment_events
 	WHERE 1 %s
 	GROUP BY session_id
-) ANY LEFT JOIN (
-	SELECT order_no, toUInt8(1) AS has_order, argMax(toString(amount), updated_at) AS order_amount,
+) AS p ANY LEFT JOIN (
+	SELECT order_no, toUInt8(1) AS has_order, argMax(amount, updated_at) AS order_amount,
 		argMax(currency_code, updated_at) AS order_currency
 	FROM merchant_orders GROUP BY order_no
-) USING order_no
+) AS o USING order_no
 ORDER BY session_id`
 
 const operationsQuery = `
@@ -177,114 +233,165 @@ SELECT session_id, reference_number,
 	argMax(source, ` + latest + `),
 	argMax(txn_state, ` + latest + `),
 	argMax(txn_currency_code, ` + latest + `),
-	argMax(ifNull(toString(amount), ''), ` + latest + `),
-	argMax(ifNull(toString(txn_amount), ''), ` + latest + `),
-	min(received_at),
-	toUInt32(minIf(timestamp_utc, txn_state = 'refund_queued')),
+	tupleElement(argMax(tuple(amount), ` + latest + `), 1),
+	tupleElement(argMax(tuple(txn_amount), ` + latest + `), 1),
+	toUInt32(min(received_at)),
+	toUInt32(minIf(timestamp_utc, txn_state IN ('refund_queued', 'refund-queued'))),
 	max(is_sandbox),
-	groupUniqArray(concat(operation, '|', ifNull(toString(amount), ''), '|', ifNull(toString(txn_amount), ''), '|',
-		txn_currency_code, '|', txn_state))
+	arraySort(groupUniqArray(tuple(operation, ifNull(toString(amount), ''), ifNull(toString(txn_amount), ''),
+		txn_currency_code, txn_state)))
 FROM operation_events
 WHERE 1 %s
 GROUP BY session_id, reference_number
 ORDER BY session_id, reference_number`
 
-// Parents streams the selected parents in session_id order.
-func (s *Store) Parents(ctx context.Context, sel ledger.Selection, fn func(*ledger.Parent) error) error {
-	filter, args := candidates(sel)
-	prows, err := s.DB.conn.Query(ctx, fmt.Sprintf(parentsQuery, filter), args...)
-	if err != nil {
-		return fmt.Errorf("query parent summaries: %w", err)
-	}
-	defer prows.Close()
-	orows, err := s.DB.conn.Query(ctx, fmt.Sprintf(operationsQuery, filter), args...)
-	if err != nil {
-		return fmt.Errorf("query operation summaries: %w", err)
-	}
-	defer orows.Close()
+const unreadableQuery = `
+SELECT ` + unreadableKey + ` AS key, delivery_id, any(kind), any(field), any(reason), toUInt32(min(received_at))
+FROM unreadable_webhooks
+WHERE 1 %s
+GROUP BY key, delivery_id
+ORDER BY key, delivery_id`
 
-	ops := &opReader{rows: orows}
-	next := func() (*ledger.Parent, error) {
-		if !prows.Next() {
-			return nil, prows.Err()
-		}
-		return scanParent(prows)
-	}
-	p, err := next()
-	if err != nil {
-		return err
-	}
-	for {
-		o, err := ops.peek()
+// Parents streams the selected parents in session_id order: the payment,
+// operation and unreadable summaries, each ordered by the parent's key,
+// merged here. No table is loaded into memory.
+func (s *Store) Parents(ctx context.Context, sel ledger.Selection, fn func(*ledger.Parent) error) error {
+	var streams [3]*summaryReader
+	for i, q := range []struct {
+		query, column string
+		scan          func(driver.Rows) (string, func(*ledger.Parent), error)
+	}{
+		{parentsQuery, "session_id", scanParent},
+		{operationsQuery, "session_id", scanOperation},
+		{unreadableQuery, unreadableKey, scanUnreadable},
+	} {
+		filter, args, err := candidates(sel, q.column)
 		if err != nil {
 			return err
 		}
-		switch {
-		case p == nil && o == nil:
+		rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(q.query, filter), args...)
+		if err != nil {
+			return fmt.Errorf("query parent summaries: %w", err)
+		}
+		defer rows.Close()
+		streams[i] = &summaryReader{rows: rows, scan: q.scan}
+	}
+	for {
+		// The smallest key any stream holds next is the next parent.
+		key, done := "", true
+		for _, r := range streams {
+			k, ok, err := r.peek()
+			if err != nil {
+				return err
+			}
+			if ok && (done || k < key) {
+				key, done = k, false
+			}
+		}
+		if done {
 			return nil
-		case o == nil || (p != nil && p.SessionID < o.session):
-			if err := fn(p); err != nil {
+		}
+		p := &ledger.Parent{SessionID: key}
+		for _, r := range streams {
+			if err := r.take(key, p); err != nil {
 				return err
 			}
-			if p, err = next(); err != nil {
-				return err
-			}
-		default:
-			session := o.session
-			cur := &ledger.Parent{SessionID: session}
-			if p != nil && p.SessionID == session {
-				cur = p
-				if p, err = next(); err != nil {
-					return err
-				}
-			}
-			if err := ops.take(session, cur); err != nil {
-				return err
-			}
-			if err := fn(cur); err != nil {
-				return err
-			}
+		}
+		if err := fn(p); err != nil {
+			return err
 		}
 	}
 }
 
-func scanParent(rows driver.Rows) (*ledger.Parent, error) {
+// summaryReader reads one ordered summary, one parent's rows at a time.
+type summaryReader struct {
+	rows driver.Rows
+	scan func(driver.Rows) (key string, apply func(*ledger.Parent), err error)
+
+	key   string
+	apply func(*ledger.Parent)
+	full  bool
+	done  bool
+}
+
+func (r *summaryReader) peek() (string, bool, error) {
+	if r.full {
+		return r.key, true, nil
+	}
+	if r.done {
+		return "", false, nil
+	}
+	if !r.rows.Next() {
+		r.done = true
+		if err := r.rows.Err(); err != nil {
+			return "", false, fmt.Errorf("read parent summaries: %w", err)
+		}
+		return "", false, nil
+	}
+	key, apply, err := r.scan(r.rows)
+	if err != nil {
+		return "", false, err
+	}
+	r.key, r.apply, r.full = key, apply, true
+	return key, true, nil
+}
+
+// take applies every row of key to p.
+func (r *summaryReader) take(key string, p *ledger.Parent) error {
+	for {
+		k, ok, err := r.peek()
+		if err != nil {
+			return err
+		}
+		if !ok || k != key {
+			return nil
+		}
+		r.apply(p)
+		r.full = false
+	}
+}
+
+// amount turns a scanned Nullable(Decimal) into an Amount.
+func amount(d *decimal.Decimal) events.Amount {
+	if d == nil {
+		return events.Amount{}
+	}
+	return events.Amount{Decimal: *d, Valid: true}
+}
+
+func unixTime(sec uint32) time.Time {
+	if sec == 0 {
+		return time.Time{}
+	}
+	return time.Unix(int64(sec), 0).UTC()
+}
+
+func scanParent(rows driver.Rows) (string, func(*ledger.Parent), error) {
 	var (
-		p                                     ledger.Parent
-		amount, refunded, voided, orderAmount string
-		orderCurrency                         string
-		reached, listed                       []string
-		authSince                             uint32
-		lastReceived                          time.Time
-		sandbox, hasOrder                     uint8
+		p                       ledger.Parent
+		amt, refunded, voided   *decimal.Decimal
+		orderAmount             decimal.Decimal
+		orderCurrency           string
+		reached                 []string
+		listed                  [][]any
+		authSince, lastReceived uint32
+		sandbox, hasOrder       uint8
 	)
-	if err := rows.Scan(&p.SessionID, &p.OrderNo, &p.State, &amount, &p.Currency, &reached, &authSince, &refunded, &voided,
+	if err := rows.Scan(&p.SessionID, &p.OrderNo, &p.State, &amt, &p.Currency, &reached, &authSince, &refunded, &voided,
 		&lastReceived, &listed, &sandbox, &hasOrder, &orderAmount, &orderCurrency); err != nil {
-		return nil, fmt.Errorf("scan parent summary: %w", err)
+		return "", nil, fmt.Errorf("scan parent summary: %w", err)
 	}
 	p.HasPayment = true
-	var err error
-	if p.Amount, err = parseStored(amount); err != nil {
-		return nil, err
-	}
-	if p.RefundedAmount, err = parseStored(refunded); err != nil {
-		return nil, err
-	}
-	if p.VoidedAmount, err = parseStored(voided); err != nil {
-		return nil, err
-	}
+	p.Amount, p.RefundedAmount, p.VoidedAmount = amount(amt), amount(refunded), amount(voided)
 	p.Reached = make(map[string]bool, len(reached))
 	for _, s := range reached {
 		p.Reached[s] = true
 	}
-	if authSince > 0 {
-		p.AuthorizedAt = time.Unix(int64(authSince), 0).UTC()
-	}
-	p.LastPaymentAt = lastReceived.UTC()
+	p.AuthorizedAt, p.LastPaymentAt = unixTime(authSince), unixTime(lastReceived)
 	for _, item := range listed {
-		child, at, _ := strings.Cut(item, "|")
-		sec, _ := strconv.ParseInt(at, 10, 64)
-		t := time.Unix(sec, 0).UTC()
+		child, _ := item[0].(string)
+		at, _ := item[1].(uint32)
+		t := unixTime(at)
 		if p.Listed == nil {
 			p.Listed = map[string]time.Time{}
 		}
@@ -294,16 +401,74 @@ func scanParent(rows driver.Rows) (*ledger.Parent, error) {
 	}
 	p.Sandbox = sandbox == 1
 	if hasOrder == 1 {
-		a, err := parseStored(orderAmount)
-		if err != nil {
-			return nil, err
-		}
-		p.Order = &ledger.Order{Amount: a, Currency: orderCurrency}
+		p.Order = &ledger.Order{Amount: events.Amount{Decimal: orderAmount, Valid: true}, Currency: orderCurrency}
 	}
-	return &p, nil
+	return p.SessionID, func(dst *ledger.Parent) {
+		// The payment summary comes first for its key: keep what the other
+		// summaries may have added, take the rest.
+		p.Operations, p.Unreadable, p.Err = dst.Operations, dst.Unreadable, dst.Err
+		p.Sandbox = p.Sandbox || dst.Sandbox
+		*dst = p
+	}, nil
 }
 
-// parseStored parses a Decimal column rendered by toString; "" is NULL.
+func scanOperation(rows driver.Rows) (string, func(*ledger.Parent), error) {
+	var (
+		session        string
+		o              ledger.Operation
+		amt, txnAmount *decimal.Decimal
+		first, queued  uint32
+		sandbox        uint8
+		variants       [][]any
+	)
+	if err := rows.Scan(&session, &o.ReferenceNumber, &o.ChildSessionID, &o.Operation, &o.Source, &o.TxnState,
+		&o.TxnCurrency, &amt, &txnAmount, &first, &queued, &sandbox, &variants); err != nil {
+		return "", nil, fmt.Errorf("scan operation summary: %w", err)
+	}
+	o.Amount, o.TxnAmount = amount(amt), amount(txnAmount)
+	o.FirstReceived, o.QueuedSince = unixTime(first), unixTime(queued)
+	o.Sandbox = sandbox == 1
+	var bad error
+	for _, v := range variants {
+		if len(v) != 5 {
+			bad = fmt.Errorf("operation %s: a variant of %d values", o.ReferenceNumber, len(v))
+			break
+		}
+		text := func(i int) string { s, _ := v[i].(string); return s }
+		va := ledger.Variant{Operation: text(0), Currency: text(3), TxnState: text(4)}
+		var err error
+		if va.Amount, err = parseStored(text(1)); err == nil {
+			va.TxnAmount, err = parseStored(text(2))
+		}
+		if err != nil {
+			bad = fmt.Errorf("operation %s: %w", o.ReferenceNumber, err)
+			break
+		}
+		o.Variants = append(o.Variants, va)
+	}
+	return session, func(p *ledger.Parent) {
+		if bad != nil && p.Err == nil {
+			p.Err = bad
+		}
+		p.Operations = append(p.Operations, o)
+		p.Sandbox = p.Sandbox || o.Sandbox
+	}, nil
+}
+
+func scanUnreadable(rows driver.Rows) (string, func(*ledger.Parent), error) {
+	var (
+		key string
+		u   ledger.Unreadable
+		at  uint32
+	)
+	if err := rows.Scan(&key, &u.DeliveryID, &u.Kind, &u.Field, &u.Reason, &at); err != nil {
+		return "", nil, fmt.Errorf("scan unreadable delivery: %w", err)
+	}
+	u.ReceivedAt = unixTime(at)
+	return key, func(p *ledger.Parent) { p.Unreadable = append(p.Unreadable, u) }, nil
+}
+
+// parseStored parses a Decimal rendered by toString; "" is NULL.
 func parseStored(s string) (events.Amount, error) {
 	var a events.Amount
 	if s == "" {
@@ -313,82 +478,4 @@ func parseStored(s string) (events.Amount, error) {
 		return a, fmt.Errorf("parse stored amount %q: %w", s, err)
 	}
 	return a, nil
-}
-
-// opReader reads operation summaries, one session at a time.
-type opReader struct {
-	rows driver.Rows
-	head *opRow
-	done bool
-}
-
-type opRow struct {
-	session string
-	op      ledger.Operation
-}
-
-func (r *opReader) peek() (*opRow, error) {
-	if r.head != nil || r.done {
-		return r.head, nil
-	}
-	if !r.rows.Next() {
-		r.done = true
-		return nil, r.rows.Err()
-	}
-	var (
-		row               opRow
-		amount, txnAmount string
-		queued            uint32
-		sandbox           uint8
-		variants          []string
-	)
-	o := &row.op
-	if err := r.rows.Scan(&row.session, &o.ReferenceNumber, &o.ChildSessionID, &o.Operation, &o.Source, &o.TxnState,
-		&o.TxnCurrency, &amount, &txnAmount, &o.FirstReceived, &queued, &sandbox, &variants); err != nil {
-		return nil, fmt.Errorf("scan operation summary: %w", err)
-	}
-	var err error
-	if o.Amount, err = parseStored(amount); err != nil {
-		return nil, err
-	}
-	if o.TxnAmount, err = parseStored(txnAmount); err != nil {
-		return nil, err
-	}
-	o.FirstReceived = o.FirstReceived.UTC()
-	if queued > 0 {
-		o.QueuedSince = time.Unix(int64(queued), 0).UTC()
-	}
-	o.Sandbox = sandbox == 1
-	for _, v := range variants {
-		parts := strings.SplitN(v, "|", 5)
-		if len(parts) != 5 {
-			return nil, fmt.Errorf("operation %s: malformed variant %q", o.ReferenceNumber, v)
-		}
-		va := ledger.Variant{Operation: parts[0], Currency: parts[3], TxnState: parts[4]}
-		if va.Amount, err = parseStored(parts[1]); err != nil {
-			return nil, err
-		}
-		if va.TxnAmount, err = parseStored(parts[2]); err != nil {
-			return nil, err
-		}
-		o.Variants = append(o.Variants, va)
-	}
-	r.head = &row
-	return r.head, nil
-}
-
-// take moves every operation of session into p.
-func (r *opReader) take(session string, p *ledger.Parent) error {
-	for {
-		o, err := r.peek()
-		if err != nil {
-			return err
-		}
-		if o == nil || o.session != session {
-			return nil
-		}
-		p.Operations = append(p.Operations, o.op)
-		p.Sandbox = p.Sandbox || o.op.Sandbox
-		r.head = nil
-	}
 }

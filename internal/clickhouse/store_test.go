@@ -47,43 +47,86 @@ func selected(t *testing.T, s *clickhouse.Store, sel ledger.Selection) []string 
 	return ids
 }
 
-// TestStore_Selection: an incremental pass evaluates the parents that changed,
-// those with an open finding, and those for which a time-based rule started to
-// apply since the last pass, and no other.
+// waitClock waits until the ClickHouse clock has passed t (stored_at has a
+// one-second resolution), polling with a deadline.
+func waitClock(t *testing.T, db *clickhouse.DB, after time.Time) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		now, err := db.Now(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.After(after) {
+			return now
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ClickHouse clock did not pass %s", after)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStore_Selection: an incremental pass evaluates the parents with a
+// delivery or an order stored since the watermark (however long ago it was
+// received), those with an open finding, those an earlier pass could not
+// evaluate, and those for which a time-based rule started to apply since the
+// last pass, and no other.
 func TestStore_Selection(t *testing.T) {
 	db := chtest.MustOpenDB(t)
 	w := &clickhouse.Writer{DB: db}
 	store := &clickhouse.Store{DB: db}
 	now := time.Now().UTC().Truncate(time.Second)
 	cfg := ledger.Config{Grace: 10 * time.Minute, StaleAuthorization: 168 * time.Hour, StuckRefund: 48 * time.Hour}
-	since := now.Add(-5 * time.Minute)
+	last := now.Add(-5 * time.Minute)
 	old := now.Add(-30 * 24 * time.Hour)
 	staleAt := now.Add(-cfg.StaleAuthorization - time.Minute)
 	stuckAt := now.Add(-cfg.StuckRefund - time.Minute)
+	ordered := storedPayment("ordered", "paid", old, old)
+	ordered.Webhook.Payment.OrderNo = "o-ordered"
 	mustWrite(t, w,
-		storedPayment("changed", "paid", old, since.Add(time.Minute)),
 		storedPayment("old", "paid", old, old),
 		storedPayment("stale-crossing", "authorized", staleAt, staleAt),
 		storedPayment("stale-not-yet", "authorized", now.Add(-cfg.StaleAuthorization+time.Hour), now.Add(-cfg.StaleAuthorization+time.Hour)),
-		storedPayment("stale-before", "authorized", since.Add(-cfg.StaleAuthorization-time.Hour), since.Add(-cfg.StaleAuthorization-time.Hour)),
+		storedPayment("stale-before", "authorized", last.Add(-cfg.StaleAuthorization-time.Hour), last.Add(-cfg.StaleAuthorization-time.Hour)),
 		storedPayment("grace-crossing", "paid", old, now.Add(-cfg.Grace-30*time.Second)),
 		storedPayment("stuck-crossing", "paid", old, old),
 		storedOperation("q1", "stuck-crossing", "refund_queued", stuckAt, stuckAt),
 		storedOperation("late-op", "orphan-crossing", "refunded", old, now.Add(-cfg.Grace-time.Minute)),
 		storedPayment("open-finding", "paid", old, old),
+		storedPayment("retry-me", "paid", old, old),
+		ordered,
 	)
 	if err := store.SaveFindings(context.Background(), []ledger.Record{{
 		Finding: ledger.Finding{SessionID: "open-finding", Code: ledger.SandboxInLive, Severity: ledger.Critical, Detail: "x"},
 		Status:  ledger.StatusOpen, FirstSeen: old, LastSeen: old, RunID: "r"}}); err != nil {
 		t.Fatal(err)
 	}
+	start, err := db.Now(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	watermark := waitClock(t, db, start)
 
-	got := selected(t, store, ledger.Selection{ChangedSince: since, Now: now, Config: cfg})
-	want := []string{"changed", "grace-crossing", "open-finding", "orphan-crossing", "stale-crossing", "stuck-crossing"}
+	// Stored after the watermark: received long ago (a spool, a stalled
+	// consumer), received now, unreadable, and an order loaded for a parent.
+	late := storedPayment("late-stored", "paid", old, old)
+	unreadable := events.StreamMessage{Envelope: events.Envelope{ID: "u1", Kind: events.KindPayment, ReceivedAt: old, Body: []byte(`{}`)},
+		Unreadable: &events.Unreadable{Kind: events.KindPayment, SessionID: "unreadable-parent", Field: "amount", Reason: "negative"}}
+	mustWrite(t, w, storedPayment("changed", "paid", old, now), late, unreadable)
+	if err := db.Conn().Exec(context.Background(),
+		"INSERT INTO merchant_orders (order_no, amount, currency_code, updated_at) SELECT 'o-ordered', toDecimal128(1, 8), 'KWD', toDateTime('2020-01-01 00:00:00')"); err != nil {
+		t.Fatal(err)
+	}
+
+	sel := ledger.Selection{StoredSince: watermark, Windows: ledger.Windows(cfg, last.Add(ledger.Margin), now), Sessions: []string{"retry-me"}}
+	got := selected(t, store, sel)
+	want := []string{"changed", "grace-crossing", "late-stored", "open-finding", "ordered", "orphan-crossing", "retry-me",
+		"stale-crossing", "stuck-crossing", "unreadable-parent"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("incremental: got %v, want %v", got, want)
 	}
-	if got := selected(t, store, ledger.Selection{All: true, Now: now, Config: cfg}); len(got) != 9 {
-		t.Fatalf("full: got %d parents %v, want 9", len(got), got)
+	if got := selected(t, store, ledger.Selection{All: true}); len(got) != 13 {
+		t.Fatalf("full: got %d parents %v, want 13", len(got), got)
 	}
 }

@@ -2,16 +2,19 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/shopspring/decimal"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
 )
 
-// Writer stores batches of stream messages. Each batch costs an existence
-// query per 4,000 deliveries and one INSERT per table it touches.
+// Writer stores batches of stream messages. Each batch costs a clock query,
+// an existence query per table it touches (per 4,000 deliveries), and one
+// INSERT per table it touches.
 type Writer struct {
 	DB *DB
 }
@@ -20,83 +23,174 @@ type Writer struct {
 type WriteResult struct {
 	Payments   int // payment deliveries inserted
 	Operations int // operation deliveries inserted
-	Rejected   int // rejected or unreadable deliveries inserted
+	Unreadable int // authentic deliveries kept raw because a value cannot be read
+	Poisoned   int // deliveries the database refused, kept raw instead (their Poison is set)
+	Rejected   int // rejected or invalid messages inserted
 	Duplicates int // deliveries already stored (in this batch or before)
 }
 
-// Write stores msgs exactly once by delivery id. Duplicates inside the batch
-// are dropped; deliveries already in webhooks_raw (or rejected_webhooks) are
-// skipped. The typed tables are written before webhooks_raw, which is the
-// batch's commit marker: if a later insert fails, the whole batch is retried
-// and the typed rows a failed attempt left are duplicates the views and the
-// reconciler ignore (and ReplacingMergeTree merges away).
+func (r *WriteResult) add(o WriteResult) {
+	r.Payments += o.Payments
+	r.Operations += o.Operations
+	r.Unreadable += o.Unreadable
+	r.Poisoned += o.Poisoned
+	r.Rejected += o.Rejected
+	r.Duplicates += o.Duplicates
+}
+
+// Write stores msgs exactly once by delivery id. When the database refuses
+// the batch for a reason retrying cannot fix (a value it cannot hold), the
+// batch is split in halves until the messages that cause it stand alone;
+// each of those is kept whole in unreadable_webhooks, with the reason, and
+// its Poison set; the rest is stored. Any other failure (the database away,
+// a timeout, too many parts) is returned: the caller retries the batch.
 func (w *Writer) Write(ctx context.Context, msgs []events.StreamMessage) (WriteResult, error) {
+	res, err := w.write(ctx, msgs)
+	if err == nil || !Permanent(err) {
+		return res, err
+	}
+	// Part of the batch may be written: every later attempt checks every table.
+	for i := range msgs {
+		msgs[i].Retry = true
+	}
+	if len(msgs) == 1 {
+		return w.poison(ctx, &msgs[0], err)
+	}
+	mid := len(msgs) / 2
+	res, err = w.Write(ctx, msgs[:mid])
+	if err != nil {
+		return res, err
+	}
+	more, err := w.Write(ctx, msgs[mid:])
+	res.add(more)
+	return res, err
+}
+
+// poison keeps m whole in unreadable_webhooks, with why the database refused it.
+func (w *Writer) poison(ctx context.Context, m *events.StreamMessage, cause error) (WriteResult, error) {
+	u := &events.Unreadable{Kind: m.Kind, Reason: "the store refused it: " + cause.Error()}
+	if wh := m.Webhook; wh != nil {
+		if wh.Payment != nil {
+			u.SessionID = wh.Payment.SessionID
+		} else {
+			u.SessionID = wh.Operation.SessionID
+		}
+	} else if m.Unreadable != nil {
+		u.SessionID, u.Field = m.Unreadable.SessionID, m.Unreadable.Field
+	}
+	kept := *m
+	kept.Webhook, kept.Unreadable, kept.Invalid = nil, u, ""
+	if kept.ID == "" || kept.Rejected() {
+		kept.Reject = ""
+		kept.ID = events.RejectedID(m.Body, u.Reason)
+	}
+	res, err := w.write(ctx, []events.StreamMessage{kept})
+	if err != nil {
+		return res, fmt.Errorf("keep refused delivery %s: %w (refused for: %v)", m.ID, err, cause)
+	}
+	m.Poison = u.Reason
+	res.Unreadable, res.Poisoned = 0, 1
+	return res, nil
+}
+
+// write stores msgs as one attempt. The typed tables are written before
+// webhooks_raw, which is the batch's commit marker: a message found there is
+// stored. A message marked Retry may have typed rows from an earlier attempt:
+// those tables are checked too, so no row is ever inserted twice by a retry.
+func (w *Writer) write(ctx context.Context, msgs []events.StreamMessage) (WriteResult, error) {
 	var res WriteResult
 	ctx, cancel := w.DB.timeout(ctx)
 	defer cancel()
-	now := time.Now().UTC()
+	now, err := w.DB.Now(ctx)
+	if err != nil {
+		return res, err
+	}
 
-	accepted, rejected := map[string]bool{}, map[string]bool{}
-	var acceptedIDs, rejectedIDs []string
+	// The table that marks each message stored, and the ids per table.
+	const (
+		raw, unreadable, rejected = "webhooks_raw", "unreadable_webhooks", "rejected_webhooks"
+	)
+	marker := func(m events.StreamMessage) string {
+		switch {
+		case m.Webhook != nil:
+			return raw
+		case m.Unreadable != nil:
+			return unreadable
+		}
+		return rejected
+	}
+	seen := map[string]map[string]bool{raw: {}, unreadable: {}, rejected: {}}
+	ids := map[string][]string{}
+	var retryPayments, retryOperations []string
 	keep := make([]events.StreamMessage, 0, len(msgs))
 	for _, m := range msgs {
 		if m.Invalid != "" && m.ID == "" {
 			m.ID = events.RejectedID(m.Body, m.Invalid)
 		}
-		set, ids := accepted, &acceptedIDs
-		if m.Webhook == nil {
-			set, ids = rejected, &rejectedIDs
-		}
-		if set[m.ID] {
+		table := marker(m)
+		if seen[table][m.ID] {
 			res.Duplicates++
 			continue
 		}
-		set[m.ID] = true
-		*ids = append(*ids, m.ID)
+		seen[table][m.ID] = true
+		ids[table] = append(ids[table], m.ID)
+		if m.Retry && m.Webhook != nil {
+			if m.Webhook.Kind == events.KindPayment {
+				retryPayments = append(retryPayments, m.ID)
+			} else {
+				retryOperations = append(retryOperations, m.ID)
+			}
+		}
 		keep = append(keep, m)
 	}
-	storedAccepted, err := w.existing(ctx, "webhooks_raw", acceptedIDs)
+	stored := map[string]map[string]bool{}
+	for _, table := range []string{raw, unreadable, rejected} {
+		if stored[table], err = w.existing(ctx, table, ids[table]); err != nil {
+			return res, err
+		}
+	}
+	typedPayments, err := w.existing(ctx, "payment_events", retryPayments)
 	if err != nil {
 		return res, err
 	}
-	storedRejected, err := w.existing(ctx, "rejected_webhooks", rejectedIDs)
+	typedOperations, err := w.existing(ctx, "operation_events", retryOperations)
 	if err != nil {
 		return res, err
 	}
 
-	var payments, operations, rejects, raws []events.StreamMessage
+	var payments, operations, unreadables, rejects, raws []events.StreamMessage
 	for _, m := range keep {
-		switch {
-		case m.Webhook == nil:
-			if storedRejected[m.ID] {
-				res.Duplicates++
-				continue
-			}
-			rejects = append(rejects, m)
-		case storedAccepted[m.ID]:
+		table := marker(m)
+		if stored[table][m.ID] {
 			res.Duplicates++
 			continue
-		case m.Webhook.Kind == events.KindPayment:
-			payments = append(payments, m)
-			raws = append(raws, m)
+		}
+		switch table {
+		case rejected:
+			rejects = append(rejects, m)
+		case unreadable:
+			unreadables = append(unreadables, m)
 		default:
-			operations = append(operations, m)
 			raws = append(raws, m)
+			if m.Webhook.Kind == events.KindPayment && !typedPayments[m.ID] {
+				payments = append(payments, m)
+			} else if m.Webhook.Kind == events.KindOperation && !typedOperations[m.ID] {
+				operations = append(operations, m)
+			}
 		}
 	}
-	if err := w.insertPayments(ctx, payments); err != nil {
-		return res, err
+	for _, step := range []func() error{
+		func() error { return w.insertPayments(ctx, payments, now) },
+		func() error { return w.insertOperations(ctx, operations, now) },
+		func() error { return w.insertUnreadable(ctx, unreadables, now) },
+		func() error { return w.insertRejected(ctx, rejects, now) },
+		func() error { return w.insertRaw(ctx, raws, now) },
+	} {
+		if err := step(); err != nil {
+			return res, err
+		}
 	}
-	if err := w.insertOperations(ctx, operations); err != nil {
-		return res, err
-	}
-	if err := w.insertRejected(ctx, rejects, now); err != nil {
-		return res, err
-	}
-	if err := w.insertRaw(ctx, raws, now); err != nil {
-		return res, err
-	}
-	res.Payments, res.Operations, res.Rejected = len(payments), len(operations), len(rejects)
+	res.Payments, res.Operations, res.Unreadable, res.Rejected = len(payments), len(operations), len(unreadables), len(rejects)
 	return res, nil
 }
 
@@ -130,6 +224,31 @@ func (w *Writer) existing(ctx context.Context, table string, ids []string) (map[
 	return out, nil
 }
 
+// errRefused marks a row the client library refused to encode for a column:
+// retrying cannot help.
+type errRefused struct{ err error }
+
+func (e *errRefused) Error() string { return e.err.Error() }
+func (e *errRefused) Unwrap() error { return e.err }
+
+// permanentCodes are ClickHouse error codes about the data itself, which no
+// retry can cure: parse and conversion failures, values out of a type's range.
+var permanentCodes = map[int32]bool{
+	6: true, 27: true, 38: true, 41: true, 53: true, 69: true, 70: true, 72: true, 117: true,
+	131: true, 321: true, 407: true, // CANNOT_PARSE_*, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, INCORRECT_DATA, TOO_LARGE_STRING_SIZE, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE, DECIMAL_OVERFLOW
+}
+
+// Permanent tells whether a write failed because of what it wrote (retrying
+// the same rows cannot succeed) rather than because of the database's state.
+func Permanent(err error) bool {
+	var refused *errRefused
+	if errors.As(err, &refused) {
+		return true
+	}
+	var ex *ch.Exception
+	return errors.As(err, &ex) && permanentCodes[ex.Code]
+}
+
 func (w *Writer) insert(ctx context.Context, table, query string, n int, appendRow func(i int) []any) error {
 	if n == 0 {
 		return nil
@@ -141,7 +260,7 @@ func (w *Writer) insert(ctx context.Context, table, query string, n int, appendR
 	defer batch.Abort() // no-op once sent
 	for i := range n {
 		if err := batch.Append(appendRow(i)...); err != nil {
-			return fmt.Errorf("append row to %s: %w", table, err)
+			return fmt.Errorf("append row to %s: %w", table, &errRefused{err})
 		}
 	}
 	if err := batch.Send(); err != nil {
@@ -150,12 +269,12 @@ func (w *Writer) insert(ctx context.Context, table, query string, n int, appendR
 	return nil
 }
 
-const insertPayments = `INSERT INTO payment_events (delivery_id, stream_seq, received_at, session_id, order_no,
+const insertPayments = `INSERT INTO payment_events (delivery_id, stream_seq, received_at, stored_at, session_id, order_no,
 	reference_number, state, result, amount, currency_code, gateway_account, gateway_name, payment_type,
 	is_sandbox, paid_amount, settled_amount, refunded_amount, voided_amount, remaining_amount,
 	timestamp_utc, is_terminal, state_rank, child_session_ids, child_states, child_amounts, child_currency_codes)`
 
-func (w *Writer) insertPayments(ctx context.Context, msgs []events.StreamMessage) error {
+func (w *Writer) insertPayments(ctx context.Context, msgs []events.StreamMessage, now time.Time) error {
 	return w.insert(ctx, "payment_events", insertPayments, len(msgs), func(i int) []any {
 		m := msgs[i]
 		p := m.Webhook.Payment
@@ -168,26 +287,38 @@ func (w *Writer) insertPayments(ctx context.Context, msgs []events.StreamMessage
 			amounts = append(amounts, c.Amount.String())
 			currencies = append(currencies, c.CurrencyCode)
 		}
-		return []any{m.ID, m.StreamSeq, m.ReceivedAt, p.SessionID, p.OrderNo,
+		return []any{m.ID, m.StreamSeq, m.ReceivedAt, now, p.SessionID, p.OrderNo,
 			p.ReferenceNumber, p.State, p.Result, dec(p.Amount), p.CurrencyCode, p.GatewayAccount, p.GatewayName, p.PaymentType,
 			b2u(p.IsSandbox), dec(p.PaidAmount), dec(p.SettledAmount), dec(p.RefundedAmount), dec(p.VoidedAmount), dec(p.RemainingAmount),
 			eventTime(p.Timestamp, m.ReceivedAt), b2u(terminal), rank, ids, states, amounts, currencies}
 	})
 }
 
-const insertOperations = `INSERT INTO operation_events (delivery_id, stream_seq, received_at, reference_number,
+const insertOperations = `INSERT INTO operation_events (delivery_id, stream_seq, received_at, stored_at, reference_number,
 	session_id, order_no, child_session_id, operation, source, result, success, pg_code, amount, txn_amount,
 	txn_currency_code, txn_state, is_sandbox, timestamp_utc, is_terminal, state_rank)`
 
-func (w *Writer) insertOperations(ctx context.Context, msgs []events.StreamMessage) error {
+func (w *Writer) insertOperations(ctx context.Context, msgs []events.StreamMessage, now time.Time) error {
 	return w.insert(ctx, "operation_events", insertOperations, len(msgs), func(i int) []any {
 		m := msgs[i]
 		o := m.Webhook.Operation
 		terminal, rank := events.TxnStateOrder(o.Txn.State)
-		return []any{m.ID, m.StreamSeq, m.ReceivedAt, o.ReferenceNumber,
+		return []any{m.ID, m.StreamSeq, m.ReceivedAt, now, o.ReferenceNumber,
 			o.SessionID, o.OrderNo, o.Txn.SessionID, o.OperationKind(), o.Source, o.Result, b2u(o.Success), o.PGCode,
 			dec(o.Amount), dec(o.Txn.Amount), o.Txn.CurrencyCode, o.Txn.State, b2u(o.IsSandbox),
 			eventTime(o.Timestamp, m.ReceivedAt), b2u(terminal), rank}
+	})
+}
+
+const insertUnreadable = `INSERT INTO unreadable_webhooks (delivery_id, stream_seq, received_at, stored_at, kind,
+	session_id, field, reason, signature_scheme, key_index, body)`
+
+func (w *Writer) insertUnreadable(ctx context.Context, msgs []events.StreamMessage, now time.Time) error {
+	return w.insert(ctx, "unreadable_webhooks", insertUnreadable, len(msgs), func(i int) []any {
+		m := msgs[i]
+		u := m.Unreadable
+		return []any{m.ID, m.StreamSeq, orNow(m.ReceivedAt, now), now, string(u.Kind), u.SessionID, u.Field, u.Reason,
+			string(m.Scheme), uint8(m.KeyIndex), string(m.Body)}
 	})
 }
 
@@ -196,14 +327,11 @@ const insertRejected = `INSERT INTO rejected_webhooks (delivery_id, received_at,
 func (w *Writer) insertRejected(ctx context.Context, msgs []events.StreamMessage, now time.Time) error {
 	return w.insert(ctx, "rejected_webhooks", insertRejected, len(msgs), func(i int) []any {
 		m := msgs[i]
-		reason, at := m.Reject, m.ReceivedAt
+		reason := m.Reject
 		if m.Invalid != "" {
 			reason = "unreadable stream message: " + m.Invalid
 		}
-		if at.IsZero() {
-			at = now
-		}
-		return []any{m.ID, at, now, m.StreamSeq, reason, string(m.Body)}
+		return []any{m.ID, orNow(m.ReceivedAt, now), now, m.StreamSeq, reason, string(m.Body)}
 	})
 }
 
@@ -216,6 +344,13 @@ func (w *Writer) insertRaw(ctx context.Context, msgs []events.StreamMessage, now
 		return []any{m.ID, string(m.Webhook.Kind), m.StreamSeq, m.ReceivedAt, now,
 			string(m.Scheme), uint8(m.KeyIndex), string(m.Body)}
 	})
+}
+
+func orNow(t, now time.Time) time.Time {
+	if t.IsZero() {
+		return now
+	}
+	return t
 }
 
 // dec maps an absent amount to NULL.

@@ -9,10 +9,18 @@ import (
 )
 
 // MaxScale is the number of decimals the store keeps. Ottu amounts have at most
-// 3 (§6: KWD, BHD, OMR, ...; the operation API caps amounts at 3 decimals); an
-// amount with more than MaxScale significant decimals is refused instead of
-// being rounded, so that nothing is ever stored inexactly.
+// 3 (docs/ottu-webhooks.md, "Amounts": KWD, BHD, OMR, ...; the operation API
+// caps amounts at 3 decimals); an amount with more than MaxScale significant
+// decimals is refused instead of being rounded, so that nothing is ever stored
+// inexactly.
 const MaxScale = 8
+
+// MaxIntegerDigits is how many integer digits the store's Decimal(38, 8)
+// holds: 38 digits of precision, 8 of them decimals.
+const MaxIntegerDigits = 38 - MaxScale
+
+// maxAmount is the exclusive upper bound of a storable amount: 10^30.
+var maxAmount = decimal.New(1, MaxIntegerDigits)
 
 // Amount is an exact decimal amount as Ottu sent it, a JSON string ("25.500")
 // or a JSON number (§6, §8.6). Valid is false when the field was absent, null or
@@ -53,9 +61,20 @@ func parseAmount(s string) (Amount, error) {
 	if s == "" {
 		return Amount{}, nil
 	}
+	if len(s) > maxAmountText {
+		// Never hand a huge token to the decimal parser (its cost grows
+		// faster than the length); nothing this long fits Decimal(38, 8).
+		return Amount{}, fmt.Errorf("not a storable decimal: %d characters", len(s))
+	}
 	d, err := decimal.NewFromString(s)
 	if err != nil {
 		return Amount{}, fmt.Errorf("not a decimal: %q", s)
+	}
+	if d.Sign() < 0 {
+		return Amount{}, fmt.Errorf("negative: %q", s)
+	}
+	if d.Abs().Cmp(maxAmount) >= 0 {
+		return Amount{}, fmt.Errorf("more than %d integer digits: %q", MaxIntegerDigits, s)
 	}
 	if d.Exponent() < -MaxScale {
 		// Trailing zeros beyond the scale are harmless ("1.0000000000").
@@ -66,6 +85,10 @@ func parseAmount(s string) (Amount, error) {
 	}
 	return Amount{Decimal: d, Valid: true}, nil
 }
+
+// maxAmountText bounds the text of an amount: 30 integer digits, a point, up
+// to 8 decimals plus trailing zeros, a sign, and room for an exponent form.
+const maxAmountText = 64
 
 // amountValue converts a decoded JSON value (decoded with UseNumber) to an Amount.
 func amountValue(v any) (Amount, error) {

@@ -68,11 +68,21 @@ type PublishResult struct {
 
 // StreamMessage is an envelope read back from the stream by the consumer.
 // Exactly one of these holds: Webhook is the decoded webhook of a verified
-// delivery; the envelope is a rejected delivery (Rejected()); or Invalid says
-// why the message could not be read at all (it is then kept as rejected).
+// delivery; Unreadable describes a verified delivery that cannot be read; the
+// envelope is a rejected delivery (Rejected()); or Invalid says why the
+// message is not an envelope at all (it is then kept as rejected).
 type StreamMessage struct {
 	Envelope
-	StreamSeq uint64
-	Webhook   *Webhook
-	Invalid   string
+	StreamSeq  uint64
+	Webhook    *Webhook
+	Unreadable *Unreadable
+	Invalid    string
+	// Poison is set by the store when it could not insert the message as
+	// decoded (a value the database refused): it was kept whole in
+	// unreadable_webhooks instead, and is terminated in the stream.
+	Poison string
+	// Retry is set when an earlier attempt to store the message may have
+	// written part of it (a redelivery, or a failed batch tried again): the
+	// writer then checks every table, not only the commit markers.
+	Retry bool
 }

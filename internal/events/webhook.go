@@ -283,12 +283,25 @@ var timestampLayouts = []string{
 	"2006-01-02 15:04:05.999999999Z07:00",
 }
 
-// ParseTimestamp parses timestamp_utc in any documented format and returns it in UTC.
+// The range of timestamps the store holds (ClickHouse DateTime: 1970 to
+// 2106; the product promises 1970–2105).
+var (
+	MinTimestamp = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	MaxTimestamp = time.Date(2105, 12, 31, 23, 59, 59, 0, time.UTC)
+)
+
+// ParseTimestamp parses timestamp_utc in any documented format and returns it
+// in UTC (an offset, when one is given, is converted). A time outside
+// MinTimestamp..MaxTimestamp is an error: the store cannot hold it.
 func ParseTimestamp(s string) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	for _, layout := range timestampLayouts {
 		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
+			t = t.UTC()
+			if t.Before(MinTimestamp) || t.After(MaxTimestamp) {
+				return time.Time{}, fmt.Errorf("outside %d–%d: %q", MinTimestamp.Year(), MaxTimestamp.Year(), s)
+			}
+			return t, nil
 		}
 	}
 	return time.Time{}, fmt.Errorf("not a known timestamp format: %q", s)

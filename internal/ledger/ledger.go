@@ -1,4 +1,4 @@
-// Package ledger is reconciliation: the sixteen rules of PRODUCT.md ("Finding
+// Package ledger is reconciliation: the rules of docs/product.md ("Finding
 // codes") as pure functions over a per-parent summary, and the Reconciler that
 // runs a pass through two small interfaces it declares, Store and Notifier.
 //
@@ -35,6 +35,7 @@ const (
 	StuckRefund             Code = "STUCK_REFUND"
 	OrderAmountMismatch     Code = "ORDER_AMOUNT_MISMATCH"
 	SandboxInLive           Code = "SANDBOX_IN_LIVE"
+	UnreadableWebhook       Code = "UNREADABLE_WEBHOOK"
 )
 
 // Severity of a finding.
@@ -68,6 +69,7 @@ var Codes = []struct {
 	{StuckRefund, Warning},
 	{OrderAmountMismatch, Critical},
 	{SandboxInLive, Critical}, // a test payment where money is expected
+	{UnreadableWebhook, Critical}, // an authentic webhook nobody can reconcile until a person reads it
 }
 
 // SeverityOf returns the severity of code.
@@ -110,6 +112,25 @@ type Parent struct {
 
 	Operations []Operation
 	Order      *Order // the merchant_orders row for OrderNo, if any
+
+	// Unreadable lists the authentic deliveries filed under this parent
+	// (or, when no session_id could be read, under their delivery id) that
+	// could not be read.
+	Unreadable []Unreadable
+
+	// Err is set when the store could not read this parent whole: the pass
+	// does not evaluate it, and the next pass tries again.
+	Err error
+}
+
+// Unreadable is an authentic delivery kept raw because a value cannot be read
+// as Ottu documents it, or because the store refused it.
+type Unreadable struct {
+	DeliveryID string
+	Kind       string
+	Field      string
+	Reason     string
+	ReceivedAt time.Time
 }
 
 // Operation is one operation (reference_number) at its latest state.

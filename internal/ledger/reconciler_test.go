@@ -15,15 +15,30 @@ type memStore struct {
 	findings map[ledger.Key]ledger.Record
 	runs     []ledger.Run
 	lastSel  ledger.Selection
+	clock    func() time.Time // the store's clock (Watermark)
 }
 
-func (s *memStore) LastRun(context.Context) (time.Time, bool, error) {
-	for i := len(s.runs) - 1; i >= 0; i-- {
-		if s.runs[i].Error == "" {
-			return s.runs[i].Started, true, nil
+func (s *memStore) LastPass(context.Context) (ledger.LastPass, bool, error) {
+	var lp ledger.LastPass
+	found := false
+	for _, r := range s.runs {
+		if r.Error != "" {
+			continue
+		}
+		found = true
+		lp.Started, lp.Watermark, lp.ParentsFailed, lp.FailedSessions = r.Started, r.Watermark, r.ParentsFailed, r.FailedSessions
+		if r.Full {
+			lp.LastFull = r.Started
 		}
 	}
-	return time.Time{}, false, nil
+	return lp, found, nil
+}
+
+func (s *memStore) Watermark(context.Context) (time.Time, error) {
+	if s.clock == nil {
+		return time.Time{}, nil
+	}
+	return s.clock(), nil
 }
 
 func (s *memStore) OpenFindings(context.Context) ([]ledger.Record, error) {
@@ -77,6 +92,7 @@ func TestReconciler_Lifecycle(t *testing.T) {
 	clean := parent("paid", "2")
 	clean.SessionID = "clean"
 	store := &memStore{parents: []*ledger.Parent{stale, sandbox, clean}, findings: map[ledger.Key]ledger.Record{}}
+	store.clock = func() time.Time { return now.Add(-time.Minute) } // the store's clock is a minute behind
 
 	down := errors.New("receiver down")
 	n := &notifier{notify: func(ledger.Alert) (bool, error) { return true, down }}
@@ -99,7 +115,7 @@ func TestReconciler_Lifecycle(t *testing.T) {
 	if rep, err = r.Run(context.Background()); err != nil || rep.Raised != 0 || rep.Alerted != 1 {
 		t.Fatalf("pass 2: %+v %v", rep, err)
 	}
-	if store.lastSel.All || !store.lastSel.ChangedSince.Equal(now.Add(-ledger.Margin)) {
+	if store.lastSel.All || !store.lastSel.StoredSince.Equal(now.Add(-time.Minute).Add(-ledger.Margin)) {
 		t.Fatalf("pass 2 selection: %+v", store.lastSel)
 	}
 	// Pass 3: the other one. Pass 4: nothing left to alert.

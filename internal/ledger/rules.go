@@ -1,11 +1,14 @@
 package ledger
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/shopspring/decimal"
 
@@ -14,18 +17,20 @@ import (
 
 // Evaluate runs every rule on p at time now and returns the findings that
 // fire, ordered by code. Rules that need the parent run only once its payment
-// webhook has arrived; before that only ORPHAN_OPERATION can fire (PRODUCT.md).
+// webhook has arrived; before that only ORPHAN_OPERATION and
+// UNREADABLE_WEBHOOK can fire (docs/product.md).
 func Evaluate(p *Parent, cfg Config, now time.Time) []Finding {
 	var out []Finding
 	fire := func(c Code, format string, args ...any) {
-		out = append(out, Finding{SessionID: p.SessionID, Code: c, Severity: SeverityOf(c), Detail: fmt.Sprintf(format, args...)})
+		out = append(out, Finding{SessionID: p.SessionID, Code: c, Severity: SeverityOf(c), Detail: CleanDetail(fmt.Sprintf(format, args...))})
 	}
+	unreadableWebhook(p, cfg, now, fire)
 	if !p.HasPayment {
 		orphan(p, cfg, now, fire)
-		return out
-	}
-	for _, rule := range rules {
-		rule(p, cfg, now, fire)
+	} else {
+		for _, rule := range rules {
+			rule(p, cfg, now, fire)
+		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Code < out[j].Code })
 	return out
@@ -378,4 +383,50 @@ func sandboxInLive(p *Parent, cfg Config, _ time.Time, fire fireFunc) {
 	if cfg.Live && p.Sandbox {
 		fire(SandboxInLive, "a webhook of this parent has is_sandbox true in a live environment")
 	}
+}
+
+// UNREADABLE_WEBHOOK: an authentic webhook was kept raw because a value
+// cannot be read as Ottu documents it (or the store refused it).
+func unreadableWebhook(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	if len(p.Unreadable) == 0 {
+		return
+	}
+	us := slices.Clone(p.Unreadable)
+	slices.SortFunc(us, func(a, b Unreadable) int {
+		return cmp.Or(a.ReceivedAt.Compare(b.ReceivedAt), cmp.Compare(a.DeliveryID, b.DeliveryID))
+	})
+	parts := make([]string, len(us))
+	for i, u := range us {
+		what := u.Reason
+		if u.Field != "" {
+			what = "field " + u.Field + ": " + u.Reason
+		}
+		parts[i] = fmt.Sprintf("delivery %s (%s, received %s) %s", u.DeliveryID, u.Kind, u.ReceivedAt.UTC().Format(time.RFC3339), what)
+	}
+	fire(UnreadableWebhook, "%d authentic webhook(s) kept raw in unreadable_webhooks, not reconciled: %s",
+		len(us), strings.Join(parts, "; "))
+}
+
+// MaxDetail bounds a finding's detail, in bytes.
+const MaxDetail = 1024
+
+// CleanDetail makes text fit a finding's detail: control characters (what a
+// webhook's text fields may carry: newlines, NUL) become spaces, and the text
+// is cut to MaxDetail bytes on a character boundary, ending in "…".
+func CleanDetail(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) <= MaxDetail {
+		return s
+	}
+	const ellipsis = "…"
+	cut := MaxDetail - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ellipsis
 }

@@ -17,9 +17,12 @@ import (
 // batches (by size, and by time), decodes them, hands each batch to Handle and
 // acks it only after Handle succeeded. Set the fields, Open, then Run.
 //
-//   - A message that is not a readable envelope, or whose body does not decode,
-//     is marked Invalid; Handle stores it as rejected; it is then terminated,
-//     never retried forever and never dropped silently.
+//   - A message that is not a readable envelope is marked Invalid; Handle
+//     stores it as rejected; it is then terminated, never retried forever and
+//     never dropped silently. A verified delivery whose body cannot be read is
+//     marked Unreadable; Handle keeps it raw, and it is acked.
+//   - A message Handle could not store as decoded and kept raw instead is
+//     marked Poison by Handle, and terminated.
 //   - When Handle fails (ClickHouse away, too many parts) the same batch is
 //     retried with exponential back-off, the messages kept in progress so the
 //     server does not redeliver them meanwhile; nothing is acked.
@@ -65,7 +68,7 @@ func NewConsumerMetrics(reg prometheus.Registerer) *ConsumerMetrics {
 		Redeliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_redeliveries_total",
 			Help: "Messages delivered more than once to the store consumer."}),
 		Terminated: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_terminated_total",
-			Help: "Unreadable messages terminated (kept in rejected_webhooks)."}),
+			Help: "Messages terminated in the stream: not envelopes (kept in rejected_webhooks) or refused by the database (kept in unreadable_webhooks)."}),
 		Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_store_failures_total",
 			Help: "Failed attempts to store a batch (each is retried)."}),
 	}
@@ -193,8 +196,9 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// Decode turns a stream message into a StreamMessage, marking it Invalid when
-// it is not a readable envelope or its body does not decode.
+// Decode turns a stream message into a StreamMessage: Invalid when it is not
+// a readable envelope, Unreadable when it is a verified delivery whose body
+// cannot be read as Ottu documents it.
 func Decode(msg jetstream.Msg) events.StreamMessage {
 	var out events.StreamMessage
 	if meta, err := msg.Metadata(); err == nil {
@@ -210,11 +214,17 @@ func Decode(msg jetstream.Msg) events.StreamMessage {
 	if env.Rejected() {
 		return out
 	}
-	w, err := events.Decode(env.Body)
+	m, err := events.ParseObject(env.Body)
+	if err != nil {
+		out.Unreadable = &events.Unreadable{Kind: env.Kind, Reason: err.Error()}
+		return out
+	}
+	w, err := events.DecodeObject(m)
 	switch {
 	case err != nil:
-		out.Invalid = "decode body: " + err.Error()
-	case w.Kind != env.Kind:
+		u := events.Salvage(m, err)
+		out.Unreadable = &u
+	case w.Kind != env.Kind && env.Kind != events.KindUnreadable:
 		out.Invalid = fmt.Sprintf("body is a %s webhook, envelope says %s", w.Kind, env.Kind)
 	default:
 		out.Webhook = w
@@ -229,6 +239,7 @@ func (c *Consumer) process(ctx context.Context, raw []jetstream.Msg) error {
 		if meta, err := m.Metadata(); err == nil {
 			if meta.NumDelivered > 1 {
 				c.Metrics.Redeliveries.Inc()
+				msgs[i].Retry = true // an earlier delivery may have been partly stored
 			}
 			if i == len(raw)-1 {
 				c.Metrics.Pending.Set(float64(meta.NumPending))
@@ -252,6 +263,9 @@ func (c *Consumer) process(ctx context.Context, raw []jetstream.Msg) error {
 		}
 		c.Metrics.Failures.Inc()
 		c.report(err, attempt)
+		for i := range msgs {
+			msgs[i].Retry = true
+		}
 		if ctx.Err() != nil {
 			c.settle(raw, func(m jetstream.Msg) error { return m.Nak() })
 			return nil
@@ -265,7 +279,8 @@ func (c *Consumer) process(ctx context.Context, raw []jetstream.Msg) error {
 	}
 	for i, m := range raw {
 		var err error
-		if msgs[i].Invalid != "" {
+		if msgs[i].Invalid != "" || msgs[i].Poison != "" {
+			// Kept (rejected_webhooks or unreadable_webhooks); never redelivered.
 			c.Metrics.Terminated.Inc()
 			err = m.Term()
 		} else {

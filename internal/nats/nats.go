@@ -223,7 +223,7 @@ func Envelope(h nats.Header, data []byte) (events.Envelope, error) {
 		env.Kind = events.Kind(h.Get(HeaderKind))
 		env.Scheme = events.Scheme(h.Get(HeaderScheme))
 		env.KeyIndex, _ = strconv.Atoi(h.Get(HeaderKeyIndex))
-		if env.Kind != events.KindPayment && env.Kind != events.KindOperation {
+		if env.Kind != events.KindPayment && env.Kind != events.KindOperation && env.Kind != events.KindUnreadable {
 			return events.Envelope{}, fmt.Errorf("%w: kind %q", ErrBadEnvelope, env.Kind)
 		}
 	}

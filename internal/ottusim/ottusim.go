@@ -318,6 +318,13 @@ func (g *Generator) Parent(kind Kind) Parent {
 	case Kind(ledger.SandboxInLive):
 		c.sandbox = true
 		c.payment("paid", "success", step(0), nil)
+	case Kind(ledger.UnreadableWebhook):
+		// An authentic refund whose amount has more decimals than any
+		// currency: kept raw, raised, never reconciled as an operation.
+		c.payment("paid", "success", step(0), nil)
+		c.op("refund", "refunded", c.part(10), step(1), func(m, txn map[string]any) {
+			m["amount"], txn["amount"] = c.money(c.part(10))+"0000000001", c.money(c.part(10))+"0000000001"
+		})
 	default:
 		panic("ottusim: unknown kind " + string(kind))
 	}

@@ -121,21 +121,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(ctx, w, log, received, body, classify(err))
 		return
 	}
-	wh, err := events.DecodeObject(m)
-	if err != nil {
-		h.reject(ctx, w, log, received, body, classify(err))
-		return
-	}
 	h.Metrics.Signatures.WithLabelValues(string(match.Scheme), strconv.Itoa(match.KeyIndex)).Inc()
+	// From here on the delivery is authentic: no value it carries makes the
+	// answer anything but 200 once it is stored. What cannot be read is kept
+	// raw and raised as UNREADABLE_WEBHOOK by the next pass.
+	wh, err := events.DecodeObject(m)
+	kind := events.KindUnreadable
+	var unreadable *events.Unreadable
+	if err != nil {
+		u := events.Salvage(m, err)
+		unreadable, kind = &u, u.Kind
+	} else {
+		kind = wh.Kind
+	}
 
-	env := events.Envelope{ID: events.DeliveryID(wh.Kind, m), Kind: wh.Kind, ReceivedAt: received,
+	env := events.Envelope{ID: events.DeliveryID(kind, m), Kind: kind, ReceivedAt: received,
 		Scheme: match.Scheme, KeyIndex: match.KeyIndex, Body: body}
-	log = log.With().Str("delivery_id", env.ID).Str("kind", string(wh.Kind)).Logger()
+	log = log.With().Str("delivery_id", env.ID).Str("kind", string(kind)).Logger()
 	start := time.Now()
 	res, err := h.Publisher.Publish(ctx, env)
 	h.Metrics.PublishSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
-		h.Metrics.observe(string(wh.Kind), "unavailable")
+		h.Metrics.observe(string(kind), "unavailable")
 		log.Error().Err(err).Msg("webhook not stored; answered 503")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": statusText[http.StatusServiceUnavailable]})
 		return
@@ -147,16 +154,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case res.Duplicate:
 		outcome = "duplicate"
 	}
-	h.Metrics.observe(string(wh.Kind), outcome)
+	h.Metrics.observe(string(kind), outcome)
 	ev := log.Info().Str("outcome", outcome).Str("scheme", string(match.Scheme)).Int("key_index", match.KeyIndex).
 		Uint64("stream_seq", res.Sequence)
-	if p := wh.Payment; p != nil {
-		ev = ev.Str("session_id", p.SessionID).Str("state", p.State)
-	} else if o := wh.Operation; o != nil {
-		ev = ev.Str("session_id", o.SessionID).Str("reference_number", o.ReferenceNumber).
-			Str("operation", o.Operation).Str("txn_state", o.Txn.State)
+	switch {
+	case unreadable != nil:
+		h.Metrics.Unreadable.WithLabelValues(unreadable.Field).Inc()
+		ev = log.Warn().Str("outcome", outcome).Str("session_id", unreadable.SessionID).
+			Str("field", unreadable.Field).Str("reason", unreadable.Reason)
+		ev.Msg("authentic webhook kept raw: a value cannot be read; the next pass raises UNREADABLE_WEBHOOK")
+	case wh.Payment != nil:
+		p := wh.Payment
+		ev.Str("session_id", p.SessionID).Str("state", p.State).Msg("webhook accepted")
+	default:
+		o := wh.Operation
+		ev.Str("session_id", o.SessionID).Str("reference_number", o.ReferenceNumber).
+			Str("operation", o.Operation).Str("txn_state", o.Txn.State).Msg("webhook accepted")
 	}
-	ev.Msg("webhook accepted")
 	writeJSON(w, http.StatusOK, map[string]any{"status": outcome, "delivery_id": env.ID})
 }
 
@@ -201,6 +215,7 @@ type Metrics struct {
 	Webhooks       *prometheus.CounterVec
 	Rejected       *prometheus.CounterVec
 	Signatures     *prometheus.CounterVec
+	Unreadable     *prometheus.CounterVec
 	PublishSeconds prometheus.Histogram
 }
 
@@ -219,13 +234,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ottu_ingest_signature_matches_total",
 			Help: "Verified deliveries by signature scheme (A, B) and index of the matching key in OTTU_HMAC_KEYS.",
 		}, []string{"scheme", "key_index"}),
+		Unreadable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ottu_ingest_unreadable_total",
+			Help: "Authentic webhooks with a value that cannot be read, kept raw (answered 200), by field.",
+		}, []string{"field"}),
 		PublishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ottu_ingest_publish_seconds",
 			Help:    "Time to store a verified webhook durably (stream PubAck or local spool).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
 	}
-	reg.MustRegister(m.Webhooks, m.Rejected, m.Signatures, m.PublishSeconds)
+	reg.MustRegister(m.Webhooks, m.Rejected, m.Signatures, m.Unreadable, m.PublishSeconds)
 	return m
 }
 

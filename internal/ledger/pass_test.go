@@ -1,0 +1,243 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ottu-recon/ottu-recon/internal/ledger"
+)
+
+// TestReconciler_FullEvery: a full pass comes RECON_FULL_EVERY after the last
+// full pass, however often incremental passes run in between.
+func TestReconciler_FullEvery(t *testing.T) {
+	store := &memStore{findings: map[ledger.Key]ledger.Record{}}
+	clock := now
+	r := &ledger.Reconciler{Store: store, Config: cfg, Now: func() time.Time { return clock }, FullEvery: time.Hour}
+	var full []bool
+	for i := 0; i < 25; i++ { // every 5 minutes for two hours
+		rep, err := r.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		full = append(full, rep.Full)
+		clock = clock.Add(5 * time.Minute)
+	}
+	for i, f := range full {
+		if want := i%12 == 0; f != want {
+			t.Fatalf("pass %d (minute %d): full %v, want %v", i, 5*i, f, want)
+		}
+	}
+}
+
+// TestReconciler_Windows: an incremental pass asks for every anchor that a
+// time-based rule measures from, over the span since the last pass.
+func TestReconciler_Windows(t *testing.T) {
+	store := &memStore{findings: map[ledger.Key]ledger.Record{}}
+	clock := now
+	r := &ledger.Reconciler{Store: store, Config: cfg, Now: func() time.Time { return clock }}
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(5 * time.Minute)
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sel := store.lastSel
+	if sel.All {
+		t.Fatal("second pass is full")
+	}
+	for _, tr := range ledger.Triggers(cfg) {
+		from, to := now.Add(-ledger.Margin).Add(-tr.Delay), clock.Add(-tr.Delay)
+		if !slices.ContainsFunc(sel.Windows, func(w ledger.Window) bool {
+			return w.Anchor == tr.Anchor && w.From.Equal(from) && w.To.Equal(to)
+		}) {
+			t.Errorf("no window for %s (%s after %s): %+v", tr.Rule, tr.Delay, tr.Anchor, sel.Windows)
+		}
+	}
+}
+
+// TestTriggers: every rule whose outcome can change with time alone, with no
+// new delivery, has a trigger. Each parent below fires only once time passes.
+func TestTriggers(t *testing.T) {
+	queued := op("r1", "refund", "refund_queued", "5")
+	queued.QueuedSince = now
+	orphan := &ledger.Parent{SessionID: "s1", Operations: []ledger.Operation{op("r1", "refund", "refunded", "5")}}
+	orphan.Operations[0].FirstReceived = now
+	listed := parent("paid", "10")
+	listed.LastPaymentAt, listed.Listed = now, map[string]time.Time{"child": now}
+	totals := parent("paid", "10")
+	totals.LastPaymentAt, totals.RefundedAmount = now, amt("3")
+	stale := parent("authorized", "10")
+	stale.AuthorizedAt = now
+	for _, tc := range []struct {
+		p    *ledger.Parent
+		code ledger.Code
+	}{
+		{with(parent("paid", "10"), queued), ledger.StuckRefund},
+		{orphan, ledger.OrphanOperation},
+		{listed, ledger.MissingOperation},
+		{totals, ledger.ParentTotalsMismatch},
+		{stale, ledger.StaleAuthorization},
+	} {
+		if got := codes(ledger.Evaluate(tc.p, cfg, now)); slices.Contains(got, tc.code) {
+			t.Fatalf("%s fires at once", tc.code)
+		}
+		if got := codes(ledger.Evaluate(tc.p, cfg, now.Add(200*time.Hour))); !slices.Contains(got, tc.code) {
+			t.Fatalf("%s never fires: %v", tc.code, got)
+		}
+		if !slices.ContainsFunc(ledger.Triggers(cfg), func(tr ledger.Trigger) bool { return tr.Rule == tc.code }) {
+			t.Errorf("%s fires with time but has no trigger", tc.code)
+		}
+	}
+}
+
+// TestReconciler_ParentFailure: a parent that cannot be read fails neither the
+// pass nor its open findings; it is counted and retried by the next pass.
+func TestReconciler_ParentFailure(t *testing.T) {
+	bad := parent("paid", "1")
+	bad.SessionID, bad.Sandbox = "bad", true
+	good := parent("paid", "1")
+	good.SessionID, good.Sandbox = "good", true
+	store := &memStore{parents: []*ledger.Parent{bad, good}, findings: map[ledger.Key]ledger.Record{}}
+	clock := now
+	var reported []string
+	r := &ledger.Reconciler{Store: store, Config: cfg, Now: func() time.Time { return clock },
+		OnParentError: func(id string, err error) { reported = append(reported, id) }}
+	if rep, err := r.Run(context.Background()); err != nil || rep.Raised != 2 {
+		t.Fatalf("pass 1: %+v %v", rep, err)
+	}
+	bad.Err, bad.Sandbox = errors.New("parse stored amount"), false
+	clock = clock.Add(5 * time.Minute)
+	rep, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatalf("pass 2 failed for one parent: %v", err)
+	}
+	if rep.ParentsFailed != 1 || !slices.Equal(rep.FailedSessions, []string{"bad"}) || rep.Resolved != 0 || rep.Open != 2 {
+		t.Fatalf("pass 2: %+v", rep)
+	}
+	if !slices.Equal(reported, []string{"bad"}) {
+		t.Fatalf("reported %v", reported)
+	}
+	if got := store.findings[ledger.Key{SessionID: "bad", Code: ledger.SandboxInLive}]; got.Status != ledger.StatusOpen {
+		t.Fatalf("an unreadable parent's finding was resolved: %+v", got)
+	}
+	bad.Err = nil
+	clock = clock.Add(5 * time.Minute)
+	if rep, err = r.Run(context.Background()); err != nil || rep.Resolved != 1 || rep.ParentsFailed != 0 {
+		t.Fatalf("pass 3: %+v %v", rep, err)
+	}
+	if !slices.Contains(store.lastSel.Sessions, "bad") {
+		t.Fatalf("pass 3 did not ask for the failed parent: %+v", store.lastSel)
+	}
+}
+
+// TestReconciler_AlertSplit: a receiver that refuses one finding (or alerts
+// over a size) gets every other finding; most severe and oldest first.
+func TestReconciler_AlertSplit(t *testing.T) {
+	var parents []*ledger.Parent
+	for i := range 9 {
+		p := parent("paid", "1")
+		p.SessionID, p.Sandbox = fmt.Sprintf("p%d", i), true // SANDBOX_IN_LIVE, critical
+		parents = append(parents, p)
+	}
+	stale := parent("authorized", "40")
+	stale.SessionID, stale.AuthorizedAt = "a-stale", now.Add(-200*time.Hour) // STALE_AUTHORIZATION, info
+	parents = append(parents, stale)
+	store := &memStore{parents: parents, findings: map[ledger.Key]ledger.Record{}}
+	var got []string
+	n := &notifier{notify: func(a ledger.Alert) (bool, error) {
+		if len(a.Findings) > 4 {
+			return false, fmt.Errorf("status 413: %w", ledger.ErrAlertRefused)
+		}
+		for _, f := range a.Findings {
+			if f.SessionID == "p3" {
+				return false, fmt.Errorf("status 400: %w", ledger.ErrAlertRefused)
+			}
+		}
+		for _, f := range a.Findings {
+			got = append(got, f.SessionID)
+		}
+		return false, nil
+	}}
+	r := &ledger.Reconciler{Store: store, Config: cfg, Notifier: n, Now: func() time.Time { return now }}
+	rep, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"p0", "p1", "p2", "p4", "p5", "p6", "p7", "p8", "a-stale"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v (critical first, p3 alone refused)", got, want)
+	}
+	if rep.Alerted != 9 || rep.AlertsPending != 1 || !strings.Contains(rep.AlertError, "p3") {
+		t.Fatalf("report: %+v", rep)
+	}
+}
+
+// publisher is a function-field fake ledger.Publisher.
+type publisher struct{ publish func(ledger.Alert) error }
+
+func (p *publisher) PublishFindings(_ context.Context, a ledger.Alert) error { return p.publish(a) }
+
+// TestReconciler_PublishRetried: findings whose announcement JetStream did not
+// acknowledge are announced again by the next pass, and only those.
+func TestReconciler_PublishRetried(t *testing.T) {
+	p := parent("paid", "1")
+	p.Sandbox = true
+	store := &memStore{parents: []*ledger.Parent{p}, findings: map[ledger.Key]ledger.Record{}}
+	var published int
+	pub := &publisher{publish: func(ledger.Alert) error { return errors.New("nats: timeout") }}
+	clock := now
+	r := &ledger.Reconciler{Store: store, Config: cfg, Publisher: pub, Now: func() time.Time { return clock }}
+	if rep, _ := r.Run(context.Background()); rep.AlertError == "" {
+		t.Fatalf("pass 1: %+v", rep)
+	}
+	pub.publish = func(a ledger.Alert) error { published += len(a.Findings); return nil }
+	for range 2 {
+		clock = clock.Add(5 * time.Minute)
+		if rep, err := r.Run(context.Background()); err != nil || rep.AlertError != "" {
+			t.Fatalf("pass: %+v %v", rep, err)
+		}
+	}
+	if published != 1 {
+		t.Fatalf("published %d times, want once", published)
+	}
+	if rec := store.findings[ledger.Key{SessionID: "s1", Code: ledger.SandboxInLive}]; rec.PublishedAt.IsZero() {
+		t.Fatalf("not marked published: %+v", rec)
+	}
+}
+
+func TestUnreadableWebhook(t *testing.T) {
+	p := &ledger.Parent{SessionID: "s1", Unreadable: []ledger.Unreadable{
+		{DeliveryID: "d2", Kind: "payment", Field: "amount", Reason: "negative: \"-1\"", ReceivedAt: now},
+	}}
+	fs := ledger.Evaluate(p, cfg, now)
+	if !slices.Equal(codes(fs), []ledger.Code{ledger.UnreadableWebhook}) || !strings.Contains(fs[0].Detail, "field amount") {
+		t.Fatalf("got %+v", fs)
+	}
+	if fs[0].Severity != ledger.Critical {
+		t.Fatalf("severity %s", fs[0].Severity)
+	}
+}
+
+func TestCleanDetail(t *testing.T) {
+	long := strings.Repeat("é", 600) // 1,200 bytes
+	for _, tc := range []struct{ in, want string }{
+		{"plain", "plain"},
+		{"a\nb\x00c\td|e\"f", "a b c d|e\"f"},
+		{"bad utf8 \xff", "bad utf8  "},
+	} {
+		if got := ledger.CleanDetail(tc.in); got != tc.want {
+			t.Errorf("CleanDetail(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	got := ledger.CleanDetail(long)
+	if len(got) > ledger.MaxDetail || !utf8.ValidString(got) || !strings.HasSuffix(got, "…") {
+		t.Fatalf("long detail: %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+}
