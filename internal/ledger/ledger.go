@@ -68,7 +68,7 @@ var Codes = []struct {
 	{StaleAuthorization, Info}, // money held, nothing wrong yet
 	{StuckRefund, Warning},
 	{OrderAmountMismatch, Critical},
-	{SandboxInLive, Critical}, // a test payment where money is expected
+	{SandboxInLive, Critical},     // a test payment where money is expected
 	{UnreadableWebhook, Critical}, // an authentic webhook nobody can reconcile until a person reads it
 }
 
