@@ -31,6 +31,7 @@ type Config struct {
 	StuckRefund        time.Duration
 	Environment        string // live or sandbox
 	PassTimeout        time.Duration
+	FullEvery          time.Duration // RECON_FULL_EVERY
 
 	AlertURL     string
 	AlertHMACKey string // never logged
@@ -57,6 +58,7 @@ func DefaultConfig() Config {
 		StuckRefund:        48 * time.Hour,
 		Environment:        "live",
 		PassTimeout:        4 * time.Minute,
+		FullEvery:          24 * time.Hour,
 		Listen:             ":8081",
 		Consumer:           "ottu-recon-store",
 		BatchSize:          1000,
@@ -70,7 +72,7 @@ var knownVars = map[string]bool{
 	"NATS_URL": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true,
 	"CLICKHOUSE_ADDR": true, "CLICKHOUSE_DATABASE": true, "CLICKHOUSE_USERNAME": true, "CLICKHOUSE_PASSWORD": true,
 	"RECON_SCHEDULE": true, "RECON_GRACE": true, "RECON_STALE_AUTHORIZATION": true, "RECON_STUCK_REFUND": true,
-	"RECON_PASS_TIMEOUT": true, "RECON_LISTEN": true, "RECON_CONSUMER": true, "RECON_BATCH_SIZE": true,
+	"RECON_PASS_TIMEOUT": true, "RECON_FULL_EVERY": true, "RECON_LISTEN": true, "RECON_CONSUMER": true, "RECON_BATCH_SIZE": true,
 	"RECON_BATCH_WAIT": true, "RECON_SHUTDOWN_TIMEOUT": true, "OTTU_ENVIRONMENT": true,
 	"ALERT_WEBHOOK_URL": true, "ALERT_HMAC_KEY": true, "LOG_LEVEL": true,
 }
@@ -91,6 +93,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.Duration(&c.StaleAuthorization, "RECON_STALE_AUTHORIZATION")
 	env.Duration(&c.StuckRefund, "RECON_STUCK_REFUND")
 	env.Duration(&c.PassTimeout, "RECON_PASS_TIMEOUT")
+	env.Duration(&c.FullEvery, "RECON_FULL_EVERY")
 	env.String(&c.Environment, "OTTU_ENVIRONMENT")
 	env.String(&c.AlertURL, "ALERT_WEBHOOK_URL")
 	env.Secret(&c.AlertHMACKey, "ALERT_HMAC_KEY")
@@ -119,11 +122,14 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	}
 	if c.AlertURL != "" {
 		if u, err := url.Parse(c.AlertURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			env.Check("ALERT_WEBHOOK_URL", fmt.Errorf("want an http(s) URL, got %q", c.AlertURL))
+			env.Check("ALERT_WEBHOOK_URL", errors.New("want an http(s) URL")) // the URL itself may hold a token: not repeated
 		}
 	}
 	if c.BatchSize < 1 || c.BatchSize > 100000 {
 		env.Check("RECON_BATCH_SIZE", fmt.Errorf("want 1 to 100000, got %d", c.BatchSize))
+	}
+	if c.FullEvery < 0 {
+		env.Check("RECON_FULL_EVERY", errors.New("must not be negative (0: only the first pass is full)"))
 	}
 	if c.ClickHouseDatabase == "" {
 		env.Check("CLICKHOUSE_DATABASE", errors.New("required"))

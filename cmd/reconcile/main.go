@@ -8,7 +8,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +20,7 @@ import (
 	"os/signal"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -113,12 +117,22 @@ type Main struct {
 	Registry *prometheus.Registry
 	Now      func() time.Time
 
+	// RetryMin is the first back-off while a dependency is unreachable at
+	// start (doubling to 30s); default 500ms.
+	RetryMin time.Duration
+
 	db       *clickhouse.DB
+	dbOpen   bool
+	ready    atomic.Bool
+	readyCh  chan struct{}
 	conn     *nats.Conn
 	consumer *nats.Consumer
 	http     *webhook.Server
 	cron     *cron.Cron
 	passes   *passMetrics
+
+	depRetries   *prometheus.CounterVec
+	parentErrors prometheus.Counter
 
 	runCtx context.Context
 	cancel context.CancelFunc
@@ -140,8 +154,11 @@ func (m *Main) component(name string) zerolog.Logger {
 	return m.Logger.With().Str("component", name).Logger()
 }
 
-// Open migrates the schema, connects, starts the consumer, the schedule and
-// the health server.
+// Open starts the daemon and returns once the health server listens. Only a
+// configuration error (a bad schedule or address) makes it fail: ClickHouse
+// and NATS are connected to in the background, with back-off, for as long as
+// it takes (after a host reboot, they may come up after reconcile). Until
+// both are there, /readyz answers 503 and scheduled passes are skipped.
 func (m *Main) Open(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
@@ -150,20 +167,20 @@ func (m *Main) Open(ctx context.Context) (err error) {
 			err = errors.Join(err, m.Close(cctx))
 		}
 	}()
-	if _, err := m.db.Migrate(ctx); err != nil {
-		return err
-	}
-	if err := m.db.Open(ctx); err != nil {
-		return err
-	}
+	m.readyCh = make(chan struct{})
 	m.conn = &nats.Conn{URL: m.Config.NATSURL, Name: "ottu-recon-reconcile", Logger: m.component("nats")}
-	if err := m.conn.Open(); err != nil {
+	if err := m.conn.Open(); err != nil { // does not wait for the server
 		return err
 	}
 	writer := &clickhouse.Writer{DB: m.db}
 	stored := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_stored_total",
 		Help: "Deliveries stored in ClickHouse by kind (payment, operation, unreadable, poison, rejected) and duplicates skipped."}, []string{"kind"})
-	m.Registry.MustRegister(stored, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.depRetries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_dependency_retries_total",
+		Help: "Failed attempts to reach a dependency at start (clickhouse, nats); retried with back-off."}, []string{"dependency"})
+	m.parentErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_parent_errors_total",
+		Help: "Parents a pass could not evaluate (logged; retried by the next pass)."})
+	m.Registry.MustRegister(stored, m.depRetries, m.parentErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	storeLog := m.component("store")
 	m.consumer = &nats.Consumer{
 		Conn: m.conn, Stream: m.Config.Stream, Durable: m.Config.Consumer,
@@ -184,18 +201,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 				Int("unreadable", res.Unreadable).Int("poisoned", res.Poisoned).
 				Int("rejected", res.Rejected).Int("duplicates", res.Duplicates).Msg("batch stored")
 			for _, msg := range msgs {
-				switch {
-				case msg.Invalid != "":
-					storeLog.Warn().Uint64("stream_seq", msg.StreamSeq).Str("reason", msg.Invalid).
-						Msg("message that is not an envelope kept in rejected_webhooks and terminated")
-				case msg.Poison != "":
-					storeLog.Error().Uint64("stream_seq", msg.StreamSeq).Str("delivery_id", msg.ID).Str("reason", msg.Poison).
-						Msg("delivery refused by ClickHouse kept whole in unreadable_webhooks and terminated; raised as UNREADABLE_WEBHOOK")
-				case msg.Unreadable != nil:
-					storeLog.Warn().Uint64("stream_seq", msg.StreamSeq).Str("delivery_id", msg.ID).
-						Str("field", msg.Unreadable.Field).Str("reason", msg.Unreadable.Reason).
-						Msg("authentic webhook with an unreadable value kept in unreadable_webhooks; raised as UNREADABLE_WEBHOOK")
-				}
+				logStoredMessage(storeLog, msg)
 			}
 			return nil
 		},
@@ -207,19 +213,6 @@ func (m *Main) Open(ctx context.Context) (err error) {
 			ev.Err(err).Int("attempt", attempt).Msg("store batch failed; retrying, nothing acked")
 		},
 	}
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := m.consumer.Open(octx); err != nil {
-		return err
-	}
-	m.runCtx, m.cancel = context.WithCancel(context.Background())
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		if err := m.consumer.Run(m.runCtx); err != nil {
-			storeLog.Error().Err(err).Msg("consumer stopped")
-		}
-	}()
 
 	// The schedule: UTC, never two passes at once, a panic is a failed pass.
 	m.passes = newPassMetrics(m.Registry)
@@ -229,15 +222,113 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if _, err := m.cron.AddFunc(m.Config.Schedule, m.scheduledPass); err != nil {
 		return fmt.Errorf("schedule %q: %w", m.Config.Schedule, err)
 	}
-	m.cron.Start()
-
 	m.http = &webhook.Server{Addr: m.Config.Listen, Ready: m.Ready, Gatherer: m.Registry}
-	return m.http.Open()
+	if err := m.http.Open(); err != nil {
+		return err
+	}
+
+	m.runCtx, m.cancel = context.WithCancel(context.Background())
+	m.wg.Add(1)
+	go m.run(m.runCtx)
+	m.cron.Start()
+	return nil
+}
+
+// logStoredMessage logs what became of a message that was not stored as an
+// ordinary webhook.
+func logStoredMessage(log zerolog.Logger, msg events.StreamMessage) {
+	switch {
+	case msg.Invalid != "":
+		log.Warn().Uint64("stream_seq", msg.StreamSeq).Str("reason", msg.Invalid).
+			Msg("message that is not an envelope kept in rejected_webhooks and terminated")
+	case msg.Poison != "":
+		log.Error().Uint64("stream_seq", msg.StreamSeq).Str("delivery_id", msg.ID).Str("reason", msg.Poison).
+			Msg("delivery refused by ClickHouse kept whole in unreadable_webhooks and terminated; raised as UNREADABLE_WEBHOOK")
+	case msg.Unreadable != nil:
+		log.Warn().Uint64("stream_seq", msg.StreamSeq).Str("delivery_id", msg.ID).
+			Str("field", msg.Unreadable.Field).Str("reason", msg.Unreadable.Reason).
+			Msg("authentic webhook with an unreadable value kept in unreadable_webhooks; raised as UNREADABLE_WEBHOOK")
+	}
+}
+
+// run connects to ClickHouse (migrating the schema) and to the stream,
+// retrying with back-off until both answer, then consumes until ctx ends.
+func (m *Main) run(ctx context.Context) {
+	defer m.wg.Done()
+	log := m.component("start")
+	wait := cmp.Or(m.RetryMin, 500*time.Millisecond)
+	for attempt := 1; ; attempt++ {
+		dep, err := m.connect(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		m.depRetries.WithLabelValues(dep).Inc()
+		ev := log.Debug()
+		if attempt == 1 || attempt%10 == 0 {
+			ev = log.Warn()
+		}
+		ev.Err(err).Str("dependency", dep).Int("attempt", attempt).Dur("retry_in", wait).
+			Msg("dependency not reachable; not ready, retrying")
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+	m.ready.Store(true)
+	close(m.readyCh)
+	log.Info().Msg("connected to ClickHouse and the stream; storing webhooks")
+	if err := m.consumer.Run(ctx); err != nil {
+		storeLog := m.component("store")
+		storeLog.Error().Err(err).Msg("consumer stopped")
+	}
+}
+
+// connect does what the daemon needs of its dependencies before it works;
+// it is called again until it succeeds, and never redoes a step that did.
+func (m *Main) connect(ctx context.Context) (dependency string, err error) {
+	if !m.dbOpen {
+		if _, err := m.db.Migrate(ctx); err != nil {
+			return "clickhouse", err
+		}
+		if err := m.db.Open(ctx); err != nil {
+			_ = m.db.Close()
+			return "clickhouse", err
+		}
+		m.dbOpen = true
+	}
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := m.consumer.Open(octx); err != nil {
+		return "nats", err
+	}
+	return "", nil
+}
+
+// WaitReady waits until the daemon is connected to ClickHouse and the stream.
+func (m *Main) WaitReady(ctx context.Context) error {
+	select {
+	case <-m.readyCh:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for reconcile to connect: %w", ctx.Err())
+	}
 }
 
 // scheduledPass is the cron job: one pass with a timeout derived from the
 // daemon's context. A failed pass is logged and counted, never fatal.
 func (m *Main) scheduledPass() {
+	if !m.ready.Load() {
+		log := m.component("reconciler")
+		log.Warn().Msg("pass skipped: ClickHouse or the stream not reachable yet")
+		return
+	}
 	ctx, cancel := context.WithTimeout(m.runCtx, m.Config.PassTimeout)
 	defer cancel()
 	_, _ = m.Pass(ctx) // Pass logs and counts a failure; the next pass retries
@@ -246,6 +337,9 @@ func (m *Main) scheduledPass() {
 // Pass runs one reconciliation pass, logs its report and counts it.
 func (m *Main) Pass(ctx context.Context) (ledger.Report, error) {
 	log := m.component("reconciler")
+	if m.readyCh != nil && !m.ready.Load() {
+		return ledger.Report{}, errors.New("not connected to ClickHouse and the stream yet")
+	}
 	start := time.Now()
 	rep, err := m.reconciler().Run(ctx)
 	if m.passes != nil {
@@ -270,18 +364,26 @@ func (m *Main) reconciler() *ledger.Reconciler {
 		Config: ledger.Config{Grace: m.Config.Grace, StaleAuthorization: m.Config.StaleAuthorization,
 			StuckRefund: m.Config.StuckRefund, Live: m.Config.Environment == "live"},
 		Now:       m.Now,
-		FullEvery: 24 * time.Hour,
+		FullEvery: m.Config.FullEvery,
+		OnParentError: func(session string, err error) {
+			if m.parentErrors != nil {
+				m.parentErrors.Inc()
+			}
+			log := m.component("reconciler")
+			log.Error().Err(err).Str("session_id", session).
+				Msg("parent not evaluated; its findings stay as they were, the next pass retries it")
+		},
 	}
 	if m.Config.AlertURL != "" {
 		r.Notifier = &alert.Webhook{URL: m.Config.AlertURL, HMACKey: []byte(m.Config.AlertHMACKey)}
 	}
 	if m.conn != nil {
-		r.Publisher = findingsPublisher{&nats.FindingsPublisher{Conn: m.conn}}
+		r.Publisher = findingsPublisher{&nats.FindingsPublisher{Conn: m.conn, Replicas: m.Config.Stream.Replicas}}
 	}
 	return r
 }
 
-// findingsPublisher announces new findings on NATS in the alert's JSON format.
+// findingsPublisher announces findings on NATS in the alert's JSON format.
 type findingsPublisher struct{ p *nats.FindingsPublisher }
 
 func (f findingsPublisher) PublishFindings(ctx context.Context, a ledger.Alert) error {
@@ -289,7 +391,8 @@ func (f findingsPublisher) PublishFindings(ctx context.Context, a ledger.Alert) 
 	if err != nil {
 		return err
 	}
-	return f.p.Publish(ctx, body)
+	sum := sha256.Sum256(body)
+	return f.p.Publish(ctx, a.RunID+"-"+hex.EncodeToString(sum[:8]), body)
 }
 
 type passMetrics struct {
@@ -349,6 +452,9 @@ func (c cronLogger) Error(err error, msg string, kv ...any) {
 
 // Ready reports whether NATS and ClickHouse are both reachable.
 func (m *Main) Ready() error {
+	if !m.ready.Load() {
+		return errors.New("starting: ClickHouse or the stream not reachable yet")
+	}
 	if m.conn == nil || !m.conn.Connected() {
 		return errors.New("nats not connected")
 	}

@@ -53,7 +53,13 @@ func testConfig(tb testing.TB, natsURL string, db *clickhouse.DB) Config {
 func MustOpenMain(tb testing.TB, cfg Config) *Main {
 	tb.Helper()
 	m := NewMain(cfg, testLogger(tb))
+	m.RetryMin = 50 * time.Millisecond
 	if err := m.Open(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.WaitReady(ctx); err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
@@ -301,6 +307,9 @@ func TestServe_ShutdownFlushesOpenBatch(t *testing.T) {
 	cfg.BatchWait = 2 * time.Second // the batch stays open while we stop
 	m := NewMain(cfg, testLogger(t))
 	if err := m.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WaitReady(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	p := publisher(t, ns.ClientURL())

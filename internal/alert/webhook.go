@@ -4,6 +4,7 @@ package alert
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
@@ -43,7 +45,7 @@ func Encode(a ledger.Alert) ([]byte, error) {
 	p := Payload{RunID: a.RunID, Count: len(a.Findings), Findings: make([]Finding, len(a.Findings))}
 	for i, r := range a.Findings {
 		p.Findings[i] = Finding{SessionID: r.SessionID, Code: string(r.Code), Severity: string(r.Severity),
-			Detail: r.Detail, FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC(), Status: r.Status}
+			Detail: ledger.CleanDetail(r.Detail), FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC(), Status: r.Status}
 	}
 	return json.Marshal(p)
 }
@@ -64,21 +66,41 @@ type Webhook struct {
 
 var _ ledger.Notifier = (*Webhook)(nil)
 
+// keepPost follows only redirects that keep the POST and its body (307,
+// 308), a few at most. Any other redirect would turn the POST into a GET,
+// whose 200 is no delivery: it is answered as it is, and Notify fails it.
+func keepPost(req *http.Request, via []*http.Request) error {
+	if len(via) >= 3 {
+		return errors.New("more than 3 redirects")
+	}
+	switch req.Response.StatusCode {
+	case http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return nil
+	}
+	return http.ErrUseLastResponse
+}
+
 // Notify POSTs the alert. Network errors, timeouts, 408, 429 and 5xx are
-// retryable; any other non-2xx answer is not (the receiver refuses the request
-// as it is).
+// retryable. 400, 413 and 422 refuse what the alert carries: the error wraps
+// ledger.ErrAlertRefused, so the reconciler splits the alert. A redirect
+// (other than 307/308, which are followed with the POST) and any other status
+// fail the delivery; it is tried again at the next pass.
 func (w *Webhook) Notify(ctx context.Context, a ledger.Alert) (bool, error) {
 	body, err := Encode(a)
 	if err != nil {
 		return false, fmt.Errorf("encode alert: %w", err)
 	}
-	client := w.Client
-	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
+	client := &http.Client{Timeout: 10 * time.Second}
+	if w.Client != nil {
+		c := *w.Client
+		client = &c
+	}
+	if client.CheckRedirect == nil {
+		client.CheckRedirect = keepPost
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return false, fmt.Errorf("build alert request: %w", err)
+		return false, fmt.Errorf("build alert request: %w", redact(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "ottu-recon")
@@ -88,16 +110,48 @@ func (w *Webhook) Notify(ctx context.Context, a ledger.Alert) (bool, error) {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return true, fmt.Errorf("post alert: %w", err)
+		return true, fmt.Errorf("post alert: %w", redact(err))
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	code := resp.StatusCode
 	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+	case code >= 200 && code < 300:
 		return false, nil
-	case resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return true, fmt.Errorf("post alert: status %d", resp.StatusCode)
+	case code >= 300 && code < 400:
+		return false, fmt.Errorf("post alert: status %d, a redirect to %q is not a delivery (fix ALERT_WEBHOOK_URL)",
+			code, RedactURL(resp.Header.Get("Location")))
+	case code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500:
+		return true, fmt.Errorf("post alert: status %d", code)
+	case code == http.StatusBadRequest || code == http.StatusRequestEntityTooLarge || code == http.StatusUnprocessableEntity:
+		return false, fmt.Errorf("post alert of %d finding(s): status %d: %w", len(a.Findings), code, ledger.ErrAlertRefused)
 	default:
-		return false, fmt.Errorf("post alert: status %d", resp.StatusCode)
+		return false, fmt.Errorf("post alert: status %d", code)
 	}
+}
+
+// RedactURL renders a URL without what may be a secret in it: user
+// information, path (Slack-style webhooks keep their token there), query and
+// fragment. What is left names the host, which is what an operator needs to
+// recognise a misdirected URL.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return "(a URL, not shown)"
+	}
+	out := u.Scheme + "://" + u.Host
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		out += "/…"
+	}
+	return out
+}
+
+// redact strips the request URL from an HTTP client error: alert URLs often
+// carry a token (Slack-style webhooks).
+func redact(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s %s: %w", ue.Op, RedactURL(ue.URL), ue.Err)
+	}
+	return err
 }

@@ -3,6 +3,8 @@ package alert_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"strings"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +32,8 @@ func TestWebhook_Notify(t *testing.T) {
 		{"ErrServer", 503, true, true},
 		{"ErrRateLimited", 429, true, true},
 		{"ErrRefused", 400, true, false},
+		{"ErrTooLarge", 413, true, false},
+		{"ErrNotFound", 404, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,4 +76,82 @@ func TestWebhook_Notify(t *testing.T) {
 			t.Fatalf("got retry=%v err=%v, want a retryable error", retry, err)
 		}
 	})
+}
+
+// TestWebhook_Redirects: a 302 (which would turn the POST into a GET) is a
+// failed delivery that names where it points, never a success; a 307 keeps
+// the POST and is followed.
+func TestWebhook_Redirects(t *testing.T) {
+	a := ledger.Alert{RunID: "r", Findings: []ledger.Record{{Finding: ledger.Finding{SessionID: "s", Code: ledger.OverRefund}}}}
+	var posts, gets int
+	final := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			if b, _ := io.ReadAll(r.Body); len(b) > 0 {
+				posts++
+			}
+		} else {
+			gets++
+		}
+	}))
+	defer final.Close()
+	redirect := func(code int) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, final.URL+"/hooks?token=secret-token", code)
+		}))
+	}
+	moved := redirect(http.StatusFound)
+	defer moved.Close()
+	retry, err := (&alert.Webhook{URL: moved.URL}).Notify(context.Background(), a)
+	if err == nil || retry || posts+gets != 0 {
+		t.Fatalf("302: retry=%v err=%v, posts %d gets %d; want a failed delivery and no request to the target", retry, err, posts, gets)
+	}
+	if !strings.Contains(err.Error(), final.URL) || strings.Contains(err.Error(), "secret-token") {
+		t.Fatalf("302 error should name the Location without its token: %v", err)
+	}
+	kept := redirect(http.StatusTemporaryRedirect)
+	defer kept.Close()
+	if _, err := (&alert.Webhook{URL: kept.URL}).Notify(context.Background(), a); err != nil || posts != 1 || gets != 0 {
+		t.Fatalf("307: err=%v, posts %d gets %d; want the POST delivered", err, posts, gets)
+	}
+}
+
+func TestWebhook_RefusedSplits(t *testing.T) {
+	for _, code := range []int{400, 413, 422} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(code) }))
+		_, err := (&alert.Webhook{URL: srv.URL}).Notify(context.Background(), ledger.Alert{})
+		srv.Close()
+		if !errors.Is(err, ledger.ErrAlertRefused) {
+			t.Errorf("%d: %v does not wrap ErrAlertRefused", code, err)
+		}
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(401) }))
+	defer srv.Close()
+	if _, err := (&alert.Webhook{URL: srv.URL}).Notify(context.Background(), ledger.Alert{}); errors.Is(err, ledger.ErrAlertRefused) {
+		t.Errorf("401 is about the endpoint, not the alert: %v", err)
+	}
+}
+
+func TestWebhook_NoTokenInErrors(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	u := srv.URL
+	srv.Close()
+	_, err := (&alert.Webhook{URL: "http://user:pa55word@" + strings.TrimPrefix(u, "http://") + "/services/T000/B000?token=xoxb-secret"}).
+		Notify(context.Background(), ledger.Alert{})
+	if err == nil || strings.Contains(err.Error(), "pa55word") || strings.Contains(err.Error(), "xoxb-secret") || strings.Contains(err.Error(), "B000") {
+		t.Fatalf("error leaks a secret: %v", err)
+	}
+}
+
+func TestEncode_DetailBounded(t *testing.T) {
+	body, err := alert.Encode(ledger.Alert{Findings: []ledger.Record{{Finding: ledger.Finding{Detail: strings.Repeat("x\n", 4000)}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p alert.Payload
+	if err := json.Unmarshal(body, &p); err != nil {
+		t.Fatal(err)
+	}
+	if d := p.Findings[0].Detail; len(d) > ledger.MaxDetail || strings.ContainsAny(d, "\n") {
+		t.Fatalf("detail of %d bytes, newlines kept: %v", len(d), strings.Contains(d, "\n"))
+	}
 }

@@ -5,6 +5,7 @@
 package nats
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -281,27 +282,67 @@ func (p *Publisher) Ensure(ctx context.Context) error {
 // cannot help.
 var ErrTooLarge = errors.New("message larger than the server's max payload")
 
-// FindingsSubject is where new findings are announced (PRODUCT.md, "Alerts").
+// FindingsSubject is where findings are announced (docs/product.md, "Alerts").
 const FindingsSubject = "recon.findings"
 
-// FindingsPublisher publishes each pass's new findings on FindingsSubject
-// (core NATS: whoever listens gets them; JetStream is not needed).
+// FindingsStream keeps what is announced on FindingsSubject, so that an
+// announcement is acknowledged (and a listener that was away can catch up).
+const FindingsStream = "OTTU_FINDINGS"
+
+// FindingsPublisher announces findings on FindingsSubject through JetStream:
+// Publish returns only once the stream stored the message. Core NATS
+// subscribers to the subject receive it as before.
 type FindingsPublisher struct {
-	Conn *Conn
+	Conn     *Conn
+	Replicas int           // default 1
+	MaxAge   time.Duration // default 30 days
+
+	ready atomic.Bool
 }
 
-// Publish sends body on FindingsSubject and flushes.
-func (p *FindingsPublisher) Publish(ctx context.Context, body []byte) error {
-	if err := p.Conn.nc.Publish(FindingsSubject, body); err != nil {
-		return fmt.Errorf("publish %s: %w", FindingsSubject, err)
+func (p *FindingsPublisher) ensure(ctx context.Context) error {
+	if p.ready.Load() {
+		return nil
+	}
+	_, err := p.Conn.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        FindingsStream,
+		Description: "ottu-recon findings announced by reconcile",
+		Subjects:    []string{FindingsSubject},
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(p.Replicas, 1),
+		MaxAge:      cmp.Or(p.MaxAge, 30*24*time.Hour),
+		Duplicates:  time.Hour,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return fmt.Errorf("create or update stream %s: %w", FindingsStream, err)
+	}
+	p.ready.Store(true)
+	return nil
+}
+
+// Publish stores body on FindingsSubject under the message id (a repeat
+// within an hour is dropped by the stream) and waits for the acknowledgement.
+func (p *FindingsPublisher) Publish(ctx context.Context, id string, body []byte) error {
+	if !p.Conn.Connected() {
+		return fmt.Errorf("publish %s: %w", FindingsSubject, nats.ErrConnectionClosed)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
-	if err := p.Conn.nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("flush %s: %w", FindingsSubject, err)
+	if err := p.ensure(ctx); err != nil {
+		return err
+	}
+	msg := nats.NewMsg(FindingsSubject)
+	msg.Data = body
+	msg.Header.Set(nats.MsgIdHdr, id)
+	if _, err := p.Conn.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(FindingsStream)); err != nil {
+		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			p.ready.Store(false)
+		}
+		return fmt.Errorf("publish %s: %w", FindingsSubject, err)
 	}
 	return nil
 }
