@@ -4,12 +4,12 @@ package alert
 
 import (
 	"bytes"
-	"errors"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
