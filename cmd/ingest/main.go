@@ -119,7 +119,9 @@ func (m *Main) Open() (err error) {
 		m.Logger.Warn().Int("backlog", n).Str("dir", cfg.SpoolDir).Msg("spool holds webhooks from an earlier run; forwarding them first")
 	}
 	forwarded := prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_ingest_spool_forwarded_total", Help: "Webhooks forwarded from the local spool to the stream."})
-	quarantined := prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_ingest_spool_quarantined_total", Help: "Spooled webhooks the stream can never take, set aside in the spool's failed/ folder."})
+	quarantined := prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_ingest_spool_quarantined_total", Help: "Spooled webhooks that can never be forwarded (too large for the stream, truncated), set aside in the spool's failed/ folder."})
+	skipped := prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_ingest_spool_skipped_total", Help: "Spool entries whose file was gone when forwarded (removed by hand), skipped."})
+	readErrors := prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_ingest_spool_forward_failures_total", Help: "Failed attempts to forward a spooled webhook (retried with back-off)."})
 	spoolLog := m.component("spool")
 	publisher := &nats.Publisher{Conn: m.conn, Stream: cfg.Stream}
 	if m.conn.Connected() {
@@ -139,13 +141,18 @@ func (m *Main) Open() (err error) {
 		PublishTimeout: cfg.PublishTimeout,
 		IsPermanent:    func(err error) bool { return errors.Is(err, nats.ErrTooLarge) },
 		OnForwarded:    func(events.Envelope, events.PublishResult) { forwarded.Inc() },
-		OnForwardError: func(env events.Envelope, err error, q bool) {
-			if q {
+		OnForwardError: func(env events.Envelope, err error, outcome spool.Outcome) {
+			switch outcome {
+			case spool.SetAside:
 				quarantined.Inc()
 				spoolLog.Error().Err(err).Str("delivery_id", env.ID).Msg("spooled webhook set aside in failed/")
-				return
+			case spool.Skipped:
+				skipped.Inc()
+				spoolLog.Error().Err(err).Msg("spool entry gone before it was forwarded; skipped")
+			default:
+				readErrors.Inc()
+				spoolLog.Debug().Err(err).Int("backlog", m.spool.Len()).Msg("forward from spool failed; will retry")
 			}
-			spoolLog.Debug().Err(err).Int("backlog", m.spool.Len()).Msg("forward from spool failed; will retry")
 		},
 	}
 	if err := m.durable.Open(); err != nil {
@@ -153,7 +160,7 @@ func (m *Main) Open() (err error) {
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		forwarded, quarantined,
+		forwarded, quarantined, skipped, readErrors,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ottu_ingest_spool_backlog", Help: "Webhooks waiting in the local spool for the stream."},
 			func() float64 { return float64(m.spool.Len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ottu_ingest_spool_bytes", Help: "Size of the local spool backlog."},
@@ -206,6 +213,9 @@ func (m *Main) Close(ctx context.Context) error {
 	}
 	if m.durable != nil {
 		errs = append(errs, m.durable.Close(ctx))
+	}
+	if m.spool != nil {
+		errs = append(errs, m.spool.Close())
 	}
 	if m.conn != nil {
 		errs = append(errs, m.conn.Close(ctx))

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
+	"github.com/ottu-recon/ottu-recon/internal/spool"
 )
 
 const testKey = "example-hmac-key-not-real"
@@ -412,5 +414,21 @@ func TestIngest_Embedded(t *testing.T) {
 	}
 	if got := subjectCounts(t, stream(t, m.NATSURL()))["ottu.webhooks.payment"]; got != 1 {
 		t.Fatalf("stored: got %d, want 1", got)
+	}
+}
+
+// TestIngest_SpoolDirLocked: two ingest processes given one spool directory
+// (say, two compose replicas on one volume) would overwrite each other's
+// files: the second refuses to start, naming the variable to change.
+func TestIngest_SpoolDirLocked(t *testing.T) {
+	ns := MustOpenNATS(t, "127.0.0.1:0", t.TempDir())
+	cfg := testConfig(t, ns.ClientURL())
+	MustOpenMain(t, cfg)
+	second := cfg
+	second.Listen = "127.0.0.1:0"
+	m := NewMain(second, testLogger(t))
+	err := m.Open()
+	if !errors.Is(err, spool.ErrLocked) || !strings.Contains(err.Error(), "INGEST_SPOOL_DIR") {
+		t.Fatalf("second ingest on one spool dir: got %v, want ErrLocked naming INGEST_SPOOL_DIR", err)
 	}
 }

@@ -29,9 +29,11 @@ type Durable struct {
 	// (a message larger than the stream accepts): Publish returns it, and the
 	// forwarder sets such an envelope aside instead of retrying it forever.
 	IsPermanent func(error) bool
-	// OnForwardError, if set, is told about each failed forward attempt (for
-	// logging; the forwarder keeps retrying) and each quarantined envelope.
-	OnForwardError func(env events.Envelope, err error, quarantined bool)
+	// OnForwardError, if set, is told about each failed forward attempt and
+	// what became of the entry: Retried (the forwarder tries again with
+	// back-off), SetAside (moved to failed/: too large for the stream, or
+	// truncated) or Skipped (its file is gone).
+	OnForwardError func(env events.Envelope, err error, outcome Outcome)
 	// OnForwarded, if set, is told about each envelope forwarded from the spool.
 	OnForwarded func(env events.Envelope, res events.PublishResult)
 
@@ -42,6 +44,16 @@ type Durable struct {
 }
 
 var _ Publisher = (*Durable)(nil)
+
+// Outcome is what became of a spool entry that could not be forwarded.
+type Outcome string
+
+// The outcomes.
+const (
+	Retried  Outcome = "retried"
+	SetAside Outcome = "set_aside"
+	Skipped  Outcome = "skipped"
+)
 
 // Open starts the forwarder, which first drains what an earlier process left.
 func (d *Durable) Open() error {
@@ -130,25 +142,37 @@ func (d *Durable) Drain(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
-		if err != nil {
-			// An unreadable file cannot be forwarded: set it aside, keep going.
-			d.report(env, err, true)
+		switch {
+		case errors.Is(err, ErrMissing):
+			// Removed by hand: nothing to forward, nothing to keep.
+			d.report(env, err, Skipped)
+			if serr := d.Spool.Skip(seq); serr != nil {
+				return serr
+			}
+			continue
+		case errors.Is(err, ErrCorrupt):
+			// Truncated: it can never be forwarded; kept for forensics.
+			d.report(env, err, SetAside)
 			if qerr := d.Spool.Quarantine(seq); qerr != nil {
 				return qerr
 			}
 			continue
+		case err != nil:
+			// A read error the disk may recover from: never set aside.
+			d.report(env, err, Retried)
+			return err
 		}
 		pctx, cancel := context.WithTimeout(ctx, d.PublishTimeout)
 		res, err := d.Next.Publish(pctx, env)
 		cancel()
 		switch {
 		case err != nil && d.permanent(err):
-			d.report(env, err, true)
+			d.report(env, err, SetAside)
 			if qerr := d.Spool.Quarantine(seq); qerr != nil {
 				return qerr
 			}
 		case err != nil:
-			d.report(env, err, false)
+			d.report(env, err, Retried)
 			return err
 		default:
 			if err := d.Spool.Remove(seq); err != nil {
@@ -162,9 +186,9 @@ func (d *Durable) Drain(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (d *Durable) report(env events.Envelope, err error, quarantined bool) {
+func (d *Durable) report(env events.Envelope, err error, outcome Outcome) {
 	if d.OnForwardError != nil {
-		d.OnForwardError(env, err, quarantined)
+		d.OnForwardError(env, err, outcome)
 	}
 }
 

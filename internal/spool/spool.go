@@ -12,7 +12,11 @@
 //
 // The spool is a directory with one file per envelope, named by a sequence
 // number, written to a temporary name, fsync'd, renamed and the directory
-// fsync'd: a crash leaves either the whole envelope or nothing.
+// fsync'd: a crash leaves either the whole envelope or nothing. One process
+// at a time owns the directory (an exclusive lock on its .lock file); sequence
+// numbers start above every name in the directory and in failed/ and above
+// the clock in nanoseconds, so a name is never reused, even after failed/ was
+// emptied.
 package spool
 
 import (
@@ -25,13 +29,23 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
 )
 
-// ErrFull means the spool holds MaxBytes already.
-var ErrFull = errors.New("spool full")
+// Sentinel errors.
+var (
+	// ErrFull means the spool holds MaxBytes already.
+	ErrFull = errors.New("spool full")
+	// ErrLocked means another process owns the spool directory.
+	ErrLocked = errors.New("spool directory is in use by another process")
+	// ErrMissing means a queued entry's file is gone (removed by hand).
+	ErrMissing = errors.New("spool entry missing")
+	// ErrCorrupt means a queued entry's file cannot be decoded (truncated).
+	ErrCorrupt = errors.New("spool entry corrupt")
+)
 
 const suffix = ".env"
 
@@ -40,6 +54,9 @@ const suffix = ".env"
 type Spool struct {
 	dir      string
 	maxBytes int64
+	lock     *os.File
+	// readFile reads an entry; tests replace it to fail as a disk can.
+	readFile func(string) ([]byte, error)
 
 	mu    sync.Mutex
 	next  uint64
@@ -69,10 +86,23 @@ func Open(dir string, maxBytes int64) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create spool dir: %w", err)
 	}
-	s := &Spool{dir: dir, maxBytes: maxBytes, next: 1}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Spool{dir: dir, maxBytes: maxBytes, lock: lock, readFile: os.ReadFile,
+		next: max(uint64(time.Now().UnixNano()), 1)}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
+		s.Close()
 		return nil, fmt.Errorf("read spool dir: %w", err)
+	}
+	if failed, err := os.ReadDir(filepath.Join(dir, failedDir)); err == nil {
+		for _, e := range failed {
+			if seq, ok := parseName(e.Name()); ok {
+				s.next = max(s.next, seq+1)
+			}
+		}
 	}
 	for _, e := range ents {
 		name := e.Name()
@@ -80,12 +110,13 @@ func Open(dir string, maxBytes int64) (*Spool, error) {
 			_ = os.Remove(filepath.Join(dir, name)) // an append a crash interrupted: never acknowledged
 			continue
 		}
-		seq, err := strconv.ParseUint(strings.TrimSuffix(name, suffix), 10, 64)
-		if err != nil || !strings.HasSuffix(name, suffix) {
+		seq, ok := parseName(name)
+		if !ok {
 			continue
 		}
 		info, err := e.Info()
 		if err != nil {
+			s.Close()
 			return nil, fmt.Errorf("stat spool file: %w", err)
 		}
 		s.queue = append(s.queue, entry{seq: seq, size: info.Size()})
@@ -94,6 +125,47 @@ func Open(dir string, maxBytes int64) (*Spool, error) {
 	}
 	sort.Slice(s.queue, func(i, j int) bool { return s.queue[i].seq < s.queue[j].seq })
 	return s, nil
+}
+
+func parseName(name string) (uint64, bool) {
+	if !strings.HasSuffix(name, suffix) {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(strings.TrimSuffix(name, suffix), 10, 64)
+	return seq, err == nil
+}
+
+const failedDir = "failed"
+
+// lockDir takes an exclusive, non-blocking lock on dir/.lock, held for as
+// long as the file stays open (the kernel releases it when the process dies).
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open spool lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(f.Name())
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s (held by pid %s); give each ingest its own INGEST_SPOOL_DIR",
+				ErrLocked, dir, strings.TrimSpace(string(holder)))
+		}
+		return nil, fmt.Errorf("lock spool dir %s: %w", dir, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return f, nil
+}
+
+// Close releases the directory for another process.
+func (s *Spool) Close() error {
+	if s.lock == nil {
+		return nil
+	}
+	err := s.lock.Close()
+	s.lock = nil
+	return err
 }
 
 // Len is the number of envelopes waiting.
@@ -188,18 +260,34 @@ func (s *Spool) Oldest() (seq uint64, env events.Envelope, ok bool, err error) {
 	seq = s.queue[0].seq
 	s.mu.Unlock()
 
-	data, err := os.ReadFile(s.path(seq))
-	if err != nil {
+	data, err := s.readFile(s.path(seq))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return seq, events.Envelope{}, true, fmt.Errorf("%w: %s", ErrMissing, s.path(seq))
+	case err != nil: // EMFILE, EIO, ...: the file is there, try again later
 		return seq, events.Envelope{}, true, fmt.Errorf("read spool file: %w", err)
 	}
 	var r record
 	if err := json.Unmarshal(data, &r); err != nil {
-		return seq, events.Envelope{}, true, fmt.Errorf("decode spool file %d: %w", seq, err)
+		return seq, events.Envelope{}, true, fmt.Errorf("%w: %s: %v", ErrCorrupt, s.path(seq), err)
 	}
 	return seq, events.Envelope{
 		ID: r.ID, Kind: events.Kind(r.Kind), ReceivedAt: r.ReceivedAt, Scheme: events.Scheme(r.Scheme),
 		KeyIndex: r.KeyIndex, Reject: r.Reject, Body: r.Body,
 	}, true, nil
+}
+
+// Skip drops the oldest entry seq from the queue without touching the disk,
+// for an entry whose file is missing.
+func (s *Spool) Skip(seq uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == 0 || s.queue[0].seq != seq {
+		return fmt.Errorf("skip spool entry %d: not the oldest", seq)
+	}
+	s.bytes -= s.queue[0].size
+	s.queue = s.queue[1:]
+	return nil
 }
 
 // Remove deletes the envelope seq, which must be the oldest, once forwarded.
@@ -226,11 +314,18 @@ func (s *Spool) Quarantine(seq uint64) error {
 	if len(s.queue) == 0 || s.queue[0].seq != seq {
 		return fmt.Errorf("quarantine spool entry %d: not the oldest", seq)
 	}
-	failed := filepath.Join(s.dir, "failed")
+	failed := filepath.Join(s.dir, failedDir)
 	if err := os.MkdirAll(failed, 0o750); err != nil {
 		return fmt.Errorf("create failed dir: %w", err)
 	}
-	if err := os.Rename(s.path(seq), filepath.Join(failed, filepath.Base(s.path(seq)))); err != nil {
+	target := filepath.Join(failed, filepath.Base(s.path(seq)))
+	for i := 1; ; i++ { // never overwrite what an operator has not looked at yet
+		if _, err := os.Lstat(target); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		target = filepath.Join(failed, fmt.Sprintf("%020d.%d%s", seq, i, suffix))
+	}
+	if err := os.Rename(s.path(seq), target); err != nil {
 		return fmt.Errorf("quarantine spool file: %w", err)
 	}
 	s.bytes -= s.queue[0].size

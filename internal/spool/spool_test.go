@@ -49,6 +49,7 @@ func MustOpenSpool(tb testing.TB, dir string) *spool.Spool {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
@@ -64,6 +65,7 @@ func TestSpool_AppendReopen(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, ".tmp-123"), []byte("partial"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	s.Close()
 	s = MustOpenSpool(t, dir)
 	if got := s.Len(); got != 3 {
 		t.Fatalf("Len after reopen: got %d, want 3", got)
@@ -162,8 +164,8 @@ func TestDurable_QuarantinesPermanentFailure(t *testing.T) {
 	errTooBig := errors.New("too big")
 	d := &spool.Durable{Next: pub, Spool: MustOpenSpool(t, dir), RetryMin: time.Millisecond,
 		IsPermanent: func(err error) bool { return errors.Is(err, errTooBig) },
-		OnForwardError: func(e events.Envelope, err error, q bool) {
-			if q {
+		OnForwardError: func(e events.Envelope, err error, o spool.Outcome) {
+			if o == spool.SetAside {
 				mu.Lock()
 				quarantined = append(quarantined, e.ID)
 				mu.Unlock()
@@ -186,5 +188,135 @@ func TestDurable_QuarantinesPermanentFailure(t *testing.T) {
 	}
 	if fmt.Sprint(quarantined) != "[id-007]" {
 		t.Fatalf("quarantined: got %v", quarantined)
+	}
+}
+
+// TestSpool_Lock: two processes (here, two opens) on one directory would
+// overwrite each other's files; the second is refused with a clear error.
+func TestSpool_Lock(t *testing.T) {
+	dir := t.TempDir()
+	s := MustOpenSpool(t, dir)
+	if _, err := spool.Open(dir, 0); !errors.Is(err, spool.ErrLocked) {
+		t.Fatalf("second open: got %v, want ErrLocked", err)
+	}
+	s.Close()
+	again := MustOpenSpool(t, dir)
+	again.Close()
+}
+
+// forwarder starts a Durable over dir and records what became of each entry.
+type forwarder struct {
+	*spool.Durable
+	pub      *fakePublisher
+	mu       sync.Mutex
+	outcomes map[spool.Outcome]int
+}
+
+func (f *forwarder) count(o spool.Outcome) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.outcomes[o]
+}
+
+func startForwarder(t *testing.T, s *spool.Spool) *forwarder {
+	f := &forwarder{pub: &fakePublisher{}, outcomes: map[spool.Outcome]int{}}
+	f.Durable = &spool.Durable{Next: f.pub, Spool: s, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond,
+		OnForwardError: func(_ events.Envelope, _ error, o spool.Outcome) {
+			f.mu.Lock()
+			f.outcomes[o]++
+			f.mu.Unlock()
+		}}
+	if err := f.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close(context.Background()) })
+	return f
+}
+
+// spoolFiles lists the entry files in dir, oldest first.
+func spoolFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "*.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// TestDurable_MissingAndTruncated: an entry removed by hand is skipped, a
+// truncated one set aside in failed/; neither blocks the others.
+func TestDurable_MissingAndTruncated(t *testing.T) {
+	dir := t.TempDir()
+	s := MustOpenSpool(t, dir)
+	for i := range 4 {
+		if err := s.Append(env(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := spoolFiles(t, dir)
+	if err := os.Remove(files[1]); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(files[2])
+	if err := os.WriteFile(files[2], data[:len(data)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := startForwarder(t, s)
+	waitFor(t, "the spool to drain", func() bool { return f.Backlog() == 0 })
+	if got := fmt.Sprint(f.pub.ids()); got != "[id-000 id-003]" {
+		t.Fatalf("forwarded %s, want [id-000 id-003]", got)
+	}
+	if f.count(spool.Skipped) != 1 || f.count(spool.SetAside) != 1 {
+		t.Fatalf("outcomes %v", f.outcomes)
+	}
+	if kept := spoolFiles(t, filepath.Join(dir, "failed")); len(kept) != 1 {
+		t.Fatalf("failed/: %v, want the truncated entry", kept)
+	}
+}
+
+// TestSpool_NamesNeverReused: after a restart with an empty spool, and even
+// after failed/ was emptied, a new entry never takes the name of an old one.
+func TestSpool_NamesNeverReused(t *testing.T) {
+	dir := t.TempDir()
+	s := MustOpenSpool(t, dir)
+	if err := s.Append(env(1)); err != nil {
+		t.Fatal(err)
+	}
+	seq, _, _, _ := s.Oldest()
+	if err := s.Quarantine(seq); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	failed := spoolFiles(t, filepath.Join(dir, "failed"))
+	before, _ := os.ReadFile(failed[0])
+
+	s = MustOpenSpool(t, dir)
+	if err := s.Append(env(2)); err != nil {
+		t.Fatal(err)
+	}
+	seq2, _, _, _ := s.Oldest()
+	if seq2 <= seq {
+		t.Fatalf("sequence went back: %d after %d", seq2, seq)
+	}
+	if err := s.Quarantine(seq2); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(failed[0])
+	if string(after) != string(before) {
+		t.Fatal("a failed/ entry was overwritten")
+	}
+	if n := len(spoolFiles(t, filepath.Join(dir, "failed"))); n != 2 {
+		t.Fatalf("failed/ holds %d entries, want 2", n)
+	}
+	s.Close()
+	if err := os.RemoveAll(filepath.Join(dir, "failed")); err != nil {
+		t.Fatal(err)
+	}
+	s = MustOpenSpool(t, dir)
+	if err := s.Append(env(3)); err != nil {
+		t.Fatal(err)
+	}
+	if seq3, _, _, _ := s.Oldest(); seq3 <= seq2 {
+		t.Fatalf("sequence went back after failed/ was emptied: %d after %d", seq3, seq2)
 	}
 }
