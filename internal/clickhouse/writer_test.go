@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,5 +195,87 @@ func TestWriter_LargeBatch(t *testing.T) {
 	}
 	if got := chtest.Count(t, db, "SELECT count() FROM webhooks_raw"); got != n {
 		t.Fatalf("raw: got %d, want %d", got, n)
+	}
+}
+
+// TestWriter_PoisonIsolated: a batch the database refuses because of one
+// message's value (here a decimal no Decimal(38, 8) holds, as older
+// deliveries or another producer could carry) is split until that message
+// stands alone: it is kept whole in unreadable_webhooks with the reason, the
+// rest is stored, and no row is written twice.
+func TestWriter_PoisonIsolated(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	w := &clickhouse.Writer{DB: db}
+	now := time.Now().UTC().Truncate(time.Second)
+	var msgs []events.StreamMessage
+	for i := range 9 {
+		msgs = append(msgs, storedPayment(fmt.Sprintf("ok-%d", i), "paid", now, now))
+	}
+	huge := storedPayment("huge", "paid", now, now)
+	d, _ := decimal.NewFromString(strings.Repeat("9", 35))
+	huge.Webhook.Payment.Amount = events.Amount{Decimal: d, Valid: true}
+	msgs = append(msgs[:5], append([]events.StreamMessage{huge}, msgs[5:]...)...)
+	op := storedOperation("op-1", "ok-1", "refunded", now, now)
+	msgs = append(msgs, op)
+
+	res, err := w.Write(context.Background(), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Poisoned != 1 || res.Payments != 9 || res.Operations != 1 {
+		t.Fatalf("result %+v, want 9 payments, 1 operation, 1 poisoned", res)
+	}
+	if msgs[5].Poison == "" || !strings.Contains(msgs[5].Poison, "the store refused it") {
+		t.Fatalf("the poison message is not marked: %+v", msgs[5].Poison)
+	}
+	for i, m := range msgs {
+		if i != 5 && m.Poison != "" {
+			t.Fatalf("message %d marked poison", i)
+		}
+	}
+	if n := chtest.Count(t, db, "SELECT count() FROM unreadable_webhooks WHERE session_id = 'huge' AND body != ''"); n != 1 {
+		t.Fatalf("kept poison rows: %d, want 1", n)
+	}
+	for table, want := range map[string]uint64{"payment_events": 9, "operation_events": 1, "webhooks_raw": 10} {
+		if n := chtest.Count(t, db, "SELECT count() FROM "+table); n != want {
+			t.Errorf("%s: %d rows, want %d (each once)", table, n, want)
+		}
+	}
+	// The same batch again (a redelivery): nothing new.
+	for i := range msgs {
+		msgs[i].Retry, msgs[i].Poison = true, ""
+	}
+	res, err = w.Write(context.Background(), msgs)
+	if err != nil || res.Payments+res.Operations != 0 || msgs[5].Poison == "" {
+		t.Fatalf("redelivery: %+v %v (want nothing new stored, the poison marked again for termination)", res, err)
+	}
+	if n := chtest.Count(t, db, "SELECT count() FROM unreadable_webhooks"); n != 1 {
+		t.Fatalf("kept poison rows after redelivery: %d, want 1", n)
+	}
+}
+
+// TestWriter_RetryAfterPartialWrite: a batch whose typed rows were written by
+// an attempt that failed before its commit marker is retried without
+// inserting them again.
+func TestWriter_RetryAfterPartialWrite(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	w := &clickhouse.Writer{DB: db}
+	now := time.Now().UTC().Truncate(time.Second)
+	msgs := []events.StreamMessage{storedPayment("p1", "paid", now, now), storedOperation("o1", "p1", "refunded", now, now)}
+	// The earlier attempt: typed rows only, no webhooks_raw (it failed there).
+	if err := db.Conn().Exec(context.Background(), "INSERT INTO payment_events (delivery_id, session_id) SELECT ?, 'p1'", msgs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	for i := range msgs {
+		msgs[i].Retry = true
+	}
+	if _, err := w.Write(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	if n := chtest.Count(t, db, "SELECT count() FROM payment_events WHERE session_id = 'p1'"); n != 1 {
+		t.Fatalf("payment_events rows for p1: %d, want 1", n)
+	}
+	if n := chtest.Count(t, db, "SELECT count() FROM webhooks_raw"); n != 2 {
+		t.Fatalf("webhooks_raw: %d, want 2", n)
 	}
 }

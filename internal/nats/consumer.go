@@ -219,6 +219,15 @@ func Decode(msg jetstream.Msg) events.StreamMessage {
 		out.Unreadable = &events.Unreadable{Kind: env.Kind, Reason: err.Error()}
 		return out
 	}
+	if at := env.ReceivedAt; at.Before(events.MinTimestamp) || at.After(events.MaxTimestamp) {
+		// The database would store another time in its place (the driver
+		// wraps DateTime): keep the delivery raw, stored now, and say why.
+		u := events.Salvage(m, fmt.Errorf("envelope receive time %s outside %d–%d", at.Format(time.RFC3339),
+			events.MinTimestamp.Year(), events.MaxTimestamp.Year()))
+		u.Field = "received_at"
+		out.Unreadable, out.ReceivedAt = &u, time.Time{}
+		return out
+	}
 	w, err := events.DecodeObject(m)
 	switch {
 	case err != nil:
