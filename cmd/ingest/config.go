@@ -18,11 +18,12 @@ type Config struct {
 	Listen   string
 	HMACKeys [][]byte // never logged
 
-	NATSURL      string
-	NATSEmbedded bool
-	NATSListen   string
-	NATSStoreDir string
-	Stream       nats.StreamConfig
+	NATSURL        string
+	NATSEmbedded   bool
+	NATSListen     string
+	NATSStoreDir   string
+	NATSSyncAlways bool // NATS_SYNC_ALWAYS
+	Stream         nats.StreamConfig
 
 	SpoolDir        string
 	SpoolMaxBytes   int64
@@ -51,7 +52,7 @@ func DefaultConfig() Config {
 // variables are reported as likely typos.
 var knownVars = map[string]bool{
 	"INGEST_LISTEN": true, "OTTU_HMAC_KEYS": true, "NATS_URL": true, "NATS_EMBEDDED": true,
-	"NATS_LISTEN": true, "NATS_STORE_DIR": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true,
+	"NATS_LISTEN": true, "NATS_STORE_DIR": true, "NATS_SYNC_ALWAYS": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true,
 	"NATS_STREAM_REPLICAS": true, "NATS_STREAM_MAX_AGE": true, "NATS_STREAM_MAX_BYTES": true,
 	"NATS_DEDUP_WINDOW": true, "INGEST_SPOOL_DIR": true, "INGEST_SPOOL_MAX_BYTES": true,
 	"INGEST_PUBLISH_TIMEOUT": true, "INGEST_SHUTDOWN_TIMEOUT": true, "LOG_LEVEL": true,
@@ -67,6 +68,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.Bool(&c.NATSEmbedded, "NATS_EMBEDDED")
 	env.String(&c.NATSListen, "NATS_LISTEN")
 	env.String(&c.NATSStoreDir, "NATS_STORE_DIR")
+	env.Bool(&c.NATSSyncAlways, "NATS_SYNC_ALWAYS")
 	env.String(&c.Stream.Name, "NATS_STREAM")
 	env.String(&c.Stream.SubjectPrefix, "NATS_SUBJECT_PREFIX")
 	env.Int(&c.Stream.Replicas, "NATS_STREAM_REPLICAS")

@@ -102,7 +102,8 @@ func (m *Main) Open() (err error) {
 	cfg := m.Config
 	natsURL := cfg.NATSURL
 	if cfg.NATSEmbedded {
-		m.server = &nats.Server{Listen: cfg.NATSListen, StoreDir: cfg.NATSStoreDir, Logger: m.component("nats-server")}
+		m.server = &nats.Server{Listen: cfg.NATSListen, StoreDir: cfg.NATSStoreDir, SyncAlways: cfg.NATSSyncAlways,
+			Logger: m.component("nats-server")}
 		if err := m.server.Open(); err != nil {
 			return err
 		}

@@ -14,7 +14,12 @@ import (
 type Server struct {
 	Listen   string // host:port; port 0 picks a free one
 	StoreDir string
-	Logger   zerolog.Logger
+	// SyncAlways makes the server fsync every message before acknowledging
+	// it (NATS_SYNC_ALWAYS). By default JetStream acknowledges once the
+	// message is written to the OS and fsyncs every 2 minutes: a host crash
+	// (not a process crash) can lose what was acknowledged since.
+	SyncAlways bool
+	Logger     zerolog.Logger
 
 	ns *server.Server
 }
@@ -43,6 +48,7 @@ func (s *Server) Open() error {
 		StoreDir:   s.StoreDir,
 		MaxPayload: MaxPayload,
 		NoSigs:     true,
+		SyncAlways: s.SyncAlways,
 	})
 	if err != nil {
 		return fmt.Errorf("create nats server: %w", err)
