@@ -104,7 +104,7 @@ ORDER BY order_no;
 
 -- payments: one row per parent payment (session_id) at its latest known state.
 -- Latest means: a terminal state beats a non-terminal one whatever the times
--- (WEBHOOKS.md §4.1: nothing goes back from a terminal state to created,
+-- (docs/ottu-webhooks.md §4.1: nothing goes back from a terminal state to created,
 -- pending or attempted), then the latest timestamp_utc (so failed -> paid, a
 -- documented late transition, moves forward), then the state rank (same second:
 -- paid > authorized > cod > failed ...), then the later arrival. A webhook

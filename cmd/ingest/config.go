@@ -12,7 +12,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 )
 
-// Config is everything ingest reads from its environment (PRODUCT.md, "ingest",
+// Config is everything ingest reads from its environment (docs/product.md, "ingest",
 // plus the INGEST_* and NATS_STREAM_* knobs documented in the README).
 type Config struct {
 	Listen   string

@@ -14,7 +14,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 )
 
-// Config is everything reconcile reads from its environment (PRODUCT.md,
+// Config is everything reconcile reads from its environment (docs/product.md,
 // "reconcile", plus the RECON_* knobs documented in the README).
 type Config struct {
 	NATSURL string
@@ -140,7 +140,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	return c, nil
 }
 
-// cronParser accepts 5 fields, or 6 with seconds first (PRODUCT.md: "seconds optional").
+// cronParser accepts 5 fields, or 6 with seconds first (docs/product.md: "seconds optional").
 var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 func unknownVars() []string {

@@ -1,5 +1,5 @@
 // Package alert delivers reconciliation findings to people: Webhook POSTs one
-// signed JSON object per pass (PRODUCT.md, "Alerts").
+// signed JSON object per pass (docs/product.md, "Alerts").
 package alert
 
 import (
@@ -40,7 +40,7 @@ type Finding struct {
 	Status    string    `json:"status"`
 }
 
-// Encode renders an alert as the JSON body PRODUCT.md describes.
+// Encode renders an alert as the JSON body docs/product.md describes.
 func Encode(a ledger.Alert) ([]byte, error) {
 	p := Payload{RunID: a.RunID, Count: len(a.Findings), Findings: make([]Finding, len(a.Findings))}
 	for i, r := range a.Findings {

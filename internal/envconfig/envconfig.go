@@ -1,5 +1,5 @@
 // Package envconfig reads daemon configuration from environment variables,
-// the way PRODUCT.md describes: a secret may instead come from a file named by
+// the way docs/product.md describes: a secret may instead come from a file named by
 // the same variable with a _FILE suffix. Errors name the variable.
 package envconfig
 

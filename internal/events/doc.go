@@ -3,7 +3,7 @@
 // signature verification, the content-derived delivery id and the envelope that
 // carries a delivery from ingest to reconcile.
 //
-// The specification of the outside world is ../shared/ottu/WEBHOOKS.md; section
+// The specification of the outside world is docs/ottu-webhooks.md; section
 // numbers in comments (§n) refer to it.
 //
 // The package imports no infrastructure library (no NATS, ClickHouse, cron or

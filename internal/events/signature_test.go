@@ -9,7 +9,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/events"
 )
 
-const exampleKey = "example-hmac-key-not-real" // WEBHOOKS.md, "Example payloads"
+const exampleKey = "example-hmac-key-not-real" // docs/ottu-webhooks.md, "Example payloads"
 
 func mustObject(tb testing.TB, body string) map[string]any {
 	tb.Helper()
@@ -29,7 +29,7 @@ func mustReadFile(tb testing.TB, name string) []byte {
 	return b
 }
 
-// TestSign_Vectors checks every published test vector of WEBHOOKS.md §3 and
+// TestSign_Vectors checks every published test vector of docs/ottu-webhooks.md §3 and
 // the scheme B values given for the three example payloads.
 func TestSign_Vectors(t *testing.T) {
 	tests := []struct {

@@ -2,7 +2,7 @@ package events
 
 import "strings"
 
-// Parent payment states (WEBHOOKS.md §4.1).
+// Parent payment states (docs/ottu-webhooks.md §4.1).
 const (
 	StateCreated    = "created"
 	StatePending    = "pending"
@@ -101,7 +101,7 @@ func (o *Operation) OperationKind() string {
 }
 
 // CurrencyDecimals is the number of decimals amounts in currency code carry
-// (WEBHOOKS.md §6, ISO 4217): 3 for KWD, BHD, OMR, IQD, JOD, LYD, TND; 0 for
+// (docs/ottu-webhooks.md §6, ISO 4217): 3 for KWD, BHD, OMR, IQD, JOD, LYD, TND; 0 for
 // JPY, KRW and a few others; 2 otherwise.
 func CurrencyDecimals(code string) int32 {
 	switch strings.ToUpper(code) {

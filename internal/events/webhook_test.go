@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,6 +127,17 @@ func TestDecode_Err(t *testing.T) {
 		{"ErrInvalidField/timestamp", `{"session_id":"s","state":"paid","timestamp_utc":"yesterday"}`, events.ErrInvalidField},
 		{"ErrInvalidField/no reference_number", `{"operation":"refund","txn":{}}`, events.ErrInvalidField},
 		{"ErrInvalidField/empty session_id", `{"session_id":"","state":"paid"}`, events.ErrInvalidField},
+		// What the store cannot hold exactly: Decimal(38, 8), DateTime 1970-2105.
+		{"ErrInvalidField/10 decimals", `{"session_id":"s","state":"paid","amount":"25.5000000001"}`, events.ErrInvalidField},
+		{"ErrInvalidField/negative", `{"session_id":"s","state":"paid","amount":"-25.500"}`, events.ErrInvalidField},
+		{"ErrInvalidField/negative number", `{"session_id":"s","state":"paid","refunded_amount":-1}`, events.ErrInvalidField},
+		{"ErrInvalidField/31 integer digits", `{"session_id":"s","state":"paid","amount":"1000000000000000000000000000000"}`, events.ErrInvalidField},
+		{"ErrInvalidField/35 digits", `{"session_id":"s","state":"paid","amount":"99999999999999999999999999999999999"}`, events.ErrInvalidField},
+		{"ErrInvalidField/exponent", `{"session_id":"s","state":"paid","amount":1e40}`, events.ErrInvalidField},
+		{"ErrInvalidField/1969", `{"session_id":"s","state":"paid","timestamp_utc":"1969-12-31 23:59:59"}`, events.ErrInvalidField},
+		{"ErrInvalidField/2106", `{"session_id":"s","state":"paid","timestamp_utc":"2106-01-01 00:00:00"}`, events.ErrInvalidField},
+		{"ErrInvalidField/offset into 1969", `{"session_id":"s","state":"paid","timestamp_utc":"1970-01-01T01:00:00+02:00"}`, events.ErrInvalidField},
+		{"ErrInvalidField/child amount", `{"session_id":"s","state":"paid","transactions":[{"amount":"-1"}]}`, events.ErrInvalidField},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,6 +146,47 @@ func TestDecode_Err(t *testing.T) {
 				t.Fatalf("got %v, want %v", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestDecode_Bounds: the largest values the store holds are read; offsets
+// convert to UTC.
+func TestDecode_Bounds(t *testing.T) {
+	w, err := events.Decode([]byte(`{"session_id":"s","state":"paid","amount":"999999999999999999999999999999.99999999",` +
+		`"settled_amount":"1.0000000000","paid_amount":0,"timestamp_utc":"2026-05-14T13:22:31+03:00"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := w.Payment
+	if p.Amount.String() != "999999999999999999999999999999.99999999" || p.SettledAmount.String() != "1" || p.PaidAmount.String() != "0" {
+		t.Fatalf("amounts: %s %s %s", p.Amount, p.SettledAmount, p.PaidAmount)
+	}
+	if want := time.Date(2026, 5, 14, 10, 22, 31, 0, time.UTC); !p.Timestamp.Equal(want) || p.Timestamp.Location() != time.UTC {
+		t.Fatalf("timestamp %s, want %s", p.Timestamp, want)
+	}
+	for _, edge := range []string{"1970-01-01 00:00:00", "2105-12-31 23:59:59"} {
+		if _, err := events.ParseTimestamp(edge); err != nil {
+			t.Errorf("%s: %v", edge, err)
+		}
+	}
+}
+
+func TestSalvage(t *testing.T) {
+	m := mustObject(t, `{"session_id":"s1","state":"paid","amount":"-1"}`)
+	_, err := events.DecodeObject(m)
+	u := events.Salvage(m, err)
+	if u.Kind != events.KindPayment || u.SessionID != "s1" || u.Field != "amount" || !strings.Contains(u.Reason, "negative") {
+		t.Fatalf("got %+v", u)
+	}
+	m = mustObject(t, `{"state":"paid","amount":"1"}`) // no session_id
+	_, err = events.DecodeObject(m)
+	if u = events.Salvage(m, err); u.Kind != events.KindPayment || u.SessionID != "" || u.Key("d1") != "d1" {
+		t.Fatalf("got %+v", u)
+	}
+	m = mustObject(t, `{"amount":"1","hello":"x"}`)
+	_, err = events.DecodeObject(m)
+	if u = events.Salvage(m, err); u.Kind != events.KindUnreadable {
+		t.Fatalf("got %+v", u)
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/events"
 )
 
-// Code is a finding code (PRODUCT.md). Users and scripts depend on these names.
+// Code is a finding code (docs/product.md). Users and scripts depend on these names.
 type Code string
 
 // The finding codes.
@@ -48,7 +48,7 @@ const (
 	Info     Severity = "info"
 )
 
-// Codes lists every code with its severity, in PRODUCT.md's order.
+// Codes lists every code with its severity, in docs/product.md's order.
 var Codes = []struct {
 	Code     Code
 	Severity Severity

@@ -45,7 +45,7 @@ var rules = []func(p *Parent, cfg Config, now time.Time, fire fireFunc){
 	orderAmountMismatch, sandboxInLive,
 }
 
-// Classification of an operation at its latest state. Sums follow PRODUCT.md:
+// Classification of an operation at its latest state. Sums follow docs/product.md:
 // captures are txn.state paid, refunds txn.state refunded, voids txn.state
 // voided. "Has a capture/void/refund" also counts an operation whose operation
 // field says so, whatever its state.

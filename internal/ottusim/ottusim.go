@@ -4,7 +4,7 @@
 // 2 and 3 decimals, plus parents built to trip each finding code. Every parent
 // knows which findings it must raise, so tests can assert the exact set.
 //
-// It signs exactly as WEBHOOKS.md §3 describes (events.Sign).
+// It signs exactly as docs/ottu-webhooks.md §3 describes (events.Sign).
 package ottusim
 
 import (

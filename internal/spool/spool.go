@@ -1,7 +1,7 @@
 // Package spool keeps deliveries on local disk while the stream is away, and
 // forwards them in order once it is back.
 //
-// Ottu never retries a delivery that got an error status (WEBHOOKS.md §5), so
+// Ottu never retries a delivery that got an error status (docs/ottu-webhooks.md §5), so
 // ingest must answer 200 for an authentic webhook even when JetStream is down
 // or slow. Durable does that: it publishes straight to the stream while the
 // spool is empty, and otherwise (or when that publish fails) appends the

@@ -1,6 +1,6 @@
 // Package webhook is ingest's HTTP edge: it receives Ottu webhooks, verifies and
 // decodes them (package events), stores each one durably through a Publisher,
-// and maps every outcome to the status code PRODUCT.md promises.
+// and maps every outcome to the status code docs/product.md promises.
 package webhook
 
 import (
@@ -23,7 +23,7 @@ type Publisher interface {
 	Publish(ctx context.Context, env events.Envelope) (events.PublishResult, error)
 }
 
-// MaxBodyBytes is the size limit of a webhook body (PRODUCT.md: 1 MiB).
+// MaxBodyBytes is the size limit of a webhook body (docs/product.md: 1 MiB).
 const MaxBodyBytes = 1 << 20
 
 // keptPrefixBytes is how much of an oversized body is kept for forensics.

@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// WebhookPath is where Ottu posts (PRODUCT.md).
+// WebhookPath is where Ottu posts (docs/product.md).
 const WebhookPath = "/webhooks/ottu"
 
 // Server is ingest's HTTP server: the webhook endpoint, /healthz, /readyz and
