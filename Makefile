@@ -2,20 +2,29 @@
 GO ?= go
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: build test vet unit bench fuzz demo clean clickhouse-start clickhouse-stop
+.PHONY: build test test-modern vet unit bench fuzz demo clean clickhouse-start clickhouse-stop
 
 build:
 	$(GO) build -o bin/ ./cmd/...
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags chdb ./internal/clickhouse
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
 # The whole suite: vet, then every test with the race detector against an
-# embedded NATS and a real ClickHouse (started by scripts/clickhouse.sh).
+# embedded NATS and a real ClickHouse 18.16 (started by scripts/clickhouse.sh),
+# then the modern-ClickHouse check: every statement the product sent, replayed
+# in ClickHouse 26.7 in process (chDB, installed by scripts/chdb.sh) and
+# compared with 18.16's answers.
 test: vet
-	scripts/clickhouse.sh run $(GO) test -race -count=1 -timeout 15m ./...
+	scripts/clickhouse.sh run sh -c '$(GO) test -race -count=1 -timeout 15m ./... && \
+		scripts/chdb.sh run $(GO) test -tags chdb -count=1 -run TestModernClickHouse -v ./internal/clickhouse'
+
+# The modern-ClickHouse check alone.
+test-modern:
+	scripts/clickhouse.sh run scripts/chdb.sh run $(GO) test -tags chdb -count=1 -run TestModernClickHouse -v ./internal/clickhouse
 
 # Pure-logic tests only: no ClickHouse needed.
 unit:

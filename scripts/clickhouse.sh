@@ -140,7 +140,11 @@ case "${1:-}" in
     if [ -n "${CLICKHOUSE_ADDR:-}" ] && answers "${CLICKHOUSE_ADDR%%,*}"; then started_here=false; fi
     addr=$(start)
     if $started_here; then trap stop EXIT; fi
-    CLICKHOUSE_ADDR=$addr "$@"
+    # The HTTP interface (the modern-ClickHouse check reads 18.16's answers
+    # in the same text formats as chDB's); known for the server started here.
+    http_addr=${CLICKHOUSE_HTTP_ADDR:-}
+    if [ -z "$http_addr" ] && [ "$addr" = "127.0.0.1:$port" ]; then http_addr="127.0.0.1:$http_port"; fi
+    CLICKHOUSE_ADDR=$addr CLICKHOUSE_HTTP_ADDR=$http_addr "$@"
     ;;
   *) echo "usage: $0 start|stop|run CMD..." >&2; exit 2 ;;
 esac

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -29,6 +30,10 @@ type DB struct {
 	Password string
 	// QueryTimeout bounds a call whose ctx has no deadline; default 60s.
 	QueryTimeout time.Duration
+	// QueryLog, if set, is clickhouse-go's logger: at debug level it gets
+	// every statement sent, with its arguments bound ("sending query"). The
+	// modern-ClickHouse check replays them.
+	QueryLog *slog.Logger
 
 	conn driver.Conn
 }
@@ -63,6 +68,7 @@ func (db *DB) dial(database string) (driver.Conn, error) {
 		MaxOpenConns: 8,
 		MaxIdleConns: 4,
 		ClientInfo:   ch.ClientInfo{Products: []struct{ Name, Version string }{{Name: "ottu-recon", Version: "1"}}},
+		Logger:       db.QueryLog,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse: %w", err)

@@ -3,7 +3,6 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -196,9 +195,11 @@ func candidates(sel ledger.Selection, column string) (string, []any, error) {
 // The three summaries a pass reads, each ordered by the parent's key. Values
 // cross as the types they are: Decimals (NULL stays NULL: tupleElement over
 // argMax of a tuple keeps the latest delivery's NULL, which a bare argMax
-// would skip), arrays and tuples of text; never joined into delimited text.
-// The one exception is the decimals inside an array (ClickHouse 18.16 crashes
-// on groupArray over a Decimal): they cross as text elements of a tuple.
+// would skip), arrays and tuples; never joined into delimited text. No
+// decimal is ever turned into text (ClickHouse 18.16's toString of a Decimal128
+// returns garbage bytes beyond 19 digits and inside tuples) nor gathered into
+// an array (groupArray over a Decimal crashes 18.16): what the deliveries of
+// an operation said crosses as per-field aggregates (ledger.Seen).
 const parentsQuery = `
 SELECT session_id, order_no, p_state, p_amount, p_currency, reached, auth_since, refunded, voided, last_received,
 	listed, sandbox, has_order, order_amount, order_currency
@@ -238,8 +239,11 @@ SELECT session_id, reference_number,
 	toUInt32(min(received_at)),
 	toUInt32(minIf(timestamp_utc, txn_state IN ('refund_queued', 'refund-queued'))),
 	max(is_sandbox),
-	arraySort(groupUniqArray(tuple(operation, ifNull(toString(amount), ''), ifNull(toString(txn_amount), ''),
-		txn_currency_code, txn_state)))
+	arraySort(groupUniqArray(operation)),
+	arraySort(groupUniqArray(txn_currency_code)),
+	arraySort(groupUniqArray(txn_state)),
+	min(amount), max(amount), toUInt8(countIf(isNull(amount)) > 0),
+	min(txn_amount), max(txn_amount), toUInt8(countIf(isNull(txn_amount)) > 0)
 FROM operation_events
 WHERE 1 %s
 GROUP BY session_id, reference_number
@@ -414,42 +418,33 @@ func scanParent(rows driver.Rows) (string, func(*ledger.Parent), error) {
 
 func scanOperation(rows driver.Rows) (string, func(*ledger.Parent), error) {
 	var (
-		session        string
-		o              ledger.Operation
-		amt, txnAmount *decimal.Decimal
-		first, queued  uint32
-		sandbox        uint8
-		variants       [][]any
+		session                       string
+		o                             ledger.Operation
+		amt, txnAmount                *decimal.Decimal
+		first, queued                 uint32
+		sandbox                       uint8
+		ops                           []string
+		minAmount, maxAmount          *decimal.Decimal
+		minTxnAmount, maxTxnAmount    *decimal.Decimal
+		amountAbsent, txnAmountAbsent uint8
 	)
+	seen := &o.Seen
 	if err := rows.Scan(&session, &o.ReferenceNumber, &o.ChildSessionID, &o.Operation, &o.Source, &o.TxnState,
-		&o.TxnCurrency, &amt, &txnAmount, &first, &queued, &sandbox, &variants); err != nil {
+		&o.TxnCurrency, &amt, &txnAmount, &first, &queued, &sandbox, &ops, &seen.Currencies, &seen.TxnStates,
+		&minAmount, &maxAmount, &amountAbsent, &minTxnAmount, &maxTxnAmount, &txnAmountAbsent); err != nil {
 		return "", nil, fmt.Errorf("scan operation summary: %w", err)
 	}
 	o.Amount, o.TxnAmount = amount(amt), amount(txnAmount)
 	o.FirstReceived, o.QueuedSince = unixTime(first), unixTime(queued)
 	o.Sandbox = sandbox == 1
-	var bad error
-	for _, v := range variants {
-		if len(v) != 5 {
-			bad = fmt.Errorf("operation %s: a variant of %d values", o.ReferenceNumber, len(v))
-			break
+	for _, op := range ops {
+		if op != "" {
+			seen.Operations = append(seen.Operations, op)
 		}
-		text := func(i int) string { s, _ := v[i].(string); return s }
-		va := ledger.Variant{Operation: text(0), Currency: text(3), TxnState: text(4)}
-		var err error
-		if va.Amount, err = parseStored(text(1)); err == nil {
-			va.TxnAmount, err = parseStored(text(2))
-		}
-		if err != nil {
-			bad = fmt.Errorf("operation %s: %w", o.ReferenceNumber, err)
-			break
-		}
-		o.Variants = append(o.Variants, va)
 	}
+	seen.Amount = ledger.Range{Min: amount(minAmount), Max: amount(maxAmount), Absent: amountAbsent == 1}
+	seen.TxnAmount = ledger.Range{Min: amount(minTxnAmount), Max: amount(maxTxnAmount), Absent: txnAmountAbsent == 1}
 	return session, func(p *ledger.Parent) {
-		if bad != nil && p.Err == nil {
-			p.Err = bad
-		}
 		p.Operations = append(p.Operations, o)
 		p.Sandbox = p.Sandbox || o.Sandbox
 	}, nil
@@ -466,16 +461,4 @@ func scanUnreadable(rows driver.Rows) (string, func(*ledger.Parent), error) {
 	}
 	u.ReceivedAt = unixTime(at)
 	return key, func(p *ledger.Parent) { p.Unreadable = append(p.Unreadable, u) }, nil
-}
-
-// parseStored parses a Decimal rendered by toString; "" is NULL.
-func parseStored(s string) (events.Amount, error) {
-	var a events.Amount
-	if s == "" {
-		return a, nil
-	}
-	if err := a.UnmarshalJSON([]byte(strconv.Quote(s))); err != nil {
-		return a, fmt.Errorf("parse stored amount %q: %w", s, err)
-	}
-	return a, nil
 }

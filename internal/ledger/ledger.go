@@ -7,6 +7,7 @@
 package ledger
 
 import (
+	"slices"
 	"time"
 
 	"github.com/shopspring/decimal"
@@ -146,7 +147,7 @@ type Operation struct {
 	FirstReceived   time.Time // received_at of its first delivery
 	QueuedSince     time.Time // earliest timestamp_utc of a refund_queued delivery; zero if none
 	Sandbox         bool
-	Variants        []Variant // the distinct contents of its deliveries
+	Seen            Seen // what its deliveries said, field by field
 }
 
 // Variant is what one delivery of an operation said.
@@ -156,6 +157,55 @@ type Variant struct {
 	TxnAmount events.Amount
 	Currency  string
 	TxnState  string
+}
+
+// Seen sums up what the deliveries of one operation said, field by field:
+// the distinct texts, and the range of each amount. It is all that
+// CONFLICTING_DUPLICATE needs (two deliveries disagree on a field exactly
+// when the field took more than one value), and the store can compute it
+// with no decimal ever turned into text.
+type Seen struct {
+	Operations []string // distinct operation values, "" (null) left out
+	Currencies []string // distinct txn.currency_code values
+	TxnStates  []string // distinct txn.state values
+	Amount     Range    // of amount
+	TxnAmount  Range    // of txn.amount
+}
+
+// Range is the least and greatest of an amount over deliveries.
+type Range struct {
+	Min, Max events.Amount // over the deliveries that had one; not Valid if none did
+	Absent   bool          // some delivery had none
+}
+
+func (r *Range) add(a events.Amount) {
+	switch {
+	case !a.Valid:
+		r.Absent = true
+	case !r.Min.Valid:
+		r.Min, r.Max = a, a
+	case a.Decimal.LessThan(r.Min.Decimal):
+		r.Min = a
+	case a.Decimal.GreaterThan(r.Max.Decimal):
+		r.Max = a
+	}
+}
+
+// Add folds one delivery into s.
+func (s *Seen) Add(v Variant) {
+	addText := func(set *[]string, x string) {
+		if !slices.Contains(*set, x) {
+			*set = append(*set, x)
+			slices.Sort(*set)
+		}
+	}
+	if v.Operation != "" {
+		addText(&s.Operations, v.Operation)
+	}
+	addText(&s.Currencies, v.Currency)
+	addText(&s.TxnStates, v.TxnState)
+	s.Amount.add(v.Amount)
+	s.TxnAmount.add(v.TxnAmount)
 }
 
 // Order is the merchant's expected order (merchant_orders).

@@ -293,7 +293,7 @@ func pgSideOperation(p *Parent, _ Config, _ time.Time, fire fireFunc) {
 func conflictingDuplicate(p *Parent, _ Config, _ time.Time, fire fireFunc) {
 	var bad []string
 	for _, o := range p.Operations {
-		if why := conflict(o.Variants); why != "" {
+		if why := conflict(o.Seen); why != "" {
 			bad = append(bad, o.ReferenceNumber+": "+why)
 		}
 	}
@@ -302,25 +302,43 @@ func conflictingDuplicate(p *Parent, _ Config, _ time.Time, fire fireFunc) {
 	}
 }
 
-func conflict(vs []Variant) string {
-	for i := range vs {
-		for j := i + 1; j < len(vs); j++ {
-			a, b := vs[i], vs[j]
-			switch {
-			case a.Operation != "" && b.Operation != "" && a.Operation != b.Operation:
-				return fmt.Sprintf("operation %s vs %s", a.Operation, b.Operation)
-			case !a.Amount.Equal(b.Amount):
-				return fmt.Sprintf("amount %s vs %s", a.Amount, b.Amount)
-			case !a.TxnAmount.Equal(b.TxnAmount):
-				return fmt.Sprintf("txn.amount %s vs %s", a.TxnAmount, b.TxnAmount)
-			case !strings.EqualFold(a.Currency, b.Currency):
-				return fmt.Sprintf("currency %s vs %s", a.Currency, b.Currency)
-			case a.TxnState != b.TxnState && !queuedMove(a.TxnState, b.TxnState) && !queuedMove(b.TxnState, a.TxnState):
-				return fmt.Sprintf("state %s vs %s", a.TxnState, b.TxnState)
+// conflict says on what the deliveries summed up in s disagree, or "".
+func conflict(s Seen) string {
+	switch {
+	case len(s.Operations) > 1:
+		return fmt.Sprintf("operation %s", strings.Join(s.Operations, " vs "))
+	case rangeDiffers(s.Amount):
+		return fmt.Sprintf("amount %s", rangeText(s.Amount))
+	case rangeDiffers(s.TxnAmount):
+		return fmt.Sprintf("txn.amount %s", rangeText(s.TxnAmount))
+	}
+	for i, a := range s.Currencies {
+		for _, b := range s.Currencies[i+1:] {
+			if !strings.EqualFold(a, b) {
+				return fmt.Sprintf("currency %s vs %s", a, b)
+			}
+		}
+	}
+	for i, a := range s.TxnStates {
+		for _, b := range s.TxnStates[i+1:] {
+			if !queuedMove(a, b) && !queuedMove(b, a) {
+				return fmt.Sprintf("state %s vs %s", a, b)
 			}
 		}
 	}
 	return ""
+}
+
+// rangeDiffers: two deliveries gave different amounts, or one gave none.
+func rangeDiffers(r Range) bool {
+	return r.Min.Valid && (!r.Min.Equal(r.Max) || r.Absent)
+}
+
+func rangeText(r Range) string {
+	if !r.Min.Equal(r.Max) {
+		return r.Min.String() + " vs " + r.Max.String()
+	}
+	return "none vs " + r.Min.String()
 }
 
 func queuedMove(from, to string) bool {

@@ -33,12 +33,15 @@ func parent(state, amount string, reached ...string) *ledger.Parent {
 func op(ref, kind, state, amount string) ledger.Operation {
 	o := ledger.Operation{ReferenceNumber: ref, ChildSessionID: "c-" + ref, Operation: kind, Source: "input",
 		TxnState: state, TxnCurrency: "KWD", Amount: amt(amount), TxnAmount: amt(amount), FirstReceived: now.Add(-time.Hour)}
-	o.Variants = []ledger.Variant{{Operation: kind, Amount: o.Amount, TxnAmount: o.TxnAmount, Currency: "KWD", TxnState: state}}
 	return o
 }
 
+// with adds ops to p, each having been delivered (at least) as it stands.
 func with(p *ledger.Parent, ops ...ledger.Operation) *ledger.Parent {
-	p.Operations = append(p.Operations, ops...)
+	for _, o := range ops {
+		o.Seen.Add(ledger.Variant{Operation: o.Operation, Amount: o.Amount, TxnAmount: o.TxnAmount, Currency: o.TxnCurrency, TxnState: o.TxnState})
+		p.Operations = append(p.Operations, o)
+	}
 	return p
 }
 
@@ -67,12 +70,12 @@ func TestEvaluate(t *testing.T) {
 		{"failed payment later paid, then refunded", with(parent("paid", "10", "failed"), op("r1", "refund", "refunded", "10")), nil, C{}},
 		{"queued refund that later completed", func() *ledger.Parent {
 			o := op("r1", "refund", "refunded", "5")
-			o.Variants = append(o.Variants, ledger.Variant{Operation: "refund", Amount: amt("5.000"), TxnAmount: amt("5.0"), Currency: "KWD", TxnState: "refund_queued"})
+			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("5.000"), TxnAmount: amt("5.0"), Currency: "KWD", TxnState: "refund_queued"})
 			return with(parent("paid", "25.5"), o)
 		}(), nil, C{}},
 		{"identical duplicate", func() *ledger.Parent {
 			o := op("r1", "refund", "refunded", "5")
-			o.Variants = append(o.Variants, o.Variants[0])
+			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("5"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refunded"})
 			return with(parent("paid", "25.5"), o)
 		}(), nil, C{}},
 		{"equal amounts written differently", func() *ledger.Parent {
@@ -89,12 +92,11 @@ func TestEvaluate(t *testing.T) {
 		{"OPERATION_AMOUNT_MISMATCH", func() *ledger.Parent {
 			o := op("r1", "refund", "refunded", "5")
 			o.TxnAmount = amt("4.999")
-			o.Variants[0].TxnAmount = o.TxnAmount
 			return with(parent("paid", "25.5"), o)
 		}(), nil, C{ledger.OperationAmountMismatch}},
 		{"CURRENCY_MISMATCH", func() *ledger.Parent {
 			o := op("r1", "refund", "refunded", "5")
-			o.TxnCurrency, o.Variants[0].Currency = "USD", "USD"
+			o.TxnCurrency = "USD"
 			return with(parent("paid", "25.5"), o)
 		}(), nil, C{ledger.CurrencyMismatch}},
 		{"OVER_CAPTURE", with(parent("authorized", "40"), op("c1", "capture", "paid", "30"), op("c2", "capture", "paid", "10.001")), nil,
@@ -157,12 +159,12 @@ func TestEvaluate(t *testing.T) {
 		}(), nil, C{ledger.PGSideOperation}},
 		{"CONFLICTING_DUPLICATE on amount", func() *ledger.Parent {
 			o := op("r1", "refund", "refunded", "5")
-			o.Variants = append(o.Variants, ledger.Variant{Operation: "refund", Amount: amt("6"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refunded"})
+			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("6"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refunded"})
 			return with(parent("paid", "25.5"), o)
 		}(), nil, C{ledger.ConflictingDuplicate}},
 		{"CONFLICTING_DUPLICATE on state", func() *ledger.Parent {
 			o := op("r1", "refund", "refunded", "5")
-			o.Variants = append(o.Variants, ledger.Variant{Operation: "refund", Amount: amt("5"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refund_rejected"})
+			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("5"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refund_rejected"})
 			return with(parent("paid", "25.5"), o)
 		}(), nil, C{ledger.ConflictingDuplicate}},
 		{"STALE_AUTHORIZATION", func() *ledger.Parent {
