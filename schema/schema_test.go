@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -34,7 +35,7 @@ func TestMigrations(t *testing.T) {
 			if strings.HasPrefix(s, "CREATE") && !strings.Contains(s, "IF NOT EXISTS") {
 				t.Fatalf("%s: not idempotent: %q", m.Name, s)
 			}
-			if _, _, ok := AddColumn(s); strings.HasPrefix(s, "ALTER") && !ok {
+			if _, _, ok := AddColumn(s); strings.HasPrefix(s, "ALTER") && !ok && !modifyColumn.MatchString(s) {
 				t.Fatalf("%s: an ALTER the migrator cannot re-run: %q", m.Name, s)
 			}
 			if strings.HasPrefix(s, "DROP") && !strings.Contains(s, "IF EXISTS") {
@@ -46,6 +47,9 @@ func TestMigrations(t *testing.T) {
 		}
 	}
 }
+
+// modifyColumn is an ALTER that is idempotent as it is.
+var modifyColumn = regexp.MustCompile(`^ALTER TABLE [a-z_]+ MODIFY COLUMN `)
 
 func TestAddColumn(t *testing.T) {
 	for _, tc := range []struct {

@@ -32,11 +32,14 @@ func Addrs(tb testing.TB) []string {
 }
 
 // NewDB returns an unopened DB on a fresh, unique database name that is
-// dropped when the test ends.
-func NewDB(tb testing.TB) *clickhouse.DB {
+// dropped when the test ends; on addrs, else on CLICKHOUSE_ADDR.
+func NewDB(tb testing.TB, addrs ...string) *clickhouse.DB {
 	tb.Helper()
+	if len(addrs) == 0 {
+		addrs = Addrs(tb)
+	}
 	db := &clickhouse.DB{
-		Addrs:    Addrs(tb),
+		Addrs:    addrs,
 		Database: fmt.Sprintf("ottu_test_%d_%d_%d", os.Getpid(), time.Now().UnixNano()%1e6, counter.Add(1)),
 		Username: "default",
 	}
@@ -50,10 +53,11 @@ func NewDB(tb testing.TB) *clickhouse.DB {
 	return db
 }
 
-// MustOpenDB returns a migrated, open DB on a fresh database.
-func MustOpenDB(tb testing.TB) *clickhouse.DB {
+// MustOpenDB returns a migrated, open DB on a fresh database (on addrs, else
+// on CLICKHOUSE_ADDR).
+func MustOpenDB(tb testing.TB, addrs ...string) *clickhouse.DB {
 	tb.Helper()
-	db := NewDB(tb)
+	db := NewDB(tb, addrs...)
 	ctx := context.Background()
 	if _, err := db.Migrate(ctx); err != nil {
 		tb.Fatalf("migrate: %v", err)

@@ -1,0 +1,140 @@
+package clickhouse_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/ledger"
+)
+
+// A small history with every shape the product's queries must handle, and
+// the flow the product runs over it: shared by the modern-ClickHouse check
+// and the time-zone test.
+
+func body(tb testing.TB, kind events.Kind, m map[string]any, received time.Time) events.StreamMessage {
+	tb.Helper()
+	b, _ := json.Marshal(m)
+	obj, err := events.ParseObject(b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	msg := events.StreamMessage{Envelope: events.Envelope{ID: events.DeliveryID(kind, obj), Kind: kind, ReceivedAt: received,
+		Scheme: events.SchemeA, Body: b}}
+	seq++
+	msg.StreamSeq = seq
+	w, err := events.DecodeObject(obj)
+	if err != nil {
+		u := events.Salvage(obj, err)
+		msg.Unreadable = &u
+		return msg
+	}
+	msg.Webhook = w
+	return msg
+}
+
+// corpus is a small history with every shape the queries must handle.
+func corpus(tb testing.TB, now time.Time) []events.StreamMessage {
+	ts := func(d time.Duration) string { return now.Add(d).Format("2006-01-02 15:04:05") }
+	at := func(d time.Duration) time.Time { return now.Add(d) }
+	pay := func(session, state string, extra map[string]any) map[string]any {
+		m := map[string]any{"session_id": session, "state": state, "result": "success", "amount": "25.500",
+			"currency_code": "KWD", "order_no": "o-" + session, "reference_number": "r-" + session, "gateway_account": "cc"}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	op := func(session, ref, kind, state, amount string, extra map[string]any) map[string]any {
+		m := map[string]any{"session_id": session, "reference_number": ref, "operation": kind, "source": "input",
+			"amount": amount, "result": "success", "pg_code": "cc",
+			"txn": map[string]any{"amount": amount, "currency_code": "KWD", "session_id": "c-" + ref, "state": state}}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	const P, O = events.KindPayment, events.KindOperation
+	return []events.StreamMessage{
+		// Out-of-order states: paid arrives before the pending it supersedes; failed later paid.
+		body(tb, P, pay("s-order", "paid", map[string]any{"timestamp_utc": ts(-50 * time.Minute)}), at(-49*time.Minute)),
+		body(tb, P, pay("s-order", "pending", map[string]any{"timestamp_utc": ts(-55 * time.Minute)}), at(-40*time.Minute)),
+		body(tb, P, pay("s-late", "failed", map[string]any{"timestamp_utc": ts(-3 * time.Hour)}), at(-3*time.Hour)),
+		body(tb, P, pay("s-late", "paid", map[string]any{"timestamp_utc": ts(-2 * time.Hour)}), at(-2*time.Hour)),
+		// Nullable decimals: totals present, then absent in the latest webhook; children listed.
+		body(tb, P, pay("s-null", "paid", map[string]any{"timestamp_utc": ts(-30 * time.Hour), "refunded_amount": "5.000",
+			"transactions": []any{map[string]any{"session_id": "c-r1", "state": "refunded", "amount": "5.000", "currency_code": "KWD"},
+				map[string]any{"session_id": "c-missing", "state": "refunded", "amount": "1.000", "currency_code": "KWD"}}}), at(-30*time.Hour)),
+		body(tb, P, pay("s-null", "paid", map[string]any{"timestamp_utc": ts(-29 * time.Hour), "amount": nil}), at(-29*time.Hour)),
+		body(tb, O, op("s-null", "r1", "refund", "refunded", "5.000", map[string]any{"timestamp_utc": ts(-30 * time.Hour)}), at(-30*time.Hour)),
+		// The largest amount the store holds, and a refund over it.
+		body(tb, P, pay("s-max", "paid", map[string]any{"amount": "999999999999999999999999999999.99999999", "timestamp_utc": ts(-2 * time.Hour)}), at(-2*time.Hour)),
+		body(tb, O, op("s-max", "r-max", "refund", "refunded", "999999999999999999999999999999.99999999", map[string]any{"timestamp_utc": ts(-time.Hour)}), at(-time.Hour)),
+		// A queued refund, completed; another stuck for days; null operation and amount.
+		body(tb, P, pay("s-q", "paid", map[string]any{"timestamp_utc": ts(-100 * time.Hour)}), at(-100*time.Hour)),
+		body(tb, O, op("s-q", "rq", "refund", "refund_queued", "2.000", map[string]any{"timestamp_utc": ts(-90 * time.Hour)}), at(-90*time.Hour)),
+		body(tb, O, op("s-q", "rq", "refund", "refunded", "2.000", map[string]any{"timestamp_utc": ts(-80 * time.Hour)}), at(-80*time.Hour)),
+		body(tb, O, op("s-q", "rq2", "refund", "refund_queued", "1.000", map[string]any{"timestamp_utc": ts(-72 * time.Hour)}), at(-72*time.Hour)),
+		body(tb, O, op("s-q", "rnull", "", "refunded", "", map[string]any{"operation": nil, "amount": nil, "timestamp_utc": ts(-70 * time.Hour)}), at(-70*time.Hour)),
+		// Conflicting duplicate, pg-side void on an authorization, capture in another currency.
+		body(tb, P, pay("s-auth", "authorized", map[string]any{"timestamp_utc": ts(-200 * time.Hour)}), at(-200*time.Hour)),
+		body(tb, O, op("s-auth", "v1", "void", "voided", "25.500", map[string]any{"source": "pg", "timestamp_utc": ts(-3 * time.Hour)}), at(-3*time.Hour)),
+		body(tb, O, op("s-auth", "c1", "capture", "paid", "10.000", map[string]any{"timestamp_utc": ts(-2 * time.Hour)}), at(-2*time.Hour)),
+		body(tb, O, op("s-auth", "c1", "capture", "paid", "11.000", map[string]any{"timestamp_utc": ts(-time.Hour)}), at(-time.Hour)),
+		// An orphan, a sandbox webhook, delimiters in text.
+		body(tb, O, op("s-orphan", "or1", "refund", "refunded", "1", map[string]any{"timestamp_utc": ts(-5 * time.Hour)}), at(-5*time.Hour)),
+		body(tb, P, pay("s-sandbox", "paid", map[string]any{"is_sandbox": true, "timestamp_utc": ts(-4 * time.Hour)}), at(-4*time.Hour)),
+		body(tb, P, pay("s-odd|'\"\n", "paid", map[string]any{"order_no": "a|b", "gateway_account": "x\x00y", "timestamp_utc": ts(-4 * time.Hour)}), at(-4*time.Hour)),
+		// Unreadable: negative amount, no session_id.
+		body(tb, P, pay("s-neg", "paid", map[string]any{"amount": "-1"}), at(-time.Hour)),
+		body(tb, P, map[string]any{"state": "paid", "amount": "1"}, at(-time.Hour)),
+		// A delivery ingest refused.
+		{Envelope: events.Envelope{ID: "rej-1", ReceivedAt: at(-time.Hour), Reject: "bad_signature: x", Body: []byte(`{"x":1}`)}},
+	}
+}
+
+// flow is what the product does with ClickHouse, end to end.
+func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	w := &clickhouse.Writer{DB: db}
+	if _, err := w.Write(ctx, corpus(t, now)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Conn().Exec(ctx, "INSERT INTO merchant_orders (order_no, amount, currency_code) SELECT 'o-s-order', toDecimal128('26', 8), 'KWD'"); err != nil {
+		t.Fatal(err)
+	}
+	store := &clickhouse.Store{DB: db}
+	cfg := ledger.Config{Grace: 10 * time.Minute, StaleAuthorization: 168 * time.Hour, StuckRefund: 48 * time.Hour, Live: true}
+	clock := now
+	r := &ledger.Reconciler{Store: store, Config: cfg, Now: func() time.Time { return clock }, FullEvery: 24 * time.Hour,
+		OnParentError: func(s string, err error) { t.Errorf("parent %s: %v", s, err) }}
+	for i := range 2 { // a full pass, then an incremental one with every window
+		rep, err := r.Run(ctx)
+		if err != nil || rep.ParentsFailed != 0 {
+			t.Fatalf("pass %d on 18.16: %+v %v", i+1, rep, err)
+		}
+		clock = clock.Add(5 * time.Minute)
+	}
+	if _, err := store.Report(ctx, now.Add(-30*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// The README's queries.
+	for _, q := range []string{
+		"SELECT currency_code, gateway_account, count() AS payments, sum(amount) AS paid FROM payments WHERE state = 'paid' GROUP BY currency_code, gateway_account",
+		"SELECT * FROM payments WHERE session_id = 's-null'",
+		"SELECT reference_number, operation, source, txn_amount, txn_currency_code, txn_state, timestamp_utc FROM operations WHERE session_id = 's-q' ORDER BY timestamp_utc",
+		"SELECT severity, code, session_id, detail, first_seen FROM findings WHERE status = 'open' ORDER BY severity DESC, first_seen",
+		"SELECT received_at, session_id, field, reason, body FROM unreadable_webhooks ORDER BY received_at DESC LIMIT 20",
+		"SELECT received_at, reason, substring(body, 1, 200) FROM rejected_webhooks ORDER BY received_at DESC LIMIT 20",
+	} {
+		rows, err := db.Conn().Query(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		rows.Close()
+	}
+}
