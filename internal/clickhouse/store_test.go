@@ -130,3 +130,63 @@ func TestStore_Selection(t *testing.T) {
 		t.Fatalf("full: got %d parents %v, want 13", len(got), got)
 	}
 }
+
+// TestStore_ReportPGSide is the regression test of the report's gateway-side
+// query: over the operations view (LIMIT 1 BY) with a Nullable decimal
+// rendered as text and a two-condition WHERE, ClickHouse 18.16 returned
+// garbage bytes, failed ("would use 16.00 PiB") and once crashed. Many
+// operations, some with no txn.amount, some done on the gateway's dashboard
+// by a later delivery only, and the maximal amount: every run gives exactly
+// the expected rows.
+func TestStore_ReportPGSide(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	w := &clickhouse.Writer{DB: db}
+	store := &clickhouse.Store{DB: db}
+	now := time.Now().UTC().Truncate(time.Second)
+	var msgs []events.StreamMessage
+	want := map[string]string{}
+	for i := range 240 { // 181 on the gateway's side: under PGSideLimit
+		ref := fmt.Sprintf("op-%03d", i)
+		m := storedOperation(ref, fmt.Sprintf("p-%03d", i), "refunded", now.Add(-time.Duration(i)*time.Minute), now)
+		o := m.Webhook.Operation
+		switch i % 4 {
+		case 0:
+			o.Source = "pg"
+			want[ref] = "1.000"
+		case 1:
+			o.Source, o.Txn.Amount = "pg", events.Amount{}
+			want[ref] = ""
+		case 2: // pg in a second, later delivery only
+			again := storedOperation(ref, o.SessionID, "refunded", now.Add(-time.Duration(i)*time.Minute+time.Second), now)
+			again.ID += "-again"
+			again.Webhook.Operation.Source = "pg"
+			msgs = append(msgs, again)
+			want[ref] = "1.000"
+		}
+		msgs = append(msgs, m)
+	}
+	huge := storedOperation("op-max", "p-max", "refunded", now, now)
+	huge.Webhook.Operation.Source = "pg"
+	huge.Webhook.Operation.Txn.Amount = events.NewAmount("999999999999999999999999999999.99999999")
+	want["op-max"] = "999999999999999999999999999999.99999999"
+	mustWrite(t, w, append(msgs, huge)...)
+
+	for run := range 5 {
+		r, err := store.Report(context.Background(), now.Add(-48*time.Hour))
+		if err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		got := map[string]string{}
+		for _, o := range r.PGSide {
+			got[o.ReferenceNumber] = o.Amount
+		}
+		if len(got) != len(want) {
+			t.Fatalf("run %d: %d pg-side operations, want %d", run, len(got), len(want))
+		}
+		for ref, amount := range want {
+			if got[ref] != amount {
+				t.Fatalf("run %d: %s amount %q, want %q", run, ref, got[ref], amount)
+			}
+		}
+	}
+}
