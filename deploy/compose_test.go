@@ -48,8 +48,8 @@ func TestCompose(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(read(t, "docker-compose.yml")), &c); err != nil {
 		t.Fatal(err)
 	}
-	ingestConfig := read(t, "cmd/ingest/config.go")
-	reconcileConfig := read(t, "cmd/reconcile/config.go")
+	ingestConfig := read(t, "internal/ingest/config.go")
+	reconcileConfig := read(t, "internal/reconcile/config.go")
 	reconcileMain := read(t, "cmd/reconcile/main.go")
 	ingestMain := read(t, "cmd/ingest/main.go")
 

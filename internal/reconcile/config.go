@@ -1,4 +1,4 @@
-package main
+package reconcile
 
 import (
 	"errors"
@@ -143,6 +143,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 // cronParser accepts 5 fields, or 6 with seconds first (docs/product.md: "seconds optional").
 var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
-func unknownVars() []string {
+// UnknownVars lists likely typos in the process environment.
+func UnknownVars() []string {
 	return envconfig.Unknown(os.Environ(), []string{"RECON_", "CLICKHOUSE_", "ALERT_"}, knownVars)
 }

@@ -1,4 +1,4 @@
-package main
+package ingest
 
 import (
 	"bytes"
@@ -15,33 +15,14 @@ import (
 
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
+	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
 	"github.com/ottu-recon/ottu-recon/internal/spool"
 )
 
 const testKey = "example-hmac-key-not-real"
-
-func testLogger(tb testing.TB) zerolog.Logger {
-	if os.Getenv("TEST_LOG") != "" {
-		return zerolog.New(zerolog.NewTestWriter(tb))
-	}
-	return zerolog.Nop()
-}
-
-// MustOpenNATS starts a real nats-server with JetStream on a free loopback
-// port (or on listen, to restart one), storing in dir.
-func MustOpenNATS(tb testing.TB, listen, dir string) *nats.Server {
-	tb.Helper()
-	s := &nats.Server{Listen: listen, StoreDir: dir, Logger: testLogger(tb)}
-	if err := s.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(s.Close)
-	return s
-}
 
 func testConfig(tb testing.TB, natsURL string) Config {
 	cfg := DefaultConfig()
@@ -56,7 +37,7 @@ func testConfig(tb testing.TB, natsURL string) Config {
 // MustOpenMain starts ingest and stops it at the end of the test.
 func MustOpenMain(tb testing.TB, cfg Config) *Main {
 	tb.Helper()
-	m := NewMain(cfg, testLogger(tb))
+	m := NewMain(cfg, natstest.Logger(tb))
 	if err := m.Open(); err != nil {
 		tb.Fatal(err)
 	}
@@ -72,7 +53,7 @@ func MustOpenMain(tb testing.TB, cfg Config) *Main {
 
 func readExample(tb testing.TB, name string) map[string]any {
 	tb.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "internal", "events", "testdata", name))
+	b, err := os.ReadFile(filepath.Join("..", "events", "testdata", name))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -175,12 +156,12 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 }
 
 func TestIngest_StoredBeforeOK(t *testing.T) {
-	ns := MustOpenNATS(t, "127.0.0.1:0", t.TempDir())
+	ns := natstest.MustOpenServer(t, "", "")
 	m := MustOpenMain(t, testConfig(t, ns.ClientURL()))
 	s := stream(t, ns.ClientURL())
 
 	for _, name := range []string{"e1_payment_paid.json", "e2_operation_refund.json", "e3_operation_void_pg.json"} {
-		raw, err := os.ReadFile(filepath.Join("..", "..", "internal", "events", "testdata", name))
+		raw, err := os.ReadFile(filepath.Join("..", "events", "testdata", name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -209,7 +190,7 @@ func TestIngest_StoredBeforeOK(t *testing.T) {
 }
 
 func TestIngest_Statuses(t *testing.T) {
-	ns := MustOpenNATS(t, "127.0.0.1:0", t.TempDir())
+	ns := natstest.MustOpenServer(t, "", "")
 	m := MustOpenMain(t, testConfig(t, ns.ClientURL()))
 	s := stream(t, ns.ClientURL())
 
@@ -295,7 +276,7 @@ func TestIngest_Statuses(t *testing.T) {
 }
 
 func TestIngest_DuplicateStoredOnce(t *testing.T) {
-	ns := MustOpenNATS(t, "127.0.0.1:0", t.TempDir())
+	ns := natstest.MustOpenServer(t, "", "")
 	m := MustOpenMain(t, testConfig(t, ns.ClientURL()))
 	s := stream(t, ns.ClientURL())
 	body := payment(t, 7, testKey)
@@ -320,7 +301,7 @@ func TestIngest_DuplicateStoredOnce(t *testing.T) {
 // one is still answered 200, and every one is in the stream once NATS is back.
 func TestIngest_NATSOutage(t *testing.T) {
 	storeDir := t.TempDir()
-	ns := &nats.Server{Listen: "127.0.0.1:0", StoreDir: storeDir, Logger: testLogger(t)}
+	ns := &nats.Server{Listen: "127.0.0.1:0", StoreDir: storeDir, Logger: natstest.Logger(t)}
 	if err := ns.Open(); err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +335,7 @@ func TestIngest_NATSOutage(t *testing.T) {
 	}
 
 	// NATS comes back on the same address with the same storage.
-	restarted := MustOpenNATS(t, strings.TrimPrefix(url, "nats://"), storeDir)
+	restarted := natstest.MustOpenServer(t, strings.TrimPrefix(url, "nats://"), storeDir)
 	waitFor(t, "the spool to drain", func() bool { return m.Backlog() == 0 })
 	s := stream(t, restarted.ClientURL())
 	ids := msgIDs(t, s)
@@ -370,7 +351,7 @@ func TestIngest_NATSOutage(t *testing.T) {
 }
 
 func TestIngest_Endpoints(t *testing.T) {
-	ns := MustOpenNATS(t, "127.0.0.1:0", t.TempDir())
+	ns := natstest.MustOpenServer(t, "", "")
 	m := MustOpenMain(t, testConfig(t, ns.ClientURL()))
 	post(t, m.URL(), http.MethodPost, payment(t, 1, testKey))
 	post(t, m.URL(), http.MethodPost, []byte(`nope`))
@@ -421,12 +402,12 @@ func TestIngest_Embedded(t *testing.T) {
 // (say, two compose replicas on one volume) would overwrite each other's
 // files: the second refuses to start, naming the variable to change.
 func TestIngest_SpoolDirLocked(t *testing.T) {
-	ns := MustOpenNATS(t, "127.0.0.1:0", t.TempDir())
+	ns := natstest.MustOpenServer(t, "", "")
 	cfg := testConfig(t, ns.ClientURL())
 	MustOpenMain(t, cfg)
 	second := cfg
 	second.Listen = "127.0.0.1:0"
-	m := NewMain(second, testLogger(t))
+	m := NewMain(second, natstest.Logger(t))
 	err := m.Open()
 	if !errors.Is(err, spool.ErrLocked) || !strings.Contains(err.Error(), "INGEST_SPOOL_DIR") {
 		t.Fatalf("second ingest on one spool dir: got %v, want ErrLocked naming INGEST_SPOOL_DIR", err)

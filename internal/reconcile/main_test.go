@@ -1,11 +1,10 @@
-package main
+package reconcile
 
 import (
 	"context"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -18,26 +17,9 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
+	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
 )
 
-func testLogger(tb testing.TB) zerolog.Logger {
-	if os.Getenv("TEST_LOG") != "" {
-		return zerolog.New(zerolog.NewTestWriter(tb))
-	}
-	return zerolog.Nop()
-}
-
-func MustOpenNATS(tb testing.TB) *nats.Server {
-	tb.Helper()
-	s := &nats.Server{Listen: "127.0.0.1:0", StoreDir: tb.TempDir(), Logger: testLogger(tb)}
-	if err := s.Open(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(s.Close)
-	return s
-}
-
-// testConfig points reconcile at the test's NATS and a fresh test database.
 func testConfig(tb testing.TB, natsURL string, db *clickhouse.DB) Config {
 	cfg := DefaultConfig()
 	cfg.NATSURL = natsURL
@@ -52,7 +34,7 @@ func testConfig(tb testing.TB, natsURL string, db *clickhouse.DB) Config {
 
 func MustOpenMain(tb testing.TB, cfg Config) *Main {
 	tb.Helper()
-	m := NewMain(cfg, testLogger(tb))
+	m := NewMain(cfg, natstest.Logger(tb))
 	m.RetryMin = 50 * time.Millisecond
 	if err := m.Open(context.Background()); err != nil {
 		tb.Fatal(err)
@@ -134,7 +116,7 @@ func consumerInfo(tb testing.TB, url, durable string) *jetstream.ConsumerInfo {
 }
 
 func TestServe_StoresEveryWebhookOnce(t *testing.T) {
-	ns := MustOpenNATS(t)
+	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
 	p := publisher(t, ns.ClientURL())
@@ -162,7 +144,7 @@ func TestServe_StoresEveryWebhookOnce(t *testing.T) {
 }
 
 func TestServe_PoisonTerminatedAndKept(t *testing.T) {
-	ns := MustOpenNATS(t)
+	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
 	p := publisher(t, ns.ClientURL())
@@ -254,7 +236,7 @@ func (p *proxy) down() {
 // TestServe_ClickHouseOutage: while ClickHouse is unreachable nothing is
 // acked; once it is back every message is stored, once.
 func TestServe_ClickHouseOutage(t *testing.T) {
-	ns := MustOpenNATS(t)
+	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	px := startProxy(t, db.Addrs[0])
 	cfg := testConfig(t, ns.ClientURL(), db)
@@ -301,11 +283,11 @@ func TestServe_ClickHouseOutage(t *testing.T) {
 // TestServe_ShutdownFlushesOpenBatch: the batch in hand when reconcile is
 // told to stop is still stored and acked.
 func TestServe_ShutdownFlushesOpenBatch(t *testing.T) {
-	ns := MustOpenNATS(t)
+	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	cfg := testConfig(t, ns.ClientURL(), db)
 	cfg.BatchWait = 2 * time.Second // the batch stays open while we stop
-	m := NewMain(cfg, testLogger(t))
+	m := NewMain(cfg, natstest.Logger(t))
 	if err := m.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package reconcile
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
+	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
 )
 
 // freeAddr returns a loopback address nothing listens on.
@@ -39,7 +40,7 @@ func get(tb testing.TB, url string) (int, string) {
 // openWaiting starts reconcile without waiting for its dependencies.
 func openWaiting(tb testing.TB, cfg Config) *Main {
 	tb.Helper()
-	m := NewMain(cfg, testLogger(tb))
+	m := NewMain(cfg, natstest.Logger(tb))
 	m.RetryMin = 50 * time.Millisecond
 	if err := m.Open(context.Background()); err != nil {
 		tb.Fatalf("Open with a dependency down: %v (want it to start and wait)", err)
@@ -69,7 +70,7 @@ func TestServe_StartsWhileNATSDown(t *testing.T) {
 		return strings.Contains(body, `ottu_reconcile_dependency_retries_total{dependency="nats"}`)
 	})
 
-	ns := &nats.Server{Listen: natsAddr, StoreDir: t.TempDir(), Logger: testLogger(t)}
+	ns := &nats.Server{Listen: natsAddr, StoreDir: t.TempDir(), Logger: natstest.Logger(t)}
 	if err := ns.Open(); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func TestServe_StartsWhileNATSDown(t *testing.T) {
 // TestServe_StartsWhileClickHouseDown: the same with ClickHouse down at start
 // (the schema is migrated once it answers).
 func TestServe_StartsWhileClickHouseDown(t *testing.T) {
-	ns := MustOpenNATS(t)
+	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.NewDB(t) // not even created yet
 	px := startProxy(t, db.Addrs[0])
 	px.down()

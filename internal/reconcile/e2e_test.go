@@ -1,4 +1,4 @@
-package main
+package reconcile
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
+	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
 	"github.com/ottu-recon/ottu-recon/internal/ottusim"
 )
 
@@ -93,7 +94,7 @@ func publishAt(tb testing.TB, p *nats.Publisher, body []byte, at time.Time) {
 }
 
 func TestReconcile_EndToEnd(t *testing.T) {
-	ns := MustOpenNATS(t)
+	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	sink := &alertSink{key: []byte("alert-key")}
 	alerts := httptest.NewServer(sink)

@@ -1,4 +1,4 @@
-package main
+package reconcile
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
+	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
 	"github.com/ottu-recon/ottu-recon/internal/ottusim"
 )
 
@@ -68,7 +69,7 @@ func openFindings(tb testing.TB, m *Main, code ledger.Code) map[string]bool {
 // itself refuses at insert is isolated by the writer's bisection:
 // TestWriter_PoisonIsolated.)
 func TestReliability_PoisonAmidBatch(t *testing.T) {
-	ns := MustOpenNATS(t)
+	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	cfg := testConfig(t, ns.ClientURL(), db)
 	cfg.BatchWait = 300 * time.Millisecond // the poison and the others share a batch
@@ -112,7 +113,7 @@ func TestReliability_PoisonAmidBatch(t *testing.T) {
 // TestReliability_DelimitersInText: every text field carrying a delimiter,
 // quotes, a newline, a NUL or a backslash: passes and run-once succeed.
 func TestReliability_DelimitersInText(t *testing.T) {
-	ns := MustOpenNATS(t)
+	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	cfg := testConfig(t, ns.ClientURL(), db)
 	m := MustOpenMain(t, cfg)
@@ -146,7 +147,7 @@ func TestReliability_DelimitersInText(t *testing.T) {
 	if rep.Raised == 0 {
 		t.Fatal("no finding raised: the operations were not read")
 	}
-	once := NewMain(cfg, testLogger(t))
+	once := NewMain(cfg, natstest.Logger(t))
 	if err := once.RunOnce(context.Background()); err != nil {
 		t.Fatalf("run-once: %v", err)
 	}
@@ -164,7 +165,7 @@ func TestReliability_DelimitersInText(t *testing.T) {
 // after it (a NATS outage spooled them, the consumer was down) are evaluated
 // by the next pass.
 func TestReliability_LateStored(t *testing.T) {
-	ns := MustOpenNATS(t)
+	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
 	pub := publisher(t, ns.ClientURL())
@@ -196,7 +197,7 @@ func TestReliability_LateStored(t *testing.T) {
 // TestReliability_OrdersAfterFirstPass: merchant orders loaded after a pass
 // (with an updated_at of their own, in the past) are checked by the next.
 func TestReliability_OrdersAfterFirstPass(t *testing.T) {
-	ns := MustOpenNATS(t)
+	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
 	pub := publisher(t, ns.ClientURL())
@@ -276,7 +277,7 @@ func (r *receiver) received() map[string]int {
 // finding once its URL is fixed; one that refuses one finding (400) and large
 // alerts (413) gets all the others.
 func TestReliability_Alerts(t *testing.T) {
-	ns := MustOpenNATS(t)
+	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	rcv := &receiver{posted: map[string]int{}}
 	sink := httptest.NewServer(rcv)

@@ -1,4 +1,4 @@
-package main
+package ingest
 
 import (
 	"errors"
@@ -101,8 +101,8 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	return c, nil
 }
 
-// unknownVars lists likely typos in the process environment.
-func unknownVars() []string {
+// UnknownVars lists likely typos in the process environment.
+func UnknownVars() []string {
 	return envconfig.Unknown(os.Environ(), []string{"INGEST_", "NATS_STREAM_", "OTTU_HMAC"}, knownVars)
 }
 

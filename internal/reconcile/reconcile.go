@@ -1,0 +1,485 @@
+// Package reconcile is the reconcile daemon and its one-shot commands: it
+// stores every webhook from JetStream in ClickHouse exactly once, runs the
+// reconciliation pass on a schedule (or once, RunOnce), and prints reports
+// (Report). Its configuration comes from the environment (LoadConfig);
+// cmd/reconcile wires it.
+package reconcile
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/robfig/cron/v3"
+	"github.com/rs/zerolog"
+
+	"github.com/ottu-recon/ottu-recon/internal/alert"
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/ledger"
+	"github.com/ottu-recon/ottu-recon/internal/nats"
+	"github.com/ottu-recon/ottu-recon/internal/report"
+	"github.com/ottu-recon/ottu-recon/internal/webhook"
+)
+
+// Main is the reconcile daemon, as a value tests can start and stop.
+type Main struct {
+	Config   Config
+	Logger   zerolog.Logger
+	Registry *prometheus.Registry
+	Now      func() time.Time
+
+	// RetryMin is the first back-off while a dependency is unreachable at
+	// start (doubling to 30s); default 500ms.
+	RetryMin time.Duration
+
+	db       *clickhouse.DB
+	dbOpen   bool
+	ready    atomic.Bool
+	readyCh  chan struct{}
+	conn     *nats.Conn
+	consumer *nats.Consumer
+	http     *webhook.Server
+	cron     *cron.Cron
+	passes   *passMetrics
+
+	depRetries   *prometheus.CounterVec
+	parentErrors prometheus.Counter
+
+	runCtx context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewMain returns a reconcile daemon for cfg.
+func NewMain(cfg Config, logger zerolog.Logger) *Main {
+	m := &Main{Config: cfg, Logger: logger, Registry: prometheus.NewRegistry(), Now: time.Now}
+	m.db = &clickhouse.DB{Addrs: cfg.ClickHouseAddrs, Database: cfg.ClickHouseDatabase,
+		Username: cfg.ClickHouseUsername, Password: cfg.ClickHousePassword}
+	return m
+}
+
+// DB is the ClickHouse database.
+func (m *Main) DB() *clickhouse.DB { return m.db }
+
+func (m *Main) component(name string) zerolog.Logger {
+	return m.Logger.With().Str("component", name).Logger()
+}
+
+// Open starts the daemon and returns once the health server listens. Only a
+// configuration error (a bad schedule or address) makes it fail: ClickHouse
+// and NATS are connected to in the background, with back-off, for as long as
+// it takes (after a host reboot, they may come up after reconcile). Until
+// both are there, /readyz answers 503 and scheduled passes are skipped.
+func (m *Main) Open(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err = errors.Join(err, m.Close(cctx))
+		}
+	}()
+	m.readyCh = make(chan struct{})
+	m.conn = &nats.Conn{URL: m.Config.NATSURL, Name: "ottu-recon-reconcile", Logger: m.component("nats")}
+	if err := m.conn.Open(); err != nil { // does not wait for the server
+		return err
+	}
+	writer := &clickhouse.Writer{DB: m.db}
+	stored := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_stored_total",
+		Help: "Deliveries stored in ClickHouse by kind (payment, operation, unreadable, poison, rejected) and duplicates skipped."}, []string{"kind"})
+	m.depRetries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_dependency_retries_total",
+		Help: "Failed attempts to reach a dependency at start (clickhouse, nats); retried with back-off."}, []string{"dependency"})
+	m.parentErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_parent_errors_total",
+		Help: "Parents a pass could not evaluate (logged; retried by the next pass)."})
+	m.Registry.MustRegister(stored, m.depRetries, m.parentErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	storeLog := m.component("store")
+	m.consumer = &nats.Consumer{
+		Conn: m.conn, Stream: m.Config.Stream, Durable: m.Config.Consumer,
+		BatchSize: m.Config.BatchSize, MaxWait: m.Config.BatchWait,
+		Metrics: nats.NewConsumerMetrics(m.Registry),
+		Handle: func(ctx context.Context, msgs []events.StreamMessage) error {
+			res, err := writer.Write(ctx, msgs)
+			if err != nil {
+				return err
+			}
+			stored.WithLabelValues("payment").Add(float64(res.Payments))
+			stored.WithLabelValues("operation").Add(float64(res.Operations))
+			stored.WithLabelValues("rejected").Add(float64(res.Rejected))
+			stored.WithLabelValues("unreadable").Add(float64(res.Unreadable))
+			stored.WithLabelValues("poison").Add(float64(res.Poisoned))
+			stored.WithLabelValues("duplicate").Add(float64(res.Duplicates))
+			storeLog.Debug().Int("batch", len(msgs)).Int("payments", res.Payments).Int("operations", res.Operations).
+				Int("unreadable", res.Unreadable).Int("poisoned", res.Poisoned).
+				Int("rejected", res.Rejected).Int("duplicates", res.Duplicates).Msg("batch stored")
+			for _, msg := range msgs {
+				logStoredMessage(storeLog, msg)
+			}
+			return nil
+		},
+		OnError: func(err error, attempt int) {
+			ev := storeLog.Warn()
+			if attempt > 3 {
+				ev = storeLog.Error()
+			}
+			ev.Err(err).Int("attempt", attempt).Msg("store batch failed; retrying, nothing acked")
+		},
+	}
+
+	// The schedule: UTC, never two passes at once, a panic is a failed pass.
+	m.passes = newPassMetrics(m.Registry)
+	cronLog := cronLogger{m.component("cron")}
+	m.cron = cron.New(cron.WithParser(cronParser), cron.WithLocation(time.UTC), cron.WithLogger(cronLog),
+		cron.WithChain(cron.Recover(cronLog), cron.SkipIfStillRunning(cronLog)))
+	if _, err := m.cron.AddFunc(m.Config.Schedule, m.scheduledPass); err != nil {
+		return fmt.Errorf("schedule %q: %w", m.Config.Schedule, err)
+	}
+	m.http = &webhook.Server{Addr: m.Config.Listen, Ready: m.Ready, Gatherer: m.Registry}
+	if err := m.http.Open(); err != nil {
+		return err
+	}
+
+	m.runCtx, m.cancel = context.WithCancel(context.Background())
+	m.wg.Add(1)
+	go m.run(m.runCtx)
+	m.cron.Start()
+	return nil
+}
+
+// logStoredMessage logs what became of a message that was not stored as an
+// ordinary webhook.
+func logStoredMessage(log zerolog.Logger, msg events.StreamMessage) {
+	switch {
+	case msg.Invalid != "":
+		log.Warn().Uint64("stream_seq", msg.StreamSeq).Str("reason", msg.Invalid).
+			Msg("message that is not an envelope kept in rejected_webhooks and terminated")
+	case msg.Poison != "":
+		log.Error().Uint64("stream_seq", msg.StreamSeq).Str("delivery_id", msg.ID).Str("reason", msg.Poison).
+			Msg("delivery refused by ClickHouse kept whole in unreadable_webhooks and terminated; raised as UNREADABLE_WEBHOOK")
+	case msg.Unreadable != nil:
+		log.Warn().Uint64("stream_seq", msg.StreamSeq).Str("delivery_id", msg.ID).
+			Str("field", msg.Unreadable.Field).Str("reason", msg.Unreadable.Reason).
+			Msg("authentic webhook with an unreadable value kept in unreadable_webhooks; raised as UNREADABLE_WEBHOOK")
+	}
+}
+
+// run connects to ClickHouse (migrating the schema) and to the stream,
+// retrying with back-off until both answer, then consumes until ctx ends.
+func (m *Main) run(ctx context.Context) {
+	defer m.wg.Done()
+	log := m.component("start")
+	wait := cmp.Or(m.RetryMin, 500*time.Millisecond)
+	for attempt := 1; ; attempt++ {
+		dep, err := m.connect(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		m.depRetries.WithLabelValues(dep).Inc()
+		ev := log.Debug()
+		if attempt == 1 || attempt%10 == 0 {
+			ev = log.Warn()
+		}
+		ev.Err(err).Str("dependency", dep).Int("attempt", attempt).Dur("retry_in", wait).
+			Msg("dependency not reachable; not ready, retrying")
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+	m.ready.Store(true)
+	close(m.readyCh)
+	log.Info().Msg("connected to ClickHouse and the stream; storing webhooks")
+	if err := m.consumer.Run(ctx); err != nil {
+		storeLog := m.component("store")
+		storeLog.Error().Err(err).Msg("consumer stopped")
+	}
+}
+
+// connect does what the daemon needs of its dependencies before it works;
+// it is called again until it succeeds, and never redoes a step that did.
+func (m *Main) connect(ctx context.Context) (dependency string, err error) {
+	if !m.dbOpen {
+		if _, err := m.db.Migrate(ctx); err != nil {
+			return "clickhouse", err
+		}
+		if err := m.db.Open(ctx); err != nil {
+			_ = m.db.Close()
+			return "clickhouse", err
+		}
+		m.dbOpen = true
+	}
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := m.consumer.Open(octx); err != nil {
+		return "nats", err
+	}
+	return "", nil
+}
+
+// WaitReady waits until the daemon is connected to ClickHouse and the stream.
+func (m *Main) WaitReady(ctx context.Context) error {
+	select {
+	case <-m.readyCh:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for reconcile to connect: %w", ctx.Err())
+	}
+}
+
+// scheduledPass is the cron job: one pass with a timeout derived from the
+// daemon's context. A failed pass is logged and counted, never fatal.
+func (m *Main) scheduledPass() {
+	if !m.ready.Load() {
+		log := m.component("reconciler")
+		log.Warn().Msg("pass skipped: ClickHouse or the stream not reachable yet")
+		return
+	}
+	ctx, cancel := context.WithTimeout(m.runCtx, m.Config.PassTimeout)
+	defer cancel()
+	_, _ = m.Pass(ctx) // Pass logs and counts a failure; the next pass retries
+}
+
+// Pass runs one reconciliation pass, logs its report and counts it.
+func (m *Main) Pass(ctx context.Context) (ledger.Report, error) {
+	log := m.component("reconciler")
+	if m.readyCh != nil && !m.ready.Load() {
+		return ledger.Report{}, errors.New("not connected to ClickHouse and the stream yet")
+	}
+	start := time.Now()
+	rep, err := m.reconciler().Run(ctx)
+	if m.passes != nil {
+		m.passes.observe(rep, err, time.Since(start))
+	}
+	ev := log.Info()
+	if err != nil {
+		ev = log.Error().Err(err)
+	}
+	if rep.AlertError != "" {
+		ev = ev.Str("alert_error", rep.AlertError)
+	}
+	ev.Str("run_id", rep.ID).Bool("full", rep.Full).Int("parents", rep.ParentsEvaluated).Int("raised", rep.Raised).
+		Int("resolved", rep.Resolved).Int("open", rep.Open).Int("alerted", rep.Alerted).
+		Dur("took", time.Since(start)).Msg("reconciliation pass")
+	return rep, err
+}
+
+func (m *Main) reconciler() *ledger.Reconciler {
+	r := &ledger.Reconciler{
+		Store: &clickhouse.Store{DB: m.db},
+		Config: ledger.Config{Grace: m.Config.Grace, StaleAuthorization: m.Config.StaleAuthorization,
+			StuckRefund: m.Config.StuckRefund, Live: m.Config.Environment == "live"},
+		Now:       m.Now,
+		FullEvery: m.Config.FullEvery,
+		OnParentError: func(session string, err error) {
+			if m.parentErrors != nil {
+				m.parentErrors.Inc()
+			}
+			log := m.component("reconciler")
+			log.Error().Err(err).Str("session_id", session).
+				Msg("parent not evaluated; its findings stay as they were, the next pass retries it")
+		},
+	}
+	if m.Config.AlertURL != "" {
+		r.Notifier = &alert.Webhook{URL: m.Config.AlertURL, HMACKey: []byte(m.Config.AlertHMACKey)}
+	}
+	if m.conn != nil {
+		r.Publisher = findingsPublisher{&nats.FindingsPublisher{Conn: m.conn, Replicas: m.Config.Stream.Replicas}}
+	}
+	return r
+}
+
+// findingsPublisher announces findings on NATS in the alert's JSON format.
+type findingsPublisher struct{ p *nats.FindingsPublisher }
+
+func (f findingsPublisher) PublishFindings(ctx context.Context, a ledger.Alert) error {
+	body, err := alert.Encode(a)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(body)
+	return f.p.Publish(ctx, a.RunID+"-"+hex.EncodeToString(sum[:8]), body)
+}
+
+type passMetrics struct {
+	passes   *prometheus.CounterVec
+	seconds  prometheus.Histogram
+	open     prometheus.Gauge
+	raised   prometheus.Counter
+	resolved prometheus.Counter
+	alertErr prometheus.Counter
+	parents  prometheus.Gauge
+}
+
+func newPassMetrics(reg prometheus.Registerer) *passMetrics {
+	p := &passMetrics{
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_passes_total",
+			Help: "Reconciliation passes by result (ok, error)."}, []string{"result"}),
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ottu_reconcile_pass_seconds",
+			Help: "Duration of a reconciliation pass.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
+		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_findings_open",
+			Help: "Open findings after the last pass."}),
+		raised: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_findings_raised_total",
+			Help: "Findings raised."}),
+		resolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_findings_resolved_total",
+			Help: "Findings resolved."}),
+		alertErr: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_alert_failures_total",
+			Help: "Passes whose alert or findings announcement failed (retried at the next pass)."}),
+		parents: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_parents_evaluated",
+			Help: "Parents evaluated by the last pass."}),
+	}
+	reg.MustRegister(p.passes, p.seconds, p.open, p.raised, p.resolved, p.alertErr, p.parents)
+	return p
+}
+
+func (p *passMetrics) observe(r ledger.Report, err error, took time.Duration) {
+	if err != nil {
+		p.passes.WithLabelValues("error").Inc()
+		return
+	}
+	p.passes.WithLabelValues("ok").Inc()
+	p.seconds.Observe(took.Seconds())
+	p.open.Set(float64(r.Open))
+	p.raised.Add(float64(r.Raised))
+	p.resolved.Add(float64(r.Resolved))
+	p.parents.Set(float64(r.ParentsEvaluated))
+	if r.AlertError != "" {
+		p.alertErr.Inc()
+	}
+}
+
+// cronLogger adapts zerolog to cron's Logger.
+type cronLogger struct{ l zerolog.Logger }
+
+func (c cronLogger) Info(msg string, kv ...any) { c.l.Debug().Fields(kv).Msg(msg) }
+func (c cronLogger) Error(err error, msg string, kv ...any) {
+	c.l.Error().Err(err).Fields(kv).Msg(msg)
+}
+
+// Ready reports whether NATS and ClickHouse are both reachable.
+func (m *Main) Ready() error {
+	if !m.ready.Load() {
+		return errors.New("starting: ClickHouse or the stream not reachable yet")
+	}
+	if m.conn == nil || !m.conn.Connected() {
+		return errors.New("nats not connected")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := m.db.Ping(ctx); err != nil {
+		return fmt.Errorf("clickhouse: %w", err)
+	}
+	return nil
+}
+
+// URL is the health server's base URL.
+func (m *Main) URL() string { return m.http.URL() }
+
+// Close stops intake, finishes the batch in hand, then closes connections.
+func (m *Main) Close(ctx context.Context) error {
+	var errs []error
+	if m.http != nil {
+		errs = append(errs, m.http.Close(ctx))
+	}
+	if m.cron != nil {
+		// No new passes; wait for a running one, within the shutdown bound.
+		select {
+		case <-m.cron.Stop().Done():
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("wait for the running pass: %w", ctx.Err()))
+		}
+	}
+	if m.cancel != nil {
+		m.cancel()
+		done := make(chan struct{})
+		go func() { m.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("wait for consumer: %w", ctx.Err()))
+		}
+	}
+	if m.conn != nil {
+		errs = append(errs, m.conn.Close(ctx))
+	}
+	errs = append(errs, m.db.Close())
+	return errors.Join(errs...)
+}
+
+// RunOnce migrates, runs one pass (alerts included) and returns its error:
+// only a failed pass is an error, not a failed alert.
+func (m *Main) RunOnce(ctx context.Context) error {
+	if _, err := m.db.Migrate(ctx); err != nil {
+		return err
+	}
+	if err := m.db.Open(ctx); err != nil {
+		return err
+	}
+	defer m.db.Close()
+	conn := &nats.Conn{URL: m.Config.NATSURL, Name: "ottu-recon-run-once", Logger: m.component("nats")}
+	if err := conn.Open(); err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+	m.conn = conn
+	if !conn.Connected() {
+		m.Logger.Warn().Str("url", m.Config.NATSURL).Msg("nats unreachable: new findings are not announced on recon.findings this time")
+		m.conn = nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, m.Config.PassTimeout)
+	defer cancel()
+	_, err := m.Pass(pctx)
+	return err
+}
+
+// Report prints the report: reconcile report [-format table|csv|json] [-since 720h|2026-05-01].
+func (m *Main) Report(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	format := fs.String("format", "table", "output format: "+strings.Join(report.Formats, ", "))
+	sinceText := fs.String("since", "720h", "how far back: a duration (168h) or a date (2026-05-01)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	since, err := parseSince(*sinceText, m.Now())
+	if err != nil {
+		return err
+	}
+	if err := m.db.Open(ctx); err != nil {
+		return err
+	}
+	defer m.db.Close()
+	r, err := (&clickhouse.Store{DB: m.db}).Report(ctx, since)
+	if err != nil {
+		return err
+	}
+	return report.Write(stdout, r, *format)
+}
+
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d).UTC(), nil
+	}
+	for _, layout := range []string{"2006-01-02", time.RFC3339, "2006-01-02 15:04:05"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("-since %q: want a duration such as 168h or a date such as 2026-05-01", s)
+}
