@@ -15,8 +15,14 @@ import (
 // Config is everything ingest reads from its environment (docs/product.md, "ingest",
 // plus the INGEST_* and NATS_STREAM_* knobs documented in the README).
 type Config struct {
-	Listen   string
-	HMACKeys [][]byte // never logged
+	Listen      string
+	AdminListen string   // INGEST_ADMIN_LISTEN: health and metrics here, not on Listen
+	HMACKeys    [][]byte // never logged
+
+	MaxConnections      int    // INGEST_MAX_CONNECTIONS
+	TLSCertFile         string // INGEST_TLS_CERT_FILE
+	TLSKeyFile          string // INGEST_TLS_KEY_FILE
+	RejectedBytesPerMin int    // INGEST_REJECTED_BYTES_PER_MINUTE: rejected bodies kept; 0 keeps all
 
 	NATSURL        string
 	NATSEmbedded   bool
@@ -35,16 +41,18 @@ type Config struct {
 // DefaultConfig is the configuration with nothing set.
 func DefaultConfig() Config {
 	return Config{
-		Listen:          ":8080",
-		NATSURL:         "nats://127.0.0.1:4222",
-		NATSListen:      "127.0.0.1:4222",
-		NATSStoreDir:    "./data/nats",
-		Stream:          nats.DefaultStreamConfig(),
-		SpoolDir:        "./data/spool",
-		SpoolMaxBytes:   1 << 30,
-		PublishTimeout:  2 * time.Second,
-		ShutdownTimeout: 20 * time.Second,
-		LogLevel:        zerolog.InfoLevel,
+		Listen:              ":8080",
+		MaxConnections:      1024,
+		RejectedBytesPerMin: 64 << 20,
+		NATSURL:             "nats://127.0.0.1:4222",
+		NATSListen:          "127.0.0.1:4222",
+		NATSStoreDir:        "./data/nats",
+		Stream:              nats.DefaultStreamConfig(),
+		SpoolDir:            "./data/spool",
+		SpoolMaxBytes:       1 << 30,
+		PublishTimeout:      2 * time.Second,
+		ShutdownTimeout:     20 * time.Second,
+		LogLevel:            zerolog.InfoLevel,
 	}
 }
 
@@ -56,6 +64,8 @@ var knownVars = map[string]bool{
 	"NATS_STREAM_REPLICAS": true, "NATS_STREAM_MAX_AGE": true, "NATS_STREAM_MAX_BYTES": true,
 	"NATS_DEDUP_WINDOW": true, "INGEST_SPOOL_DIR": true, "INGEST_SPOOL_MAX_BYTES": true,
 	"INGEST_PUBLISH_TIMEOUT": true, "INGEST_SHUTDOWN_TIMEOUT": true, "LOG_LEVEL": true,
+	"INGEST_ADMIN_LISTEN": true, "INGEST_MAX_CONNECTIONS": true, "INGEST_TLS_CERT_FILE": true,
+	"INGEST_TLS_KEY_FILE": true, "INGEST_REJECTED_BYTES_PER_MINUTE": true,
 }
 
 // LoadConfig reads env on top of DefaultConfig and validates the result.
@@ -63,6 +73,11 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	c := DefaultConfig()
 	var keys, level string
 	env.String(&c.Listen, "INGEST_LISTEN")
+	env.String(&c.AdminListen, "INGEST_ADMIN_LISTEN")
+	env.Int(&c.MaxConnections, "INGEST_MAX_CONNECTIONS")
+	env.String(&c.TLSCertFile, "INGEST_TLS_CERT_FILE")
+	env.String(&c.TLSKeyFile, "INGEST_TLS_KEY_FILE")
+	env.Int(&c.RejectedBytesPerMin, "INGEST_REJECTED_BYTES_PER_MINUTE")
 	env.Secret(&keys, "OTTU_HMAC_KEYS")
 	env.String(&c.NATSURL, "NATS_URL")
 	env.Bool(&c.NATSEmbedded, "NATS_EMBEDDED")
@@ -95,6 +110,15 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	if c.SpoolDir == "" {
 		env.Check("INGEST_SPOOL_DIR", errors.New("required"))
 	}
+	if c.MaxConnections < 1 {
+		env.Check("INGEST_MAX_CONNECTIONS", errors.New("must be at least 1"))
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		env.Check("INGEST_TLS_CERT_FILE", errors.New("set it and INGEST_TLS_KEY_FILE together, or neither"))
+	}
+	if c.RejectedBytesPerMin < 0 {
+		env.Check("INGEST_REJECTED_BYTES_PER_MINUTE", errors.New("must not be negative"))
+	}
 	if err := env.Err(); err != nil {
 		return Config{}, err
 	}
@@ -108,5 +132,5 @@ func UnknownVars() []string {
 
 func (c Config) String() string {
 	return fmt.Sprintf("listen=%s keys=%d nats=%s embedded=%v stream=%s spool=%s",
-		c.Listen, len(c.HMACKeys), c.NATSURL, c.NATSEmbedded, c.Stream.Name, c.SpoolDir)
+		c.Listen, len(c.HMACKeys), nats.RedactURL(c.NATSURL), c.NATSEmbedded, c.Stream.Name, c.SpoolDir)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
@@ -31,6 +32,7 @@ type Main struct {
 	spool   *spool.Spool
 	durable *spool.Durable
 	http    *webhook.Server
+	admin   *webhook.Server // INGEST_ADMIN_LISTEN
 }
 
 // NewMain returns an ingest daemon for cfg.
@@ -86,7 +88,7 @@ func (m *Main) Open() (err error) {
 		}
 		cancel()
 	} else {
-		m.Logger.Warn().Str("url", natsURL).Msg("nats unreachable at start; webhooks are spooled until it is back")
+		m.Logger.Warn().Str("url", nats.RedactURL(natsURL)).Msg("nats unreachable at start; webhooks are spooled until it is back")
 	}
 	m.durable = &spool.Durable{
 		Next:           publisher,
@@ -121,14 +123,29 @@ func (m *Main) Open() (err error) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ottu_ingest_nats_connected", Help: "1 while connected to NATS."},
 			func() float64 { return boolFloat(m.conn.Connected()) }),
 	)
-	m.http = &webhook.Server{
-		Addr: cfg.Listen,
-		Handler: &webhook.Handler{Keys: cfg.HMACKeys, Publisher: m.durable,
-			Logger: m.component("webhook"), Metrics: webhook.NewMetrics(m.Registry)},
-		Ready:    m.Ready,
-		Gatherer: m.Registry,
+	handler := &webhook.Handler{Keys: cfg.HMACKeys, Publisher: m.durable,
+		Logger: m.component("webhook"), Metrics: webhook.NewMetrics(m.Registry)}
+	if cfg.RejectedBytesPerMin > 0 {
+		handler.KeepBudget = rate.NewLimiter(rate.Limit(float64(cfg.RejectedBytesPerMin)/60), cfg.RejectedBytesPerMin)
 	}
-	return m.http.Open()
+	m.http = &webhook.Server{
+		Addr:           cfg.Listen,
+		Handler:        handler,
+		NoAdmin:        cfg.AdminListen != "",
+		Ready:          m.Ready,
+		Gatherer:       m.Registry,
+		MaxConnections: cfg.MaxConnections,
+		CertFile:       cfg.TLSCertFile,
+		KeyFile:        cfg.TLSKeyFile,
+	}
+	if err := m.http.Open(); err != nil {
+		return err
+	}
+	if cfg.AdminListen != "" {
+		m.admin = &webhook.Server{Addr: cfg.AdminListen, Ready: m.Ready, ShowErrors: true, Gatherer: m.Registry}
+		return m.admin.Open()
+	}
+	return nil
 }
 
 // Ready tells whether a webhook would be stored durably now: straight into the
@@ -145,6 +162,15 @@ func (m *Main) Ready() error {
 
 // URL is the base URL of the HTTP server.
 func (m *Main) URL() string { return m.http.URL() }
+
+// AdminURL is the base URL of the health and metrics server: the admin
+// server when INGEST_ADMIN_LISTEN is set, else the webhook server.
+func (m *Main) AdminURL() string {
+	if m.admin != nil {
+		return m.admin.URL()
+	}
+	return m.http.URL()
+}
 
 // NATSURL is the URL of the embedded NATS server, when there is one.
 func (m *Main) NATSURL() string {
@@ -163,6 +189,9 @@ func (m *Main) Close(ctx context.Context) error {
 	var errs []error
 	if m.http != nil {
 		errs = append(errs, m.http.Close(ctx))
+	}
+	if m.admin != nil {
+		errs = append(errs, m.admin.Close(ctx))
 	}
 	if m.durable != nil {
 		errs = append(errs, m.durable.Close(ctx))

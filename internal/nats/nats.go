@@ -9,7 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -125,7 +127,7 @@ func (c *Conn) Open() error {
 		}),
 	)
 	if err != nil {
-		return fmt.Errorf("connect nats %s: %w", c.URL, err)
+		return fmt.Errorf("connect nats %s: %w", RedactURL(c.URL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -345,4 +347,22 @@ func (p *FindingsPublisher) Publish(ctx context.Context, id string, body []byte)
 		return fmt.Errorf("publish %s: %w", FindingsSubject, err)
 	}
 	return nil
+}
+
+// RedactURL renders a NATS URL list (comma-separated) without credentials:
+// a user and password, or a token, in a URL's user part.
+func RedactURL(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "(a URL, not shown)"
+			continue
+		}
+		if u.User != nil {
+			u.User = url.User("redacted")
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
 }

@@ -145,7 +145,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if _, err := m.cron.AddFunc(m.Config.Schedule, m.scheduledPass); err != nil {
 		return fmt.Errorf("schedule %q: %w", m.Config.Schedule, err)
 	}
-	m.http = &webhook.Server{Addr: m.Config.Listen, Ready: m.Ready, Gatherer: m.Registry}
+	m.http = &webhook.Server{Addr: m.Config.Listen, Ready: m.Ready, ShowErrors: true, Gatherer: m.Registry}
 	if err := m.http.Open(); err != nil {
 		return err
 	}
@@ -440,7 +440,7 @@ func (m *Main) RunOnce(ctx context.Context) error {
 	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	m.conn = conn
 	if !conn.Connected() {
-		m.Logger.Warn().Str("url", m.Config.NATSURL).Msg("nats unreachable: new findings are not announced on recon.findings this time")
+		m.Logger.Warn().Str("url", nats.RedactURL(m.Config.NATSURL)).Msg("nats unreachable: new findings are not announced on recon.findings this time")
 		m.conn = nil
 	}
 	pctx, cancel := context.WithTimeout(ctx, m.Config.PassTimeout)

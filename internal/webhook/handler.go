@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
 )
@@ -38,6 +40,7 @@ const (
 	ReasonUnknownKind      = "unknown_kind"
 	ReasonInvalidField     = "invalid_field"
 	ReasonTooLarge         = "too_large"
+	ReasonTooComplex       = "too_complex"
 	ReasonUnreadable       = "unreadable_body"
 )
 
@@ -48,6 +51,10 @@ type Handler struct {
 	Logger    zerolog.Logger
 	Metrics   *Metrics
 	Now       func() time.Time
+	// KeepBudget, if set, bounds the bytes of rejected bodies kept for
+	// forensics (bytes per second, burst one minute's worth); beyond it a
+	// rejection keeps only its reason, and is counted.
+	KeepBudget *rate.Limiter
 }
 
 // rejection is a refused delivery: its status, its reason label and the detail
@@ -64,6 +71,8 @@ func (r *rejection) Error() string { return r.reason + ": " + r.detail }
 // place where errors become status codes.
 func classify(err error) *rejection {
 	switch {
+	case errors.Is(err, events.ErrTooComplex):
+		return &rejection{http.StatusBadRequest, ReasonTooComplex, err.Error()}
 	case errors.Is(err, events.ErrNotObject):
 		return &rejection{http.StatusBadRequest, ReasonNotObject, err.Error()}
 	case errors.Is(err, events.ErrMissingSignature):
@@ -111,6 +120,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// Before the signature is known good, nothing worse than linear runs on
+	// the body: one token scan bounds numbers, nesting and keys.
+	if err := events.CheckShape(body); err != nil {
+		h.reject(ctx, w, log, received, body, classify(err))
+		return
+	}
 	m, err := events.ParseObject(body)
 	if err != nil {
 		h.reject(ctx, w, log, received, body, classify(err))
@@ -181,7 +196,13 @@ func (h *Handler) reject(ctx context.Context, w http.ResponseWriter, log zerolog
 	h.Metrics.observe("unknown", "rejected")
 	h.Metrics.Rejected.WithLabelValues(rej.reason).Inc()
 	reason := rej.reason + ": " + rej.detail
-	env := events.Envelope{ID: events.RejectedID(body, reason), ReceivedAt: received, Reject: reason, Body: body}
+	id := events.RejectedID(body, reason) // of the body as received, kept or not
+	if h.KeepBudget != nil && len(body) > 0 && !h.KeepBudget.AllowN(received, len(body)) {
+		h.Metrics.BodiesDropped.Inc()
+		reason += fmt.Sprintf(" (body of %d bytes not kept: over the budget for rejected bodies)", len(body))
+		body = nil
+	}
+	env := events.Envelope{ID: id, ReceivedAt: received, Reject: reason, Body: body}
 	if _, err := h.Publisher.Publish(ctx, env); err != nil {
 		log.Error().Err(err).Str("delivery_id", env.ID).Msg("rejected webhook not kept")
 	}
@@ -216,6 +237,7 @@ type Metrics struct {
 	Rejected       *prometheus.CounterVec
 	Signatures     *prometheus.CounterVec
 	Unreadable     *prometheus.CounterVec
+	BodiesDropped  prometheus.Counter
 	PublishSeconds prometheus.Histogram
 }
 
@@ -238,13 +260,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ottu_ingest_unreadable_total",
 			Help: "Authentic webhooks with a value that cannot be read, kept raw (answered 200), by field.",
 		}, []string{"field"}),
+		BodiesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ottu_ingest_rejected_bodies_dropped_total",
+			Help: "Rejected deliveries whose body was not kept (over INGEST_REJECTED_BYTES_PER_MINUTE); their reason is.",
+		}),
 		PublishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "ottu_ingest_publish_seconds",
 			Help:    "Time to store a verified webhook durably (stream PubAck or local spool).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
 	}
-	reg.MustRegister(m.Webhooks, m.Rejected, m.Signatures, m.Unreadable, m.PublishSeconds)
+	reg.MustRegister(m.Webhooks, m.Rejected, m.Signatures, m.Unreadable, m.BodiesDropped, m.PublishSeconds)
 	return m
 }
 

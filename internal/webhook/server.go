@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -10,22 +11,33 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 )
 
 // WebhookPath is where Ottu posts (docs/product.md).
 const WebhookPath = "/webhooks/ottu"
 
-// Server is ingest's HTTP server: the webhook endpoint, /healthz, /readyz and
-// /metrics. Set the fields, Open, then Close.
+// Server is an HTTP server for the webhook endpoint and/or /healthz, /readyz
+// and /metrics. Set the fields, Open, then Close.
 type Server struct {
 	Addr string // listen address; ":0" picks a free port
 	// Handler serves WebhookPath; nil serves only the health and metrics
-	// endpoints (reconcile uses it so).
+	// endpoints (reconcile, and ingest's admin port).
 	Handler *Handler
-	// Ready reports whether webhooks can be stored durably now; /readyz answers
-	// 503 with its error text otherwise.
-	Ready    func() error
-	Gatherer prometheus.Gatherer
+	// NoAdmin leaves out /healthz, /readyz and /metrics (they are served on
+	// another port: INGEST_ADMIN_LISTEN).
+	NoAdmin bool
+	// Ready reports whether the daemon can work now; /readyz answers 503
+	// otherwise, with the error's text only when ShowErrors is set (never on
+	// a port the world reaches).
+	Ready      func() error
+	ShowErrors bool
+	Gatherer   prometheus.Gatherer
+	// MaxConnections caps the connections served at once (0: no cap); more
+	// wait in the kernel's backlog.
+	MaxConnections int
+	// CertFile and KeyFile, when set, make the server speak HTTPS.
+	CertFile, KeyFile string
 
 	ln  net.Listener
 	srv *http.Server
@@ -38,21 +50,33 @@ func (s *Server) Open() error {
 	if s.Handler != nil {
 		mux.Handle(WebhookPath, s.Handler)
 	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := s.Ready(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
+	if !s.NoAdmin {
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+		})
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if err := s.Ready(); err != nil {
+				body := map[string]string{"status": "not ready"}
+				if s.ShowErrors {
+					body["error"] = err.Error()
+				}
+				writeJSON(w, http.StatusServiceUnavailable, body)
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		})
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
+	}
+	if (s.CertFile == "") != (s.KeyFile == "") {
+		return errors.New("webhook server: set both the certificate and the key file, or neither")
+	}
 
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.Addr, err)
+	}
+	if s.MaxConnections > 0 {
+		ln = netutil.LimitListener(ln, s.MaxConnections)
 	}
 	s.ln = ln
 	// Timeouts against slow clients; Ottu itself waits 15 s by default (§5).
@@ -65,12 +89,27 @@ func (s *Server) Open() error {
 		MaxHeaderBytes:    64 << 10,
 	}
 	s.err = make(chan error, 1)
+	if s.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
+		s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		go func() { s.err <- s.srv.ServeTLS(ln, "", "") }()
+		return nil
+	}
 	go func() { s.err <- s.srv.Serve(ln) }()
 	return nil
 }
 
 // URL is the server's base URL.
-func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+func (s *Server) URL() string {
+	if s.CertFile != "" {
+		return "https://" + s.ln.Addr().String()
+	}
+	return "http://" + s.ln.Addr().String()
+}
 
 // Close stops accepting and waits for in-flight requests, bounded by ctx.
 func (s *Server) Close(ctx context.Context) error {

@@ -1,0 +1,192 @@
+package ingest
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/nats"
+	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
+	"github.com/ottu-recon/ottu-recon/internal/spool"
+)
+
+// TestIngest_BoundedBeforeAuthentication: bodies built to make parsing
+// expensive (a 900,000-digit number, deep nesting, thousands of keys) with a
+// bad signature are refused with 400 before any decimal is parsed. The calls
+// are counted, not timed; the time is logged.
+func TestIngest_BoundedBeforeAuthentication(t *testing.T) {
+	ns := natstest.MustOpenServer(t, "", "")
+	m := MustOpenMain(t, testConfig(t, ns.ClientURL()))
+	huge := []byte(`{"session_id":"s","state":"paid","amount":` + strings.Repeat("9", 900_000) + `,"signature":"` + strings.Repeat("0", 64) + `"}`)
+	deep := []byte(`{"session_id":"s","state":"paid","x":` + strings.Repeat("[", 40) + strings.Repeat("]", 40) + `}`)
+	var wide bytes.Buffer
+	wide.WriteString(`{"session_id":"s","state":"paid"`)
+	for i := range 1200 {
+		fmt.Fprintf(&wide, `,"k%d":0`, i)
+	}
+	wide.WriteString(`}`)
+
+	before := events.DecimalParses()
+	start := time.Now()
+	var wg sync.WaitGroup
+	codes := make([]int, 6)
+	for i, body := range [][]byte{huge, huge, huge, huge, deep, wide.Bytes()} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _ = post(t, m.URL(), http.MethodPost, body)
+		}()
+	}
+	wg.Wait()
+	t.Logf("4 concurrent 900,000-digit bodies, one nested 40 deep, one of 1,200 keys: answered in %s", time.Since(start).Round(time.Millisecond))
+	for i, code := range codes {
+		if code != http.StatusBadRequest {
+			t.Errorf("body %d: got %d, want 400", i, code)
+		}
+	}
+	if n := events.DecimalParses() - before; n != 0 {
+		t.Fatalf("%d decimals parsed before authentication", n)
+	}
+	// An authentic webhook still gets through, and is parsed.
+	if code, body := post(t, m.URL(), http.MethodPost, payment(t, 1, testKey)); code != http.StatusOK {
+		t.Fatalf("authentic webhook: %d %s", code, body)
+	}
+}
+
+// TestIngest_AdminListen: with INGEST_ADMIN_LISTEN, the webhook port serves
+// only the webhook; health and metrics (with error text) are on the admin
+// port. Without it, /readyz on the public port never shows error text.
+func TestIngest_AdminListen(t *testing.T) {
+	ns := natstest.MustOpenServer(t, "", "")
+	cfg := testConfig(t, ns.ClientURL())
+	cfg.AdminListen = "127.0.0.1:0"
+	m := MustOpenMain(t, cfg)
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code, _ := get(t, m.URL()+path); code != http.StatusNotFound {
+			t.Errorf("public %s: %d, want 404", path, code)
+		}
+		if code, _ := get(t, m.AdminURL()+path); code != http.StatusOK {
+			t.Errorf("admin %s: %d, want 200", path, code)
+		}
+	}
+
+	// The public port of an ingest without an admin port, NATS away and the
+	// spool full (an earlier run left more than its limit): 503, no detail.
+	public := testConfig(t, "nats://127.0.0.1:1")
+	left, err := spool.Open(public.SpoolDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := left.Append(events.Envelope{ID: "left", Kind: events.KindPayment, Body: bytes.Repeat([]byte("x"), 100)}); err != nil {
+		t.Fatal(err)
+	}
+	left.Close()
+	public.SpoolMaxBytes = 10
+	pm := NewMain(public, natstest.Logger(t))
+	if err := pm.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer pm.Close(t.Context()) // the spool cannot drain with NATS away: its error is expected
+	code, body := get(t, pm.URL()+"/readyz")
+	if code != http.StatusServiceUnavailable || strings.Contains(body, "error") || strings.Contains(body, "spool") || strings.Contains(body, "nats") {
+		t.Fatalf("public readyz: %d %s; want 503 with no error text", code, body)
+	}
+}
+
+func get(tb testing.TB, url string) (int, string) {
+	tb.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestIngest_MaxConnections: past INGEST_MAX_CONNECTIONS, a connection waits
+// until another closes.
+func TestIngest_MaxConnections(t *testing.T) {
+	ns := natstest.MustOpenServer(t, "", "")
+	cfg := testConfig(t, ns.ClientURL())
+	cfg.MaxConnections = 2
+	m := MustOpenMain(t, cfg)
+	addr := strings.TrimPrefix(m.URL(), "http://")
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		// A request on it, so the server has surely accepted it.
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		buf := make([]byte, 12)
+		if _, err := io.ReadFull(c, buf); err != nil || !strings.Contains(string(buf), "200") {
+			t.Fatalf("held connection: %q %v", buf, err)
+		}
+	}
+	client := &http.Client{Timeout: 300 * time.Millisecond}
+	if _, err := client.Get(m.URL() + "/healthz"); err == nil {
+		t.Fatal("a third connection was served while two were held")
+	}
+	held[0].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := (&http.Client{Timeout: 2 * time.Second}).Get(m.URL() + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not served after a connection closed: %v", err)
+		}
+	}
+	held[1].Close()
+}
+
+// TestIngest_RejectedBodyBudget: rejected bodies are kept up to the byte
+// budget; beyond it only the reason is, and the drop is counted.
+func TestIngest_RejectedBodyBudget(t *testing.T) {
+	ns := natstest.MustOpenServer(t, "", "")
+	cfg := testConfig(t, ns.ClientURL())
+	cfg.RejectedBytesPerMin = 100_000
+	m := MustOpenMain(t, cfg)
+	bad := bytes.Repeat([]byte("x"), 30_000)
+	for i := range 10 {
+		body := fmt.Appendf(nil, `{"n":%d,"pad":"%s"}`, i, bad) // distinct: each its own delivery
+		if code, _ := post(t, m.URL(), http.MethodPost, body); code != http.StatusUnauthorized {
+			t.Fatalf("got %d, want 401", code)
+		}
+	}
+	s := stream(t, ns.ClientURL())
+	kept, dropped := 0, 0
+	for _, msg := range msgIDs(t, s) {
+		if msg.Subject != "ottu.rejected" {
+			continue
+		}
+		if len(msg.Data) > 0 {
+			kept++
+		} else if strings.Contains(msg.Header.Get(nats.HeaderReject), "not kept") {
+			dropped++
+		}
+	}
+	if kept != 3 || dropped != 7 {
+		t.Fatalf("kept %d bodies and dropped %d, want 3 and 7", kept, dropped)
+	}
+	_, metrics := get(t, m.URL()+"/metrics")
+	if !strings.Contains(metrics, "ottu_ingest_rejected_bodies_dropped_total 7") {
+		t.Fatal("drops not counted")
+	}
+}
+
+var _ jetstream.Stream // the helpers above read the stream
