@@ -75,6 +75,12 @@ func TestTriggers(t *testing.T) {
 	totals.LastPaymentAt, totals.RefundedAmount = now, amt("3")
 	stale := parent("authorized", "10")
 	stale.AuthorizedAt = now
+	fresh := func(p *ledger.Parent, ops ...ledger.Operation) *ledger.Parent {
+		for i := range ops {
+			ops[i].FirstReceived = now
+		}
+		return with(p, ops...)
+	}
 	for _, tc := range []struct {
 		p    *ledger.Parent
 		code ledger.Code
@@ -84,6 +90,11 @@ func TestTriggers(t *testing.T) {
 		{listed, ledger.MissingOperation},
 		{totals, ledger.ParentTotalsMismatch},
 		{stale, ledger.StaleAuthorization},
+		// An operation just ahead of its parent's webhook: the parent is still pending.
+		{fresh(parent("pending", "10"), op("r1", "refund", "refunded", "5")), ledger.OperationOnInvalidState},
+		{fresh(parent("authorized", "10"), op("c1", "capture", "paid", "11")), ledger.OverCapture},
+		{fresh(parent("paid", "10"), op("r1", "refund", "refunded", "11")), ledger.OverRefund},
+		{fresh(parent("authorized", "10"), op("v1", "void", "voided", "9")), ledger.VoidAmountMismatch},
 	} {
 		if got := codes(ledger.Evaluate(tc.p, cfg, now)); slices.Contains(got, tc.code) {
 			t.Fatalf("%s fires at once", tc.code)

@@ -39,10 +39,27 @@ func Evaluate(p *Parent, cfg Config, now time.Time) []Finding {
 type fireFunc func(c Code, format string, args ...any)
 
 var rules = []func(p *Parent, cfg Config, now time.Time, fire fireFunc){
-	operationAmountMismatch, currencyMismatch, overCapture, overRefund, voidAfterCapture,
-	voidAmountMismatch, operationOnInvalidState, parentTotalsMismatch, missingOperation,
+	operationAmountMismatch, currencyMismatch, afterGrace(overCapture), afterGrace(overRefund), voidAfterCapture,
+	afterGrace(voidAmountMismatch), afterGrace(operationOnInvalidState), parentTotalsMismatch, missingOperation,
 	pgSideOperation, conflictingDuplicate, staleAuthorization, stuckRefund,
 	orderAmountMismatch, sandboxInLive,
+}
+
+// afterGrace makes a rule that judges operations by the parent's state see
+// only the operations that arrived at least RECON_GRACE ago: Ottu does not
+// order its deliveries, so the parent's paid or authorized webhook may still
+// be on its way. A finding a few minutes late beats a false critical alert.
+func afterGrace(rule func(*Parent, Config, time.Time, fireFunc)) func(*Parent, Config, time.Time, fireFunc) {
+	return func(p *Parent, cfg Config, now time.Time, fire fireFunc) {
+		settled := *p
+		settled.Operations = nil
+		for _, o := range p.Operations {
+			if now.Sub(o.FirstReceived) >= cfg.Grace {
+				settled.Operations = append(settled.Operations, o)
+			}
+		}
+		rule(&settled, cfg, now, fire)
+	}
 }
 
 // Classification of an operation at its latest state. Sums follow docs/product.md:

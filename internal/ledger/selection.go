@@ -53,6 +53,11 @@ func Triggers(cfg Config) []Trigger {
 		{StaleAuthorization, AnchorAuthorized, cfg.StaleAuthorization},
 		{StuckRefund, AnchorRefundQueued, cfg.StuckRefund},
 		{StuckRefund, AnchorOperationReceived, cfg.StuckRefund}, // a queued refund with no timestamp_utc
+		// The rules that wait RECON_GRACE for the parent's webhook (afterGrace).
+		{OperationOnInvalidState, AnchorOperationReceived, cfg.Grace},
+		{OverCapture, AnchorOperationReceived, cfg.Grace},
+		{OverRefund, AnchorOperationReceived, cfg.Grace},
+		{VoidAmountMismatch, AnchorOperationReceived, cfg.Grace},
 	}
 }
 
