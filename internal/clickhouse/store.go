@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -142,8 +143,14 @@ func (s *Store) SaveRun(ctx context.Context, r ledger.Run) error {
 	})
 }
 
-// latest orders the deliveries of one parent or operation as the views do.
-const latest = "(is_terminal, timestamp_utc, state_rank, received_at, stream_seq)"
+// latest orders the deliveries of one parent or operation as the views do:
+// terminal first, then the later timestamp_utc (docs/ottu-webhooks.md §4.1),
+// then the state's rank, then the later arrival. timestamp_utc is signed by
+// no scheme, and Ottu stamps it before it sends: a delivery whose
+// timestamp_utc is later than its arrival plus 5 minutes of clock skew ranks
+// below every other, so a re-posted body with a forged future time never
+// becomes the latest.
+const latest = "(toUInt32(timestamp_utc) <= toUInt32(received_at) + 300, is_terminal, timestamp_utc, state_rank, received_at, stream_seq)"
 
 // unreadableKey is what an unreadable delivery is filed under.
 const unreadableKey = "if(session_id != '', session_id, delivery_id)"
@@ -242,12 +249,35 @@ SELECT session_id, reference_number,
 	arraySort(groupUniqArray(operation)),
 	arraySort(groupUniqArray(txn_currency_code)),
 	arraySort(groupUniqArray(txn_state)),
+	arraySort(groupUniqArray(source)),
+	arraySort(groupUniqArray(child_session_id)),
 	min(amount), max(amount), toUInt8(countIf(isNull(amount)) > 0),
 	min(txn_amount), max(txn_amount), toUInt8(countIf(isNull(txn_amount)) > 0)
 FROM operation_events
 WHERE 1 %s
 GROUP BY session_id, reference_number
 ORDER BY session_id, reference_number`
+
+// sharedQuery finds the signed references (a payment attempt's or an
+// operation's reference_number) delivered under more than one parent, for
+// the selected parents: one row per parent and reference.
+const sharedQuery = `
+SELECT session_id, kind, reference_number, sessions
+FROM (
+	SELECT 'payment' AS kind, reference_number, arraySort(groupUniqArray(session_id)) AS sessions
+	FROM payment_events
+	WHERE reference_number != '' AND reference_number IN (SELECT reference_number FROM payment_events WHERE 1 %[1]s)
+	GROUP BY reference_number
+	HAVING length(sessions) > 1
+	UNION ALL
+	SELECT 'operation' AS kind, reference_number, arraySort(groupUniqArray(session_id)) AS sessions
+	FROM operation_events
+	WHERE reference_number IN (SELECT reference_number FROM operation_events WHERE 1 %[1]s)
+	GROUP BY reference_number
+	HAVING length(sessions) > 1
+) AS shared
+ARRAY JOIN sessions AS session_id
+ORDER BY session_id, kind, reference_number`
 
 const unreadableQuery = `
 SELECT ` + unreadableKey + ` AS key, delivery_id, any(kind), any(field), any(reason), toUInt32(min(received_at))
@@ -260,18 +290,23 @@ ORDER BY key, delivery_id`
 // operation and unreadable summaries, each ordered by the parent's key,
 // merged here. No table is loaded into memory.
 func (s *Store) Parents(ctx context.Context, sel ledger.Selection, fn func(*ledger.Parent) error) error {
-	var streams [3]*summaryReader
+	var streams [4]*summaryReader
 	for i, q := range []struct {
 		query, column string
 		scan          func(driver.Rows) (string, func(*ledger.Parent), error)
+		filters       int // how often the query applies the selection
 	}{
-		{parentsQuery, "session_id", scanParent},
-		{operationsQuery, "session_id", scanOperation},
-		{unreadableQuery, unreadableKey, scanUnreadable},
+		{parentsQuery, "session_id", scanParent, 1},
+		{operationsQuery, "session_id", scanOperation, 1},
+		{unreadableQuery, unreadableKey, scanUnreadable, 1},
+		{sharedQuery, "session_id", scanShared, 2},
 	} {
 		filter, args, err := candidates(sel, q.column)
 		if err != nil {
 			return err
+		}
+		if q.filters == 2 {
+			args = append(slices.Clone(args), args...)
 		}
 		rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(q.query, filter), args...)
 		if err != nil {
@@ -410,7 +445,7 @@ func scanParent(rows driver.Rows) (string, func(*ledger.Parent), error) {
 	return p.SessionID, func(dst *ledger.Parent) {
 		// The payment summary comes first for its key: keep what the other
 		// summaries may have added, take the rest.
-		p.Operations, p.Unreadable, p.Err = dst.Operations, dst.Unreadable, dst.Err
+		p.Operations, p.Unreadable, p.Shared, p.Err = dst.Operations, dst.Unreadable, dst.Shared, dst.Err
 		p.Sandbox = p.Sandbox || dst.Sandbox
 		*dst = p
 	}, nil
@@ -431,7 +466,7 @@ func scanOperation(rows driver.Rows) (string, func(*ledger.Parent), error) {
 	seen := &o.Seen
 	if err := rows.Scan(&session, &o.ReferenceNumber, &o.ChildSessionID, &o.Operation, &o.Source, &o.TxnState,
 		&o.TxnCurrency, &amt, &txnAmount, &first, &queued, &sandbox, &ops, &seen.Currencies, &seen.TxnStates,
-		&minAmount, &maxAmount, &amountAbsent, &minTxnAmount, &maxTxnAmount, &txnAmountAbsent); err != nil {
+		&seen.Sources, &seen.Children, &minAmount, &maxAmount, &amountAbsent, &minTxnAmount, &maxTxnAmount, &txnAmountAbsent); err != nil {
 		return "", nil, fmt.Errorf("scan operation summary: %w", err)
 	}
 	o.Amount, o.TxnAmount = amount(amt), amount(txnAmount)
@@ -448,6 +483,17 @@ func scanOperation(rows driver.Rows) (string, func(*ledger.Parent), error) {
 		p.Operations = append(p.Operations, o)
 		p.Sandbox = p.Sandbox || o.Sandbox
 	}, nil
+}
+
+func scanShared(rows driver.Rows) (string, func(*ledger.Parent), error) {
+	var (
+		session string
+		sh      ledger.Shared
+	)
+	if err := rows.Scan(&session, &sh.Kind, &sh.ReferenceNumber, &sh.Sessions); err != nil {
+		return "", nil, fmt.Errorf("scan shared reference: %w", err)
+	}
+	return session, func(p *ledger.Parent) { p.Shared = append(p.Shared, sh) }, nil
 }
 
 func scanUnreadable(rows driver.Rows) (string, func(*ledger.Parent), error) {

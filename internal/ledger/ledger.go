@@ -37,6 +37,7 @@ const (
 	OrderAmountMismatch     Code = "ORDER_AMOUNT_MISMATCH"
 	SandboxInLive           Code = "SANDBOX_IN_LIVE"
 	UnreadableWebhook       Code = "UNREADABLE_WEBHOOK"
+	ReplayedWebhook         Code = "REPLAYED_WEBHOOK"
 )
 
 // Severity of a finding.
@@ -71,6 +72,7 @@ var Codes = []struct {
 	{OrderAmountMismatch, Critical},
 	{SandboxInLive, Critical},     // a test payment where money is expected
 	{UnreadableWebhook, Critical}, // an authentic webhook nobody can reconcile until a person reads it
+	{ReplayedWebhook, Critical},   // someone re-posted a signed body with unsigned fields changed
 }
 
 // SeverityOf returns the severity of code.
@@ -119,9 +121,21 @@ type Parent struct {
 	// could not be read.
 	Unreadable []Unreadable
 
+	// Shared lists the signed references (a payment attempt's or an
+	// operation's reference_number) that deliveries of this parent share
+	// with another parent: the same signed body under another session_id.
+	Shared []Shared
+
 	// Err is set when the store could not read this parent whole: the pass
 	// does not evaluate it, and the next pass tries again.
 	Err error
+}
+
+// Shared is a reference_number found under several parents.
+type Shared struct {
+	Kind            string // payment or operation
+	ReferenceNumber string
+	Sessions        []string // every parent it was seen under, this one included
 }
 
 // Unreadable is an authentic delivery kept raw because a value cannot be read
@@ -157,6 +171,8 @@ type Variant struct {
 	TxnAmount events.Amount
 	Currency  string
 	TxnState  string
+	Source    string
+	Child     string // txn.session_id
 }
 
 // Seen sums up what the deliveries of one operation said, field by field:
@@ -168,6 +184,8 @@ type Seen struct {
 	Operations []string // distinct operation values, "" (null) left out
 	Currencies []string // distinct txn.currency_code values
 	TxnStates  []string // distinct txn.state values
+	Sources    []string // distinct source values (unsigned: never changed by Ottu)
+	Children   []string // distinct txn.session_id values (unsigned: never changed by Ottu)
 	Amount     Range    // of amount
 	TxnAmount  Range    // of txn.amount
 }
@@ -204,6 +222,8 @@ func (s *Seen) Add(v Variant) {
 	}
 	addText(&s.Currencies, v.Currency)
 	addText(&s.TxnStates, v.TxnState)
+	addText(&s.Sources, v.Source)
+	addText(&s.Children, v.Child)
 	s.Amount.add(v.Amount)
 	s.TxnAmount.add(v.TxnAmount)
 }

@@ -252,3 +252,49 @@ func TestCleanDetail(t *testing.T) {
 		t.Fatalf("long detail: %d bytes, valid %v", len(got), utf8.ValidString(got))
 	}
 }
+
+// TestReplayedWebhook: deliveries of one operation that disagree on a value
+// Ottu never changes and no signature covers, or one signed reference under
+// two parents, are evidence of a replay; a gateway-side operation re-posted as
+// source input stays gateway-side.
+func TestReplayedWebhook(t *testing.T) {
+	reposted := func(mod func(v *ledger.Variant)) *ledger.Parent {
+		o := op("r1", "refund", "refunded", "5")
+		o.Source = "input" // the latest delivery
+		v := ledger.Variant{Operation: "refund", Amount: amt("5"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refunded",
+			Source: "input", Child: "c-r1"}
+		mod(&v)
+		o.Seen.Add(v)
+		return with(parent("paid", "25.5"), o)
+	}
+	shared := parent("paid", "25.5")
+	shared.Shared = []ledger.Shared{{Kind: "payment", ReferenceNumber: "att-1", Sessions: []string{"other", "s1"}}}
+	for _, tc := range []struct {
+		name   string
+		p      *ledger.Parent
+		want   []ledger.Code
+		detail string
+	}{
+		{"pg re-posted as input", reposted(func(v *ledger.Variant) { v.Source = "pg" }),
+			[]ledger.Code{ledger.PGSideOperation, ledger.ReplayedWebhook}, "source (input vs pg)"},
+		{"another txn.session_id", reposted(func(v *ledger.Variant) { v.Child = "c-forged" }),
+			[]ledger.Code{ledger.ReplayedWebhook}, "txn.session_id"},
+		{"a signed reference under another parent", shared, []ledger.Code{ledger.ReplayedWebhook}, "session_id other"},
+		{"an identical re-delivery", reposted(func(*ledger.Variant) {}), []ledger.Code{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := ledger.Evaluate(tc.p, cfg, now)
+			if got := codes(fs); !slices.Equal(got, tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			for _, f := range fs {
+				if f.Code == ledger.ReplayedWebhook && !strings.Contains(f.Detail, tc.detail) {
+					t.Fatalf("detail %q does not name %q", f.Detail, tc.detail)
+				}
+				if f.Code == ledger.PGSideOperation && !strings.Contains(f.Detail, "no signature covers: source") {
+					t.Fatalf("detail %q does not say it rests on an unsigned value", f.Detail)
+				}
+			}
+		})
+	}
+}

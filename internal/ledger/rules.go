@@ -22,9 +22,14 @@ import (
 func Evaluate(p *Parent, cfg Config, now time.Time) []Finding {
 	var out []Finding
 	fire := func(c Code, format string, args ...any) {
-		out = append(out, Finding{SessionID: p.SessionID, Code: c, Severity: SeverityOf(c), Detail: CleanDetail(fmt.Sprintf(format, args...))})
+		detail := fmt.Sprintf(format, args...)
+		if fields := unsignedInputs[c]; fields != "" {
+			detail += " [rests on values no signature covers: " + fields + "]"
+		}
+		out = append(out, Finding{SessionID: p.SessionID, Code: c, Severity: SeverityOf(c), Detail: CleanDetail(detail)})
 	}
 	unreadableWebhook(p, cfg, now, fire)
+	replayedWebhook(p, cfg, now, fire)
 	if !p.HasPayment {
 		orphan(p, cfg, now, fire)
 	} else {
@@ -37,6 +42,26 @@ func Evaluate(p *Parent, cfg Config, now time.Time) []Finding {
 }
 
 type fireFunc func(c Code, format string, args ...any)
+
+// unsignedInputs names, per rule, the values it reads that neither of
+// Ottu's signature schemes covers (docs/ottu-webhooks.md §3.6): whoever
+// holds one signed body could change them. The finding's detail says so.
+var unsignedInputs = map[Code]string{
+	OperationAmountMismatch: "txn.amount",
+	CurrencyMismatch:        "txn.currency_code",
+	OverCapture:             "txn.amount, txn.state",
+	OverRefund:              "txn.amount, txn.state",
+	VoidAfterCapture:        "operation, txn.state",
+	VoidAmountMismatch:      "txn.amount, txn.state",
+	OperationOnInvalidState: "operation, txn.state",
+	ParentTotalsMismatch:    "refunded_amount, voided_amount, txn.amount",
+	MissingOperation:        "transactions[]",
+	PGSideOperation:         "source",
+	ConflictingDuplicate:    "operation, txn",
+	StaleAuthorization:      "timestamp_utc",
+	StuckRefund:             "timestamp_utc, txn.state",
+	SandboxInLive:           "is_sandbox",
+}
 
 var rules = []func(p *Parent, cfg Config, now time.Time, fire fireFunc){
 	operationAmountMismatch, currencyMismatch, afterGrace(overCapture), afterGrace(overRefund), voidAfterCapture,
@@ -291,11 +316,13 @@ func orphan(p *Parent, cfg Config, now time.Time, fire fireFunc) {
 	}
 }
 
-// PG_SIDE_OPERATION: an operation done on the gateway's dashboard (source pg).
+// PG_SIDE_OPERATION: an operation done on the gateway's dashboard: any of
+// its deliveries said source pg. Evidence only grows: a later delivery saying
+// otherwise (source is signed by no scheme) never resolves it.
 func pgSideOperation(p *Parent, _ Config, _ time.Time, fire fireFunc) {
 	var pg []string
 	for _, o := range p.Operations {
-		if o.Source == "pg" {
+		if o.Source == "pg" || slices.Contains(o.Seen.Sources, "pg") {
 			pg = append(pg, fmt.Sprintf("%s %s %s", o.ReferenceNumber, o.Operation, amountText(o.TxnAmount, o.TxnCurrency)))
 		}
 	}
@@ -464,4 +491,33 @@ func CleanDetail(s string) string {
 		cut--
 	}
 	return s[:cut] + ellipsis
+}
+
+// REPLAYED_WEBHOOK: evidence that someone re-posted a signed body with
+// fields no signature covers changed: deliveries of one operation that
+// disagree on source or txn.session_id (Ottu never changes them), or a signed
+// reference (a payment attempt's or an operation's reference_number) under
+// another parent's session_id.
+func replayedWebhook(p *Parent, _ Config, _ time.Time, fire fireFunc) {
+	var bad []string
+	for _, o := range p.Operations {
+		if len(o.Seen.Sources) > 1 {
+			bad = append(bad, fmt.Sprintf("%s: deliveries disagree on source (%s)", o.ReferenceNumber, strings.Join(o.Seen.Sources, " vs ")))
+		}
+		if len(o.Seen.Children) > 1 {
+			bad = append(bad, fmt.Sprintf("%s: deliveries disagree on txn.session_id (%s)", o.ReferenceNumber, strings.Join(o.Seen.Children, " vs ")))
+		}
+	}
+	for _, sh := range p.Shared {
+		var others []string
+		for _, s := range sh.Sessions {
+			if s != p.SessionID {
+				others = append(others, s)
+			}
+		}
+		bad = append(bad, fmt.Sprintf("%s %s also delivered under session_id %s", sh.Kind, sh.ReferenceNumber, strings.Join(others, ", ")))
+	}
+	if len(bad) > 0 {
+		fire(ReplayedWebhook, "a signed body was re-posted with unsigned fields changed: %s", strings.Join(bad, "; "))
+	}
 }

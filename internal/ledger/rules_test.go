@@ -39,7 +39,8 @@ func op(ref, kind, state, amount string) ledger.Operation {
 // with adds ops to p, each having been delivered (at least) as it stands.
 func with(p *ledger.Parent, ops ...ledger.Operation) *ledger.Parent {
 	for _, o := range ops {
-		o.Seen.Add(ledger.Variant{Operation: o.Operation, Amount: o.Amount, TxnAmount: o.TxnAmount, Currency: o.TxnCurrency, TxnState: o.TxnState})
+		o.Seen.Add(ledger.Variant{Operation: o.Operation, Amount: o.Amount, TxnAmount: o.TxnAmount, Currency: o.TxnCurrency,
+			TxnState: o.TxnState, Source: o.Source, Child: o.ChildSessionID})
 		p.Operations = append(p.Operations, o)
 	}
 	return p
@@ -70,12 +71,12 @@ func TestEvaluate(t *testing.T) {
 		{"failed payment later paid, then refunded", with(parent("paid", "10", "failed"), op("r1", "refund", "refunded", "10")), nil, C{}},
 		{"queued refund that later completed", func() *ledger.Parent {
 			o := op("r1", "refund", "refunded", "5")
-			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("5.000"), TxnAmount: amt("5.0"), Currency: "KWD", TxnState: "refund_queued"})
+			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("5.000"), TxnAmount: amt("5.0"), Currency: "KWD", TxnState: "refund_queued", Source: "input", Child: "c-r1"})
 			return with(parent("paid", "25.5"), o)
 		}(), nil, C{}},
 		{"identical duplicate", func() *ledger.Parent {
 			o := op("r1", "refund", "refunded", "5")
-			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("5"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refunded"})
+			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("5"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refunded", Source: "input", Child: "c-r1"})
 			return with(parent("paid", "25.5"), o)
 		}(), nil, C{}},
 		{"equal amounts written differently", func() *ledger.Parent {
@@ -159,12 +160,12 @@ func TestEvaluate(t *testing.T) {
 		}(), nil, C{ledger.PGSideOperation}},
 		{"CONFLICTING_DUPLICATE on amount", func() *ledger.Parent {
 			o := op("r1", "refund", "refunded", "5")
-			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("6"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refunded"})
+			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("6"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refunded", Source: "input", Child: "c-r1"})
 			return with(parent("paid", "25.5"), o)
 		}(), nil, C{ledger.ConflictingDuplicate}},
 		{"CONFLICTING_DUPLICATE on state", func() *ledger.Parent {
 			o := op("r1", "refund", "refunded", "5")
-			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("5"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refund_rejected"})
+			o.Seen.Add(ledger.Variant{Operation: "refund", Amount: amt("5"), TxnAmount: amt("5"), Currency: "KWD", TxnState: "refund_rejected", Source: "input", Child: "c-r1"})
 			return with(parent("paid", "25.5"), o)
 		}(), nil, C{ledger.ConflictingDuplicate}},
 		{"STALE_AUTHORIZATION", func() *ledger.Parent {
@@ -233,8 +234,8 @@ func details(fs []ledger.Finding) string {
 }
 
 func TestCodes(t *testing.T) {
-	if len(ledger.Codes) != 17 {
-		t.Fatalf("got %d codes, want the 17 this version implements", len(ledger.Codes))
+	if len(ledger.Codes) != 18 {
+		t.Fatalf("got %d codes, want the 18 of docs/product.md", len(ledger.Codes))
 	}
 	seen := map[ledger.Code]bool{}
 	for _, c := range ledger.Codes {

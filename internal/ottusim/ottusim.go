@@ -318,6 +318,14 @@ func (g *Generator) Parent(kind Kind) Parent {
 	case Kind(ledger.SandboxInLive):
 		c.sandbox = true
 		c.payment("paid", "success", step(0), nil)
+	case Kind(ledger.ReplayedWebhook):
+		// A gateway-side void re-posted, as someone holding the signed body
+		// could, with source input: both findings stay raised.
+		c.payment("authorized", "success", step(0), nil)
+		c.op("void", "voided", c.amount, step(1), func(m, _ map[string]any) { m["source"] = "pg" })
+		c.again(len(p.Webhooks)-1, step(2), func(m, _ map[string]any) { m["source"] = "input" })
+		p.Expect = []ledger.Code{ledger.PGSideOperation, ledger.ReplayedWebhook}
+		return p
 	case Kind(ledger.UnreadableWebhook):
 		// An authentic refund whose amount has more decimals than any
 		// currency: kept raw, raised, never reconciled as an operation.
