@@ -48,8 +48,9 @@ func TestCompose(t *testing.T) {
 	if err := yaml.Unmarshal([]byte(read(t, "docker-compose.yml")), &c); err != nil {
 		t.Fatal(err)
 	}
-	ingestConfig := read(t, "internal/ingest/config.go")
-	reconcileConfig := read(t, "internal/reconcile/config.go")
+	natsAuth := read(t, "internal/nats/auth.go") // both daemons read the NATS credentials through it
+	ingestConfig := read(t, "internal/ingest/config.go") + natsAuth
+	reconcileConfig := read(t, "internal/reconcile/config.go") + natsAuth
 	reconcileMain := read(t, "cmd/reconcile/main.go")
 	ingestMain := read(t, "cmd/ingest/main.go")
 

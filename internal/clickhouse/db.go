@@ -10,9 +10,12 @@ package clickhouse
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -28,6 +31,10 @@ type DB struct {
 	Database string
 	Username string
 	Password string
+	// TLS connects over TLS (CLICKHOUSE_TLS), trusting TLSCAFile when set,
+	// else the system's roots.
+	TLS       bool
+	TLSCAFile string
 	// QueryTimeout bounds a call whose ctx has no deadline; default 60s.
 	QueryTimeout time.Duration
 	// QueryLog, if set, is clickhouse-go's logger: at debug level it gets
@@ -60,7 +67,22 @@ func (db *DB) Open(ctx context.Context) error {
 }
 
 func (db *DB) dial(database string) (driver.Conn, error) {
+	var tlsConfig *tls.Config
+	if db.TLS {
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		if db.TLSCAFile != "" {
+			pem, err := os.ReadFile(db.TLSCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("read CLICKHOUSE_TLS_CA_FILE: %w", err)
+			}
+			tlsConfig.RootCAs = x509.NewCertPool()
+			if !tlsConfig.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, errors.New("CLICKHOUSE_TLS_CA_FILE holds no PEM certificate")
+			}
+		}
+	}
 	conn, err := ch.Open(&ch.Options{
+		TLS:          tlsConfig,
 		Addr:         db.Addrs,
 		Auth:         ch.Auth{Database: database, Username: db.Username, Password: db.Password},
 		DialTimeout:  5 * time.Second,

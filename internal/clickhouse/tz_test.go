@@ -19,7 +19,7 @@ import (
 func TestTimeZone(t *testing.T) {
 	now := time.Date(2026, 11, 29, 22, 40, 0, 0, time.UTC)
 	utc := outcome(t, chtest.MustOpenDB(t), now) // the suite's server runs in UTC
-	kuwait := outcome(t, chtest.MustOpenDB(t, chtest.StartServer(t, "Asia/Kuwait")), now)
+	kuwait := outcome(t, chtest.MustOpenDB(t, chtest.StartServer(t, "Asia/Kuwait").Addr), now)
 	if utc != kuwait {
 		t.Fatalf("results differ with the server in Asia/Kuwait:\n--- UTC\n%s\n--- Asia/Kuwait\n%s", utc, kuwait)
 	}

@@ -25,6 +25,7 @@ type Config struct {
 	RejectedBytesPerMin int    // INGEST_REJECTED_BYTES_PER_MINUTE: rejected bodies kept; 0 keeps all
 
 	NATSURL        string
+	NATSAuth       nats.Auth // NATS_CREDS_FILE, NATS_USER, ...; with NATS_EMBEDDED they protect its listener
 	NATSEmbedded   bool
 	NATSListen     string
 	NATSStoreDir   string
@@ -58,7 +59,7 @@ func DefaultConfig() Config {
 
 // knownVars are the variables ingest reads; other INGEST_* and NATS_STREAM_*
 // variables are reported as likely typos.
-var knownVars = map[string]bool{
+var knownVars = authVars(map[string]bool{
 	"INGEST_LISTEN": true, "OTTU_HMAC_KEYS": true, "NATS_URL": true, "NATS_EMBEDDED": true,
 	"NATS_LISTEN": true, "NATS_STORE_DIR": true, "NATS_SYNC_ALWAYS": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true,
 	"NATS_STREAM_REPLICAS": true, "NATS_STREAM_MAX_AGE": true, "NATS_STREAM_MAX_BYTES": true,
@@ -66,6 +67,13 @@ var knownVars = map[string]bool{
 	"INGEST_PUBLISH_TIMEOUT": true, "INGEST_SHUTDOWN_TIMEOUT": true, "LOG_LEVEL": true,
 	"INGEST_ADMIN_LISTEN": true, "INGEST_MAX_CONNECTIONS": true, "INGEST_TLS_CERT_FILE": true,
 	"INGEST_TLS_KEY_FILE": true, "INGEST_REJECTED_BYTES_PER_MINUTE": true,
+})
+
+func authVars(known map[string]bool) map[string]bool {
+	for _, v := range nats.AuthVars {
+		known[v] = true
+	}
+	return known
 }
 
 // LoadConfig reads env on top of DefaultConfig and validates the result.
@@ -80,6 +88,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.Int(&c.RejectedBytesPerMin, "INGEST_REJECTED_BYTES_PER_MINUTE")
 	env.Secret(&keys, "OTTU_HMAC_KEYS")
 	env.String(&c.NATSURL, "NATS_URL")
+	c.NATSAuth = nats.ReadAuth(env)
 	env.Bool(&c.NATSEmbedded, "NATS_EMBEDDED")
 	env.String(&c.NATSListen, "NATS_LISTEN")
 	env.String(&c.NATSStoreDir, "NATS_STORE_DIR")
@@ -109,6 +118,9 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.Check("NATS_STREAM", c.Stream.Validate())
 	if c.SpoolDir == "" {
 		env.Check("INGEST_SPOOL_DIR", errors.New("required"))
+	}
+	if c.NATSEmbedded && (c.NATSAuth.CredsFile != "" || c.NATSAuth.NKeySeedFile != "") {
+		env.Check("NATS_EMBEDDED", errors.New("the embedded server is protected by NATS_USER with NATS_PASSWORD, or NATS_TOKEN"))
 	}
 	if c.MaxConnections < 1 {
 		env.Check("INGEST_MAX_CONNECTIONS", errors.New("must be at least 1"))

@@ -57,13 +57,14 @@ func (m *Main) Open() (err error) {
 	natsURL := cfg.NATSURL
 	if cfg.NATSEmbedded {
 		m.server = &nats.Server{Listen: cfg.NATSListen, StoreDir: cfg.NATSStoreDir, SyncAlways: cfg.NATSSyncAlways,
+			User: cfg.NATSAuth.User, Password: cfg.NATSAuth.Password, Token: cfg.NATSAuth.Token,
 			Logger: m.component("nats-server")}
 		if err := m.server.Open(); err != nil {
 			return err
 		}
 		natsURL = m.server.ClientURL()
 	}
-	m.conn = &nats.Conn{URL: natsURL, Name: "ottu-recon-ingest", ReconnectWait: 250 * time.Millisecond, Logger: m.component("nats")}
+	m.conn = &nats.Conn{URL: natsURL, Name: "ottu-recon-ingest", Auth: cfg.NATSAuth, ReconnectWait: 250 * time.Millisecond, Logger: m.component("nats")}
 	if err := m.conn.Open(); err != nil {
 		return err
 	}

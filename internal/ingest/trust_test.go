@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
@@ -190,3 +191,25 @@ func TestIngest_RejectedBodyBudget(t *testing.T) {
 }
 
 var _ jetstream.Stream // the helpers above read the stream
+
+// TestIngest_EmbeddedAuth: with NATS_EMBEDDED, NATS_USER and NATS_PASSWORD
+// protect the embedded server: ingest stores through it, an anonymous client
+// is refused, the daemon's credentials are accepted.
+func TestIngest_EmbeddedAuth(t *testing.T) {
+	cfg := testConfig(t, "")
+	cfg.NATSEmbedded, cfg.NATSListen, cfg.NATSStoreDir = true, "127.0.0.1:0", t.TempDir()
+	cfg.NATSAuth = nats.Auth{User: "ottu", Password: "embedded-S3CRET"}
+	m := MustOpenMain(t, cfg)
+	if status, body := post(t, m.URL(), http.MethodPost, payment(t, 1, testKey)); status != 200 || !strings.Contains(body, `"stored"`) {
+		t.Fatalf("got %d %s", status, body)
+	}
+	if nc, err := natsgo.Connect(m.NATSURL()); err == nil {
+		nc.Close()
+		t.Fatal("the embedded server accepted an anonymous client")
+	}
+	nc, err := natsgo.Connect(m.NATSURL(), natsgo.UserInfo("ottu", "embedded-S3CRET"))
+	if err != nil {
+		t.Fatalf("the daemon's credentials: %v", err)
+	}
+	nc.Close()
+}

@@ -95,6 +95,7 @@ func orUnlimited(n int64) int64 {
 type Conn struct {
 	URL           string
 	Name          string // client name shown by the server
+	Auth          Auth
 	ReconnectWait time.Duration
 	Logger        zerolog.Logger
 
@@ -110,7 +111,11 @@ func (c *Conn) Open() error {
 		c.ReconnectWait = time.Second
 	}
 	log := c.Logger
-	nc, err := nats.Connect(c.URL,
+	authOpts, err := c.Auth.options()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(c.URL, append(authOpts,
 		nats.Name(c.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(c.ReconnectWait),
@@ -125,7 +130,10 @@ func (c *Conn) Open() error {
 				log.Warn().Err(err).Msg("nats disconnected")
 			}
 		}),
-	)
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn().Err(err).Msg("nats error") // e.g. a permission the account lacks
+		}),
+	)...)
 	if err != nil {
 		return fmt.Errorf("connect nats %s: %w", RedactURL(c.URL), err)
 	}

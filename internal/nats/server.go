@@ -19,7 +19,10 @@ type Server struct {
 	// message is written to the OS and fsyncs every 2 minutes: a host crash
 	// (not a process crash) can lose what was acknowledged since.
 	SyncAlways bool
-	Logger     zerolog.Logger
+	// User and Password, or Token, protect the listener (the same the
+	// daemons connect with); empty: no authentication.
+	User, Password, Token string
+	Logger                zerolog.Logger
 
 	ns *server.Server
 }
@@ -41,14 +44,17 @@ func (s *Server) Open() error {
 		port = server.RANDOM_PORT
 	}
 	ns, err := server.NewServer(&server.Options{
-		ServerName: "ottu-recon-embedded",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   s.StoreDir,
-		MaxPayload: MaxPayload,
-		NoSigs:     true,
-		SyncAlways: s.SyncAlways,
+		ServerName:    "ottu-recon-embedded",
+		Host:          host,
+		Port:          port,
+		JetStream:     true,
+		StoreDir:      s.StoreDir,
+		MaxPayload:    MaxPayload,
+		NoSigs:        true,
+		SyncAlways:    s.SyncAlways,
+		Username:      s.User,
+		Password:      s.Password,
+		Authorization: s.Token,
 	})
 	if err != nil {
 		return fmt.Errorf("create nats server: %w", err)

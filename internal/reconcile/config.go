@@ -17,13 +17,16 @@ import (
 // Config is everything reconcile reads from its environment (docs/product.md,
 // "reconcile", plus the RECON_* knobs documented in the README).
 type Config struct {
-	NATSURL string
-	Stream  nats.StreamConfig
+	NATSURL  string
+	NATSAuth nats.Auth
+	Stream   nats.StreamConfig
 
 	ClickHouseAddrs    []string
 	ClickHouseDatabase string
 	ClickHouseUsername string
 	ClickHousePassword string // never logged
+	ClickHouseTLS      bool   // CLICKHOUSE_TLS
+	ClickHouseTLSCA    string // CLICKHOUSE_TLS_CA_FILE
 
 	Schedule           string
 	Grace              time.Duration
@@ -68,13 +71,20 @@ func DefaultConfig() Config {
 	}
 }
 
-var knownVars = map[string]bool{
+var knownVars = withAuthVars(map[string]bool{
 	"NATS_URL": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true,
-	"CLICKHOUSE_ADDR": true, "CLICKHOUSE_DATABASE": true, "CLICKHOUSE_USERNAME": true, "CLICKHOUSE_PASSWORD": true,
+	"CLICKHOUSE_ADDR": true, "CLICKHOUSE_DATABASE": true, "CLICKHOUSE_TLS": true, "CLICKHOUSE_TLS_CA_FILE": true, "CLICKHOUSE_USERNAME": true, "CLICKHOUSE_PASSWORD": true,
 	"RECON_SCHEDULE": true, "RECON_GRACE": true, "RECON_STALE_AUTHORIZATION": true, "RECON_STUCK_REFUND": true,
 	"RECON_PASS_TIMEOUT": true, "RECON_FULL_EVERY": true, "RECON_LISTEN": true, "RECON_CONSUMER": true, "RECON_BATCH_SIZE": true,
 	"RECON_BATCH_WAIT": true, "RECON_SHUTDOWN_TIMEOUT": true, "OTTU_ENVIRONMENT": true,
 	"ALERT_WEBHOOK_URL": true, "ALERT_HMAC_KEY": true, "LOG_LEVEL": true,
+})
+
+func withAuthVars(known map[string]bool) map[string]bool {
+	for _, v := range nats.AuthVars {
+		known[v] = true
+	}
+	return known
 }
 
 // LoadConfig reads env on top of DefaultConfig and validates the result.
@@ -82,12 +92,15 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	c := DefaultConfig()
 	var addrs, level string
 	env.String(&c.NATSURL, "NATS_URL")
+	c.NATSAuth = nats.ReadAuth(env)
 	env.String(&c.Stream.Name, "NATS_STREAM")
 	env.String(&c.Stream.SubjectPrefix, "NATS_SUBJECT_PREFIX")
 	env.String(&addrs, "CLICKHOUSE_ADDR")
 	env.String(&c.ClickHouseDatabase, "CLICKHOUSE_DATABASE")
 	env.String(&c.ClickHouseUsername, "CLICKHOUSE_USERNAME")
 	env.Secret(&c.ClickHousePassword, "CLICKHOUSE_PASSWORD")
+	env.Bool(&c.ClickHouseTLS, "CLICKHOUSE_TLS")
+	env.String(&c.ClickHouseTLSCA, "CLICKHOUSE_TLS_CA_FILE")
 	env.String(&c.Schedule, "RECON_SCHEDULE")
 	env.Duration(&c.Grace, "RECON_GRACE")
 	env.Duration(&c.StaleAuthorization, "RECON_STALE_AUTHORIZATION")
@@ -127,6 +140,9 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	}
 	if c.BatchSize < 1 || c.BatchSize > 100000 {
 		env.Check("RECON_BATCH_SIZE", fmt.Errorf("want 1 to 100000, got %d", c.BatchSize))
+	}
+	if c.ClickHouseTLSCA != "" && !c.ClickHouseTLS {
+		env.Check("CLICKHOUSE_TLS_CA_FILE", errors.New("set CLICKHOUSE_TLS=true too"))
 	}
 	if c.FullEvery < 0 {
 		env.Check("RECON_FULL_EVERY", errors.New("must not be negative (0: only the first pass is full)"))

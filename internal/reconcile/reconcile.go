@@ -66,7 +66,7 @@ type Main struct {
 func NewMain(cfg Config, logger zerolog.Logger) *Main {
 	m := &Main{Config: cfg, Logger: logger, Registry: prometheus.NewRegistry(), Now: time.Now}
 	m.db = &clickhouse.DB{Addrs: cfg.ClickHouseAddrs, Database: cfg.ClickHouseDatabase,
-		Username: cfg.ClickHouseUsername, Password: cfg.ClickHousePassword}
+		Username: cfg.ClickHouseUsername, Password: cfg.ClickHousePassword, TLS: cfg.ClickHouseTLS, TLSCAFile: cfg.ClickHouseTLSCA}
 	return m
 }
 
@@ -91,7 +91,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		}
 	}()
 	m.readyCh = make(chan struct{})
-	m.conn = &nats.Conn{URL: m.Config.NATSURL, Name: "ottu-recon-reconcile", Logger: m.component("nats")}
+	m.conn = &nats.Conn{URL: m.Config.NATSURL, Name: "ottu-recon-reconcile", Auth: m.Config.NATSAuth, Logger: m.component("nats")}
 	if err := m.conn.Open(); err != nil { // does not wait for the server
 		return err
 	}
@@ -433,7 +433,7 @@ func (m *Main) RunOnce(ctx context.Context) error {
 		return err
 	}
 	defer m.db.Close()
-	conn := &nats.Conn{URL: m.Config.NATSURL, Name: "ottu-recon-run-once", Logger: m.component("nats")}
+	conn := &nats.Conn{URL: m.Config.NATSURL, Name: "ottu-recon-run-once", Auth: m.Config.NATSAuth, Logger: m.component("nats")}
 	if err := conn.Open(); err != nil {
 		return err
 	}

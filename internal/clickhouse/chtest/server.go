@@ -14,13 +14,25 @@ import (
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 )
 
+// SecretUser and SecretPassword are a user StartServer's servers have besides
+// default (which has no password), for tests of credential handling.
+const (
+	SecretUser     = "secretive"
+	SecretPassword = "ch-Pa55-S3CRET"
+)
+
+// Server is a ClickHouse server StartServer started.
+type Server struct {
+	Addr     string // native protocol
+	HTTPAddr string
+}
+
 // StartServer starts a ClickHouse server of its own for one test, in the
 // given time zone (the server's <timezone>), on a free loopback port with its
-// data in a temporary directory, and stops it when the test ends. It returns
-// the native-protocol address. It needs Debian's clickhouse-server, which
+// data in a temporary directory, and stops it when the test ends. It needs Debian's clickhouse-server, which
 // `make test` installs (scripts/clickhouse.sh); without it the test is
 // skipped, or fails under CI=true.
-func StartServer(tb testing.TB, timezone string) string {
+func StartServer(tb testing.TB, timezone string) Server {
 	tb.Helper()
 	bin, err := exec.LookPath("clickhouse-server")
 	if err != nil {
@@ -56,7 +68,10 @@ func StartServer(tb testing.TB, timezone string) string {
 	users := `<?xml version="1.0"?>
 <yandex>
   <profiles><default></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <users>
+    <default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default>
+    <` + SecretUser + `><password>` + SecretPassword + `</password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></` + SecretUser + `>
+  </users>
   <quotas><default></default></quotas>
 </yandex>`
 	for name, text := range map[string]string{"config.xml": config, "users.xml": users} {
@@ -89,7 +104,7 @@ func StartServer(tb testing.TB, timezone string) string {
 			conn.Close()
 		}
 		if err == nil {
-			return addr
+			return Server{Addr: addr, HTTPAddr: "127.0.0.1:" + strconv.Itoa(httpPort)}
 		}
 		select {
 		case err := <-exited:

@@ -5,7 +5,9 @@ package natstest
 import (
 	"os"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 
 	"github.com/ottu-recon/ottu-recon/internal/nats"
@@ -36,4 +38,30 @@ func MustOpenServer(tb testing.TB, listen, dir string) *nats.Server {
 	}
 	tb.Cleanup(s.Close)
 	return s
+}
+
+// MustOpenServerFromConfig starts a nats-server from a configuration file
+// (users, permissions, limits as written there; its $VARIABLES come from the
+// environment), listening on a free loopback port and storing in a
+// temporary directory whatever the file says, with no monitoring port. It
+// returns the client URL.
+func MustOpenServerFromConfig(tb testing.TB, path string) string {
+	tb.Helper()
+	opts, err := server.ProcessConfigFile(path)
+	if err != nil {
+		tb.Fatalf("load %s: %v", path, err)
+	}
+	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT, 0
+	opts.StoreDir, opts.NoSigs, opts.NoLog = tb.TempDir(), true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		tb.Fatal("nats server from config not ready after 10s")
+	}
+	tb.Cleanup(ns.Shutdown)
+	return ns.ClientURL()
 }

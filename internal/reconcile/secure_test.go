@@ -1,0 +1,211 @@
+package reconcile
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
+	"github.com/ottu-recon/ottu-recon/internal/envconfig"
+	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/ingest"
+	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
+	"github.com/ottu-recon/ottu-recon/internal/ottusim"
+)
+
+// lockedBuffer collects the daemons' logs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestSecure_Compose runs both daemons, configured through their
+// environment as in production, against a NATS server started from the very
+// deploy/nats.conf that docker-compose.yml runs (a user per daemon, with
+// permissions) and a ClickHouse user with a password, with a secret in every
+// input: the webhooks flow end to end, each daemon is refused what it has no
+// business doing, and no secret shows in any log, metric or table.
+func TestSecure_Compose(t *testing.T) {
+	const (
+		hmacKey     = "hmac-S3CRET-1"
+		ingestPW    = "ingest-S3CRET-2"
+		reconcilePW = "reconcile-S3CRET-3"
+		alertToken  = "xoxb-S3CRET-4"
+		alertQuery  = "S3CRET-5"
+		alertKey    = "alert-S3CRET-6"
+	)
+	secrets := []string{hmacKey, ingestPW, reconcilePW, alertToken, alertQuery, alertKey, chtest.SecretPassword}
+	t.Setenv("NATS_INGEST_PASSWORD", ingestPW)
+	t.Setenv("NATS_RECONCILE_PASSWORD", reconcilePW)
+	natsURL := natstest.MustOpenServerFromConfig(t, "../../deploy/nats.conf")
+	host := strings.TrimPrefix(natsURL, "nats://")
+	ch := chtest.StartServer(t, "UTC")
+	if nc, err := natsgo.Connect(natsURL); err == nil {
+		nc.Close()
+		t.Fatal("an anonymous client was accepted")
+	}
+	var logs lockedBuffer
+	logger := zerolog.New(&logs)
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) }))
+	defer failing.Close()
+
+	// ingest: the credentials in the URL.
+	icfg, err := ingest.LoadConfig(envconfig.Map(map[string]string{
+		"OTTU_HMAC_KEYS": hmacKey, "NATS_URL": "nats://ingest:" + ingestPW + "@" + host,
+		"INGEST_LISTEN": "127.0.0.1:0", "INGEST_SPOOL_DIR": t.TempDir(),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ilog := logger.With().Str("daemon", "ingest").Logger()
+	ilog.Info().Str("config", icfg.String()).Msg("ingest ready") // as cmd/ingest logs it
+	im := ingest.NewMain(icfg, ilog)
+	if err := im.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close(context.Background())
+
+	// reconcile: user and password, a ClickHouse password, an alert URL with tokens.
+	db := "ottu_secure_test"
+	rcfg, err := LoadConfig(envconfig.Map(map[string]string{
+		"NATS_URL": natsURL, "NATS_USER": "reconcile", "NATS_PASSWORD": reconcilePW,
+		"CLICKHOUSE_ADDR": ch.Addr, "CLICKHOUSE_USERNAME": chtest.SecretUser, "CLICKHOUSE_PASSWORD": chtest.SecretPassword,
+		"CLICKHOUSE_DATABASE": db, "ALERT_HMAC_KEY": alertKey,
+		"ALERT_WEBHOOK_URL": failing.URL + "/services/T000/B000/" + alertToken + "?token=" + alertQuery,
+		"RECON_LISTEN":      "127.0.0.1:0", "RECON_SCHEDULE": "@every 1h", "RECON_BATCH_WAIT": "50ms",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm := NewMain(rcfg, logger.With().Str("daemon", "reconcile").Logger())
+	rm.RetryMin = 50 * time.Millisecond
+	if err := rm.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer rm.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// Traffic through ingest: a sandbox payment (a finding), a gateway-side
+	// refund, one body with a bad signature.
+	post := func(body []byte) int {
+		resp, err := http.Post(im.URL()+"/webhooks/ottu", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	key := []byte(hmacKey)
+	for _, m := range []map[string]any{payment("sec-1", map[string]any{"is_sandbox": true}), pgRefund("sec-1")} {
+		if code := post(ottusim.Sign(m, events.SchemeA, key)); code != http.StatusOK {
+			t.Fatalf("signed webhook: %d", code)
+		}
+	}
+	if code := post(ottusim.Sign(payment("sec-2", nil), events.SchemeA, []byte("wrong"))); code != http.StatusUnauthorized {
+		t.Fatalf("bad signature: %d", code)
+	}
+	if err := rm.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store := &clickhouse.DB{Addrs: []string{ch.Addr}, Database: db, Username: chtest.SecretUser, Password: chtest.SecretPassword}
+	if err := store.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	waitFor(t, "stored through both daemons", 30*time.Second, func() bool {
+		return chtest.Count(t, store, "SELECT count() FROM webhooks_raw") == 2 && chtest.Count(t, store, "SELECT count() FROM rejected_webhooks") == 1
+	})
+	rep, err := rm.Pass(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Raised != 2 || strings.Contains(rep.AlertError, "publish") || !strings.Contains(rep.AlertError, "502") {
+		t.Fatalf("pass: %+v (want 2 raised, announced on recon.findings, the alert refused with 502)", rep)
+	}
+
+	// Each daemon is refused what it has no business doing.
+	as := func(user, pw string) jetstream.JetStream {
+		nc, err := natsgo.Connect(natsURL, natsgo.UserInfo(user, pw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, _ := jetstream.New(nc)
+		return js
+	}
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelShort()
+	if _, err := as("ingest", ingestPW).CreateOrUpdateConsumer(short, "OTTU_WEBHOOKS", jetstream.ConsumerConfig{Durable: "thief"}); err == nil {
+		t.Error("ingest's user may read the stream")
+	}
+	if _, err := as("reconcile", reconcilePW).Publish(short, "ottu.webhooks.payment", []byte(`{}`)); err == nil {
+		t.Error("reconcile's user may publish webhooks")
+	}
+
+	// No secret anywhere.
+	places := map[string]string{"logs": logs.String()}
+	for name, u := range map[string]string{"ingest metrics": im.URL() + "/metrics", "reconcile metrics": rm.URL() + "/metrics",
+		"reconcile readyz": rm.URL() + "/readyz"} {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		places[name] = string(b)
+	}
+	tables := httpQuery(t, ch.HTTPAddr, "SELECT name FROM system.tables WHERE database = '"+db+"' AND engine NOT LIKE '%View' FORMAT TSV")
+	for _, table := range strings.Fields(tables) {
+		places["table "+table] = httpQuery(t, ch.HTTPAddr, "SELECT * FROM "+db+"."+table+" FORMAT TSV")
+	}
+	if !strings.Contains(places["table recon_runs"], "502") {
+		t.Fatal("recon_runs does not hold the alert error: the check below would prove nothing")
+	}
+	for where, text := range places {
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("%s shows the secret %q", where, s)
+			}
+		}
+	}
+}
+
+func httpQuery(t *testing.T, addr, q string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", strings.NewReader(q))
+	req.SetBasicAuth(chtest.SecretUser, chtest.SecretPassword)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %d %s", q, resp.StatusCode, b)
+	}
+	return string(b)
+}
