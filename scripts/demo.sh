@@ -83,7 +83,8 @@ wait_http "http://127.0.0.1:$recon_port/readyz" 60
 
 say "simulating Ottu: $PARENTS parents, 20% built to trip a finding, duplicates and out-of-order deliveries"
 OTTU_HMAC_KEYS="$KEY" "$bin/ottusim" send -url "http://127.0.0.1:$http_port/webhooks/ottu" -parents "$PARENTS" \
-  -concurrency 16 -grace 1s -orders-out "$work/orders.csv" -summary-out "$work/summary.json" -progress=false
+  -concurrency 16 -grace 1s -orders-out "$work/orders.csv" -summary-out "$work/summary.json" -truth-out "$work/truth.json" \
+  -progress=false
 distinct=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["distinct_webhooks"])' "$work/summary.json" 2>/dev/null ||
   grep -o '"distinct_webhooks": [0-9]*' "$work/summary.json" | grep -o '[0-9]*$')
 
@@ -111,7 +112,24 @@ say "one reconciliation pass (reconcile run-once)"
 sleep 1 # RECON_GRACE is 1s: let the newest webhooks age past it
 LOG_LEVEL=info "$bin/reconcile" run-once 2>&1 | grep "reconciliation pass" | sed -E "s/.*\"run_id\":\"([^\"]*)\".*\"parents\":([0-9]*),\"raised\":([0-9]*),\"resolved\":([0-9]*),\"open\":([0-9]*).*/pass \1: \2 parents evaluated, \3 findings raised, \4 resolved, \5 open/"
 
-say "the alert the pass sent"
+say "asking Ottu (simulated: ottusim ottu-api) about the findings that need its word"
+api_port=$(free_port)
+env OTTU_API_KEY=demo-api-key OTTU_HMAC_KEYS="$KEY" "$bin/ottusim" ottu-api -listen "127.0.0.1:$api_port" \
+  -truth "$work/truth.json" >"$work/ottu-api.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do grep -q "simulated Ottu API" "$work/ottu-api.log" && break; sleep 0.1; done
+OTTU_API_URL="http://127.0.0.1:$api_port" OTTU_API_KEY=demo-api-key OTTU_HMAC_KEYS="$KEY" LOG_LEVEL=info \
+  "$bin/reconcile" run-once 2>&1 | grep "reconciliation pass" | sed -E "s/.*\"inquiries\":([0-9]*).*\"raised\":([0-9]*).*/pass: \1 questions answered by Ottu's Payment Status Query, \2 findings raised/"
+clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
+  --query "SELECT code, substring(confirmation, 1, 12) AS ottu_says, count() AS findings FROM findings
+    WHERE confirmation != '' GROUP BY code, ottu_says ORDER BY ottu_says, code FORMAT PrettyCompact"
+echo "one finding Ottu's record confirms, and one it contradicts (raised as REPLAYED_WEBHOOK):"
+clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
+  --query "SELECT session_id, code, confirmation FROM findings WHERE confirmation LIKE 'confirmed%' ORDER BY session_id LIMIT 1 FORMAT Vertical"
+clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
+  --query "SELECT session_id, code, detail FROM findings WHERE code = 'REPLAYED_WEBHOOK' AND detail LIKE '%Ottu%' ORDER BY session_id LIMIT 1 FORMAT Vertical"
+
+say "the alert the first pass sent"
 for _ in $(seq 1 50); do grep -q "^alert" "$work/alerts.log" && break; sleep 0.1; done
 head -n 14 "$work/alerts.log"
 

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -33,7 +34,11 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/ottusim"
 )
 
-const usage = `usage: ottusim send|alerts [flags]   (ottusim send -h for the flags)`
+const usage = `usage: ottusim send|alerts|ottu-api [flags]   (ottusim send -h for the flags)
+
+  send       post simulated Ottu webhooks to ingest (the load generator)
+  alerts     receive and verify ottu-recon's alerts
+  ottu-api   answer Ottu's Payment Status Query for the parents send wrote with -truth-out`
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -54,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return send(ctx, args[1:], stdout, stderr)
 	case "alerts":
 		return alerts(ctx, args[1:], stdout)
+	case "ottu-api":
+		return ottuAPI(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -75,6 +82,7 @@ type SendConfig struct {
 	Seed        uint64
 	Grace       time.Duration
 	OrdersOut   string
+	TruthOut    string
 	SummaryOut  string
 	Progress    bool
 	Timeout     time.Duration
@@ -116,6 +124,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&c.Grace, "grace", 10*time.Minute, "RECON_GRACE of the reconciler (dates the traffic)")
 	fs.StringVar(&c.OrdersOut, "orders-out", "", "write the merchant orders as CSV (order_no,amount,currency_code) to this file")
 	fs.StringVar(&c.SummaryOut, "summary-out", "", "write the summary, with the expected findings, as JSON to this file")
+	fs.StringVar(&c.TruthOut, "truth-out", "", "write Ottu's own record of every parent as JSON to this file (for ottusim ottu-api)")
 	fs.BoolVar(&c.Progress, "progress", true, "show a progress bar on stderr")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "per-request timeout")
 	if err := fs.Parse(args); err != nil {
@@ -172,6 +181,15 @@ func Send(ctx context.Context, c SendConfig, progress io.Writer) (Summary, error
 	if c.OrdersOut != "" {
 		if err := writeOrders(c.OrdersOut, orders); err != nil {
 			return sum, err
+		}
+	}
+	if c.TruthOut != "" {
+		b, err := json.Marshal(parents)
+		if err == nil {
+			err = os.WriteFile(c.TruthOut, b, 0o600)
+		}
+		if err != nil {
+			return sum, fmt.Errorf("write Ottu's records: %w", err)
 		}
 	}
 
@@ -348,4 +366,54 @@ func alerts(ctx context.Context, args []string, stdout io.Writer) error {
 		defer cancel()
 		return srv.Shutdown(sctx)
 	}
+}
+
+// ottuAPI serves a simulated Ottu host's Payment Status Query, with Ottu's
+// throttle, for the parents in the -truth file, until ctx ends. The API key
+// is OTTU_API_KEY; answers are signed with the first of OTTU_HMAC_KEYS.
+func ottuAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ottu-api", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8098", "address to serve the Ottu API on")
+	truth := fs.String("truth", "", "the file ottusim send -truth-out wrote")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var key, keys string
+	env := envconfig.OS()
+	env.Secret(&key, "OTTU_API_KEY")
+	env.Secret(&keys, "OTTU_HMAC_KEYS")
+	if err := env.Err(); err != nil {
+		return err
+	}
+	if key == "" || len(envconfig.List(keys)) == 0 || *truth == "" {
+		return errors.New("set OTTU_API_KEY, OTTU_HMAC_KEYS and -truth")
+	}
+	b, err := os.ReadFile(*truth)
+	if err != nil {
+		return err
+	}
+	var parents []ottusim.Parent
+	if err := json.Unmarshal(b, &parents); err != nil {
+		return fmt.Errorf("read %s: %w", *truth, err)
+	}
+	api := &ottusim.API{Key: key, HMACKey: []byte(envconfig.List(keys)[0])}
+	api.Add(parents...)
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second}
+	fmt.Fprintf(stdout, "simulated Ottu API on http://%s (%d payments)\n", ln.Addr(), len(parents))
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	st := api.Stats()
+	fmt.Fprintf(stdout, "Ottu API: %d questions, %d answered, %d not found, %d throttled, %d rate limited\n",
+		st.Calls, st.Answered, st.NotFound, st.Throttled, st.RateLimited)
+	return nil
 }

@@ -119,6 +119,21 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 		}
 		clock = clock.Add(5 * time.Minute)
 	}
+	// What Ottu's Payment Status Query said, read back by one more pass.
+	if _, err := store.InquiryCandidates(ctx, ledger.InquiryQuery{Codes: []ledger.Code{ledger.OverRefund, ledger.MissingOperation},
+		PendingBefore: now, Now: clock, Limit: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-null", AskedAt: now.Add(-time.Minute), Status: 200, Found: true,
+		State: "paid", Children: []events.Child{{SessionID: "c-r1", State: "refunded", Amount: events.NewAmount("5.000")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-orphan", AskedAt: now.Add(-time.Minute), Status: 404}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := r.Run(ctx); err != nil || rep.ParentsFailed != 0 {
+		t.Fatalf("pass 3 on 18.16: %+v %v", rep, err)
+	}
 	if _, err := store.Report(ctx, now.Add(-30*24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ func (s *Store) Watermark(ctx context.Context) (time.Time, error) {
 	return s.DB.Now(ctx)
 }
 
-const findingColumns = "session_id, code, toString(severity), toString(status), first_seen, last_seen, resolved_at, alerted_at, published_at, detail, run_id"
+const findingColumns = "session_id, code, toString(severity), toString(status), first_seen, last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation"
 
 // OpenFindings returns every open finding.
 func (s *Store) OpenFindings(ctx context.Context) ([]ledger.Record, error) {
@@ -86,7 +86,7 @@ func (s *Store) Findings(ctx context.Context, where string, args ...any) ([]ledg
 		var r ledger.Record
 		var code, severity string
 		var resolved, alerted, published *time.Time
-		if err := rows.Scan(&r.SessionID, &code, &severity, &r.Status, &r.FirstSeen, &r.LastSeen, &resolved, &alerted, &published, &r.Detail, &r.RunID); err != nil {
+		if err := rows.Scan(&r.SessionID, &code, &severity, &r.Status, &r.FirstSeen, &r.LastSeen, &resolved, &alerted, &published, &r.Detail, &r.RunID, &r.Confirmation); err != nil {
 			return nil, fmt.Errorf("scan finding: %w", err)
 		}
 		r.Code, r.Severity = ledger.Code(code), ledger.Severity(severity)
@@ -111,10 +111,10 @@ func (s *Store) SaveFindings(ctx context.Context, recs []ledger.Record) error {
 	defer cancel()
 	w := Writer{DB: s.DB}
 	return w.insert(ctx, "findings_log", `INSERT INTO findings_log (session_id, code, severity, status, first_seen,
-		last_seen, resolved_at, alerted_at, published_at, detail, run_id, version)`, len(recs), func(i int) []any {
+		last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, version)`, len(recs), func(i int) []any {
 		r := recs[i]
 		return []any{r.SessionID, string(r.Code), string(r.Severity), r.Status, r.FirstSeen, r.LastSeen,
-			nullTime(r.ResolvedAt), nullTime(r.AlertedAt), nullTime(r.PublishedAt), r.Detail, r.RunID, s.version()}
+			nullTime(r.ResolvedAt), nullTime(r.AlertedAt), nullTime(r.PublishedAt), r.Detail, r.RunID, r.Confirmation, s.version()}
 	})
 }
 
@@ -190,8 +190,9 @@ func candidates(sel ledger.Selection, column string) (string, []any, error) {
 	parts = append(parts,
 		"SELECT "+unreadableKey+" FROM unreadable_webhooks WHERE stored_at >= ?",
 		"SELECT session_id FROM payment_events WHERE order_no IN (SELECT order_no FROM merchant_orders WHERE inserted_at >= ?)",
-		"SELECT session_id FROM findings WHERE status = 'open'")
-	all = append(all, since, since)
+		"SELECT session_id FROM findings WHERE status = 'open'",
+		"SELECT session_id FROM ottu_inquiries WHERE asked_at >= ?")
+	all = append(all, since, since, since)
 	if len(sel.Sessions) > 0 {
 		parts = append(parts, "SELECT arrayJoin(?)")
 		all = append(all, sel.Sessions)
@@ -279,6 +280,16 @@ FROM (
 ARRAY JOIN sessions AS session_id
 ORDER BY session_id, kind, reference_number`
 
+// ottuQuery reads Ottu's own record of each parent, as the last answer of
+// its Payment Status Query gave it.
+const ottuQuery = `
+SELECT session_id, toUInt32(max(asked_at)), argMax(found, asked_at), argMax(state, asked_at),
+	argMax(child_session_ids, asked_at), argMax(child_states, asked_at), argMax(child_amounts, asked_at)
+FROM ottu_inquiries
+WHERE status IN (200, 404) %s
+GROUP BY session_id
+ORDER BY session_id`
+
 const unreadableQuery = `
 SELECT ` + unreadableKey + ` AS key, delivery_id, any(kind), any(field), any(reason), toUInt32(min(received_at))
 FROM unreadable_webhooks
@@ -290,7 +301,7 @@ ORDER BY key, delivery_id`
 // operation and unreadable summaries, each ordered by the parent's key,
 // merged here. No table is loaded into memory.
 func (s *Store) Parents(ctx context.Context, sel ledger.Selection, fn func(*ledger.Parent) error) error {
-	var streams [4]*summaryReader
+	var streams [5]*summaryReader
 	for i, q := range []struct {
 		query, column string
 		scan          func(driver.Rows) (string, func(*ledger.Parent), error)
@@ -300,6 +311,7 @@ func (s *Store) Parents(ctx context.Context, sel ledger.Selection, fn func(*ledg
 		{operationsQuery, "session_id", scanOperation, 1},
 		{unreadableQuery, unreadableKey, scanUnreadable, 1},
 		{sharedQuery, "session_id", scanShared, 2},
+		{ottuQuery, "session_id", scanOttu, 1},
 	} {
 		filter, args, err := candidates(sel, q.column)
 		if err != nil {
@@ -445,7 +457,7 @@ func scanParent(rows driver.Rows) (string, func(*ledger.Parent), error) {
 	return p.SessionID, func(dst *ledger.Parent) {
 		// The payment summary comes first for its key: keep what the other
 		// summaries may have added, take the rest.
-		p.Operations, p.Unreadable, p.Shared, p.Err = dst.Operations, dst.Unreadable, dst.Shared, dst.Err
+		p.Operations, p.Unreadable, p.Shared, p.Ottu, p.Err = dst.Operations, dst.Unreadable, dst.Shared, dst.Ottu, dst.Err
 		p.Sandbox = p.Sandbox || dst.Sandbox
 		*dst = p
 	}, nil
@@ -496,6 +508,42 @@ func scanShared(rows driver.Rows) (string, func(*ledger.Parent), error) {
 	return session, func(p *ledger.Parent) { p.Shared = append(p.Shared, sh) }, nil
 }
 
+func scanOttu(rows driver.Rows) (string, func(*ledger.Parent), error) {
+	var (
+		session                 string
+		asked                   uint32
+		found                   uint8
+		rec                     ledger.OttuRecord
+		children, states, texts []string
+	)
+	if err := rows.Scan(&session, &asked, &found, &rec.State, &children, &states, &texts); err != nil {
+		return "", nil, fmt.Errorf("scan Ottu's record: %w", err)
+	}
+	rec.AskedAt, rec.Found = unixTime(asked), found == 1
+	rec.Children = make(map[string]ledger.OttuChild, len(children))
+	var bad error
+	for i, child := range children {
+		c := ledger.OttuChild{}
+		if i < len(states) {
+			c.State = states[i]
+		}
+		if i < len(texts) {
+			a, err := events.ParseAmount(texts[i])
+			if err != nil && bad == nil {
+				bad = fmt.Errorf("Ottu's record of %s: child %s: %w", session, child, err)
+			}
+			c.Amount = a
+		}
+		rec.Children[child] = c
+	}
+	return session, func(p *ledger.Parent) {
+		p.Ottu = &rec
+		if bad != nil && p.Err == nil {
+			p.Err = bad
+		}
+	}, nil
+}
+
 func scanUnreadable(rows driver.Rows) (string, func(*ledger.Parent), error) {
 	var (
 		key string
@@ -507,4 +555,91 @@ func scanUnreadable(rows driver.Rows) (string, func(*ledger.Parent), error) {
 	}
 	u.ReceivedAt = unixTime(at)
 	return key, func(p *ledger.Parent) { p.Unreadable = append(p.Unreadable, u) }, nil
+}
+
+// inquiryCandidatesQuery picks the parents to ask Ottu about: an open
+// finding of the given codes (most severe first) or a payment still pending
+// since before the given time; never a parent created (first seen) less than
+// 10 minutes ago (by the earliest timestamp_utc or arrival of its deliveries:
+// Ottu created it no later), asked in the last 30 minutes, or asked 3 times
+// in a day (Ottu's throttle, docs/ottu-webhooks.md §7.1).
+const inquiryCandidatesQuery = `
+SELECT session_id
+FROM (
+	SELECT session_id, max(rank) AS rank
+	FROM (
+		SELECT session_id, multiIf(severity = 'critical', 3, severity = 'warning', 2, 1) AS rank
+		FROM findings WHERE status = 'open' AND code IN (SELECT arrayJoin(?))
+		UNION ALL
+		SELECT session_id, 1 AS rank
+		FROM (SELECT session_id, argMax(state, ` + latest + `) AS st, max(received_at) AS last
+			FROM payment_events GROUP BY session_id) AS latest_payments
+		WHERE st IN ('created', 'pending', 'attempted') AND last <= ?
+	) AS wanted
+	GROUP BY session_id
+) AS c
+WHERE session_id NOT IN (
+	SELECT session_id FROM ottu_inquiries WHERE status != 0 GROUP BY session_id
+	HAVING countIf(asked_at >= ?) >= 3 OR max(asked_at) > ?)
+AND session_id NOT IN (
+	SELECT session_id FROM (
+		SELECT session_id, min(least(toUInt32(timestamp_utc), toUInt32(received_at))) AS first FROM payment_events GROUP BY session_id
+		UNION ALL
+		SELECT session_id, min(least(toUInt32(timestamp_utc), toUInt32(received_at))) AS first FROM operation_events GROUP BY session_id
+	) AS seen GROUP BY session_id HAVING min(first) > toUInt32(?))
+ORDER BY rank DESC, session_id
+LIMIT %d`
+
+// InquiryCandidates returns the parents to ask Ottu about.
+func (s *Store) InquiryCandidates(ctx context.Context, q ledger.InquiryQuery) ([]string, error) {
+	ctx, cancel := s.DB.timeout(ctx)
+	defer cancel()
+	codes := make([]string, len(q.Codes))
+	for i, c := range q.Codes {
+		codes[i] = string(c)
+	}
+	now := q.Now.UTC()
+	rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(inquiryCandidatesQuery, max(q.Limit, 1)), codes, q.PendingBefore.UTC(),
+		now.Add(-24*time.Hour), now.Add(-30*time.Minute), now.Add(-10*time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("query parents to ask Ottu about: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("scan parent to ask Ottu about: %w", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// Inquiry is one question to Ottu's Payment Status Query and what it said.
+type Inquiry struct {
+	SessionID  string
+	AskedAt    time.Time
+	Status     int // Ottu's HTTP status; 0 when it did not answer
+	Found      bool
+	DeliveryID string // the answer, stored as a delivery
+	State      string
+	Children   []events.Child
+	Error      string
+	RunID      string
+}
+
+// RecordInquiry keeps a question to Ottu and its answer.
+func (s *Store) RecordInquiry(ctx context.Context, q Inquiry) error {
+	ctx, cancel := s.DB.timeout(ctx)
+	defer cancel()
+	ids, states, amounts := []string{}, []string{}, []string{}
+	for _, c := range q.Children {
+		ids, states, amounts = append(ids, c.SessionID), append(states, c.State), append(amounts, c.Amount.String())
+	}
+	w := Writer{DB: s.DB}
+	return w.insert(ctx, "ottu_inquiries", `INSERT INTO ottu_inquiries (session_id, asked_at, status, found, delivery_id,
+		state, child_session_ids, child_states, child_amounts, error, run_id)`, 1, func(int) []any {
+		return []any{q.SessionID, q.AskedAt, uint16(q.Status), b2u(q.Found), q.DeliveryID, q.State, ids, states, amounts, q.Error, q.RunID}
+	})
 }

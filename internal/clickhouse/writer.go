@@ -336,13 +336,17 @@ func (w *Writer) insertRejected(ctx context.Context, msgs []events.StreamMessage
 }
 
 const insertRaw = `INSERT INTO webhooks_raw (delivery_id, kind, stream_seq, received_at, stored_at,
-	signature_scheme, key_index, body)`
+	signature_scheme, key_index, body, source)`
 
 func (w *Writer) insertRaw(ctx context.Context, msgs []events.StreamMessage, now time.Time) error {
 	return w.insert(ctx, "webhooks_raw", insertRaw, len(msgs), func(i int) []any {
 		m := msgs[i]
+		source := m.Source
+		if source == "" {
+			source = "webhook"
+		}
 		return []any{m.ID, string(m.Webhook.Kind), m.StreamSeq, m.ReceivedAt, now,
-			string(m.Scheme), uint8(m.KeyIndex), string(m.Body)}
+			string(m.Scheme), uint8(m.KeyIndex), string(m.Body), source}
 	})
 }
 

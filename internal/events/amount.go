@@ -56,6 +56,10 @@ func (a Amount) Equal(b Amount) bool {
 	return !a.Valid || a.Decimal.Equal(b.Decimal)
 }
 
+// ParseAmount parses s as an amount Ottu sends ("" is absent), with the
+// checks of decoding: a storable, non-negative decimal.
+func ParseAmount(s string) (Amount, error) { return parseAmount(s) }
+
 func parseAmount(s string) (Amount, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {

@@ -21,6 +21,9 @@ type Envelope struct {
 	KeyIndex   int       // index of the key that matched in OTTU_HMAC_KEYS
 	Reject     string    // reason, when the delivery was rejected
 	Body       []byte
+	// Source is where a delivery came from: "" for Ottu's webhook, "inquiry"
+	// for the answer to ottu-recon's Payment Status Query.
+	Source string
 }
 
 // Rejected tells whether the envelope carries a rejected delivery.

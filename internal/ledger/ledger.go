@@ -126,6 +126,10 @@ type Parent struct {
 	// with another parent: the same signed body under another session_id.
 	Shared []Shared
 
+	// Ottu is Ottu's own record of this parent the last time it was asked
+	// (nil: never asked).
+	Ottu *OttuRecord
+
 	// Err is set when the store could not read this parent whole: the pass
 	// does not evaluate it, and the next pass tries again.
 	Err error
@@ -240,6 +244,9 @@ type Finding struct {
 	Code      Code
 	Severity  Severity
 	Detail    string
+	// Confirmation is what Ottu's own record says of it, when it was asked:
+	// "confirmed by ..." or "contradicted by ..."; "" when not asked.
+	Confirmation string
 }
 
 // Key identifies a finding: one per parent and code.

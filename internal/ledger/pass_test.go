@@ -298,3 +298,56 @@ func TestReplayedWebhook(t *testing.T) {
 		})
 	}
 }
+
+// TestOttuRecord: what Ottu's own record (Payment Status Query) says of a
+// parent's operations: agreement confirms the findings that need its word,
+// disagreement contradicts them and raises REPLAYED_WEBHOOK.
+func TestOttuRecord(t *testing.T) {
+	asked := now.Add(-30 * time.Minute)
+	record := func(children map[string]ledger.OttuChild) *ledger.OttuRecord {
+		return &ledger.OttuRecord{AskedAt: asked, Found: true, State: "paid", Children: children}
+	}
+	refunded := ledger.OttuChild{State: "refunded", Amount: amt("5")}
+	for _, tc := range []struct {
+		name         string
+		ottu         *ledger.OttuRecord
+		op           func(*ledger.Operation)
+		contradicted bool
+	}{
+		{"same child, same amount", record(map[string]ledger.OttuChild{"c-r1": refunded}), nil, false},
+		{"queued here, refunded at Ottu", record(map[string]ledger.OttuChild{"c-r1": refunded}),
+			func(o *ledger.Operation) { o.TxnState = "refund_queued" }, false},
+		{"another amount at Ottu", record(map[string]ledger.OttuChild{"c-r1": {State: "refunded", Amount: amt("4")}}), nil, true},
+		{"a child Ottu never made", record(map[string]ledger.OttuChild{}), nil, true},
+		{"an operation newer than the question", record(map[string]ledger.OttuChild{}),
+			func(o *ledger.Operation) { o.FirstReceived = now }, false},
+		{"Ottu does not know the parent", &ledger.OttuRecord{AskedAt: asked}, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := op("r1", "refund", "refunded", "5")
+			if tc.op != nil {
+				tc.op(&o)
+			}
+			p := with(parent("paid", "2"), o) // refunds over the paid amount: OVER_REFUND, which needs Ottu's word
+			p.Ottu = tc.ottu
+			fs := ledger.Evaluate(p, cfg, now)
+			var over ledger.Finding
+			for _, f := range fs {
+				if f.Code == ledger.OverRefund {
+					over = f
+				}
+			}
+			replayed := slices.Contains(codes(fs), ledger.ReplayedWebhook)
+			want := "confirmed by Ottu"
+			if tc.contradicted {
+				want = "contradicted by Ottu"
+			}
+			if over.Code == "" { // OVER_REFUND does not fire (a queued refund, a fresh one): only the contradiction counts
+				want = ""
+			}
+			if !strings.HasPrefix(over.Confirmation, want) || replayed != tc.contradicted {
+				t.Fatalf("confirmation %q, REPLAYED_WEBHOOK %v; want %q and %v", over.Confirmation, replayed, want, tc.contradicted)
+			}
+		})
+	}
+}

@@ -45,6 +45,8 @@ type Run struct {
 	Open             int
 	Alerted          int
 	AlertsPending    int // open findings still owed an alert after this pass
+	Inquiries        int // questions Ottu's Payment Status Query answered this pass
+	InquiryErrors    int // questions that failed (retried at a later pass)
 	AlertError       string
 	Error            string
 }
@@ -78,6 +80,9 @@ type Store interface {
 	SaveFindings(ctx context.Context, recs []Record) error
 	// SaveRun records a pass.
 	SaveRun(ctx context.Context, run Run) error
+	// InquiryCandidates returns the parents to ask Ottu about (q), most
+	// severe first, leaving out those Ottu's throttle does not allow yet.
+	InquiryCandidates(ctx context.Context, q InquiryQuery) ([]string, error)
 }
 
 // Alert is what one delivery carries: findings not yet alerted (or published).
@@ -109,7 +114,11 @@ type Reconciler struct {
 	Config    Config
 	Notifier  Notifier  // optional: ALERT_WEBHOOK_URL
 	Publisher Publisher // optional
-	Now       func() time.Time
+	Inquirer  Inquirer  // optional: OTTU_API_URL
+	// InquiryLimit caps the questions to Ottu in one pass (default 30, Ottu's
+	// limit for a minute).
+	InquiryLimit int
+	Now          func() time.Time
 	// AlertLimit caps the findings alerted in one pass, most severe and
 	// oldest first; the rest go in the next pass. Default 1000.
 	AlertLimit int
@@ -196,6 +205,11 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 	}
 	sel := r.selection(last, ok, t)
 	run.Full = sel.All
+	if r.Inquirer != nil {
+		if err := r.inquire(ctx, run, t); err != nil {
+			return err
+		}
+	}
 
 	openList, err := r.Store.OpenFindings(ctx)
 	if err != nil {

@@ -3,6 +3,7 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -32,6 +33,17 @@ func (s *memStore) LastPass(context.Context) (ledger.LastPass, bool, error) {
 		}
 	}
 	return lp, found, nil
+}
+
+func (s *memStore) InquiryCandidates(_ context.Context, q ledger.InquiryQuery) ([]string, error) {
+	var out []string
+	for _, r := range s.findings {
+		if r.Status == ledger.StatusOpen && slices.Contains(q.Codes, r.Code) {
+			out = append(out, r.SessionID)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 func (s *memStore) Watermark(context.Context) (time.Time, error) {

@@ -37,6 +37,7 @@ func Evaluate(p *Parent, cfg Config, now time.Time) []Finding {
 			rule(p, cfg, now, fire)
 		}
 	}
+	confirm(p, out)
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Code < out[j].Code })
 	return out
 }
@@ -507,6 +508,10 @@ func replayedWebhook(p *Parent, _ Config, _ time.Time, fire fireFunc) {
 		if len(o.Seen.Children) > 1 {
 			bad = append(bad, fmt.Sprintf("%s: deliveries disagree on txn.session_id (%s)", o.ReferenceNumber, strings.Join(o.Seen.Children, " vs ")))
 		}
+	}
+	if c := contradictions(p); len(c) > 0 {
+		bad = append(bad, fmt.Sprintf("Ottu's own record (Payment Status Query at %s) contradicts the webhooks: %s",
+			p.Ottu.AskedAt.UTC().Format(time.RFC3339), strings.Join(c, "; ")))
 	}
 	for _, sh := range p.Shared {
 		var others []string

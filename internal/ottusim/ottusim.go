@@ -72,6 +72,12 @@ type Parent struct {
 	Webhooks  []Webhook
 	Order     *Order        // the order the merchant expects, when the scenario has one
 	Expect    []ledger.Code // findings this parent must raise (given the Generator's Grace)
+	// Truth is Ottu's own record of the parent, unsigned: what its Payment
+	// Status Query answers (the API signs it). It lists the children Ottu
+	// made, which leaves out operations forged by whoever replayed a body.
+	Truth map[string]any
+	// Created is when Ottu created the parent (its first webhook).
+	Created time.Time
 }
 
 // Generator builds parents. Set the fields; the zero Rand is seeded with 1.
@@ -119,6 +125,7 @@ type parentCtx struct {
 	orderNo  string
 	attempts int
 	sandbox  bool
+	forged   map[string]bool // children Ottu never made
 }
 
 func (c *parentCtx) money(d decimal.Decimal) string { return d.StringFixed(c.cur.decimals) }
@@ -129,6 +136,11 @@ func (c *parentCtx) part(percent int64) decimal.Decimal {
 }
 
 func (c *parentCtx) payment(state, result string, at time.Time, extra map[string]any) {
+	m := c.paymentObject(state, result, at, extra)
+	c.p.Webhooks = append(c.p.Webhooks, Webhook{Kind: events.KindPayment, Object: m, At: at})
+}
+
+func (c *parentCtx) paymentObject(state, result string, at time.Time, extra map[string]any) map[string]any {
 	c.attempts++
 	gw := gateways[c.gw]
 	m := map[string]any{
@@ -153,7 +165,63 @@ func (c *parentCtx) payment(state, result string, at time.Time, extra map[string
 	for k, v := range extra {
 		m[k] = v
 	}
-	c.p.Webhooks = append(c.p.Webhooks, Webhook{Kind: events.KindPayment, Object: m, At: at})
+	return m
+}
+
+// truth is Ottu's record of the parent once everything happened: its latest
+// payment webhook (or, when none came, the paid payment Ottu has) listing
+// every child Ottu made, at its latest state.
+func (c *parentCtx) truth(now time.Time) map[string]any {
+	var latest map[string]any
+	var at time.Time
+	for _, w := range c.p.Webhooks {
+		if w.Kind == events.KindPayment && (latest == nil || !w.At.Before(at)) {
+			latest, at = w.Object, w.At
+		}
+	}
+	if latest == nil {
+		latest = c.paymentObject("paid", "success", now.Add(-2*time.Hour), nil)
+	}
+	t := clone(latest)
+	type child struct{ state, amount string }
+	children, order := map[string]child{}, []string{}
+	add := func(id string, ch child) {
+		if id == "" || c.forged[id] {
+			return
+		}
+		if _, ok := children[id]; !ok {
+			order = append(order, id)
+		}
+		children[id] = ch
+	}
+	for _, w := range c.p.Webhooks {
+		if txn, ok := w.Object["txn"].(map[string]any); ok {
+			id, _ := txn["session_id"].(string)
+			state, _ := txn["state"].(string)
+			amount, _ := txn["amount"].(string)
+			add(id, child{state, amount})
+		}
+	}
+	for _, w := range c.p.Webhooks {
+		list, _ := w.Object["transactions"].([]any)
+		for _, item := range list {
+			e, _ := item.(map[string]any)
+			id, _ := e["session_id"].(string)
+			if _, ok := children[id]; !ok {
+				state, _ := e["state"].(string)
+				add(id, child{state, c.money(c.part(10))})
+			}
+		}
+	}
+	var list []any
+	for _, id := range order {
+		list = append(list, map[string]any{"session_id": id, "state": children[id].state, "amount": children[id].amount,
+			"currency_code": c.cur.code, "order_no": ""})
+	}
+	if len(list) > 0 {
+		t["transactions"] = list
+	}
+	return t
 }
 
 // op adds an operation webhook and returns its child session id.
@@ -205,7 +273,7 @@ func (g *Generator) Parent(kind Kind) Parent {
 	}
 	p := Parent{Kind: kind, SessionID: g.id("session")}
 	cur := currencies[r.IntN(len(currencies))]
-	c := &parentCtx{g: g, p: &p, cur: cur, gw: r.IntN(len(gateways)),
+	c := &parentCtx{g: g, p: &p, cur: cur, gw: r.IntN(len(gateways)), forged: map[string]bool{},
 		amount: decimal.New(int64(5000+r.IntN(500000)), -cur.decimals).Round(cur.decimals), orderNo: "ORD-" + p.SessionID[:10]}
 	// Most parents happened an hour or more ago: past any grace.
 	t0 := now.Add(-time.Duration(60+r.IntN(600)) * time.Minute)
@@ -272,9 +340,11 @@ func (g *Generator) Parent(kind Kind) Parent {
 		c.op("capture", "paid", c.part(70), step(1), nil)
 		c.op("capture", "paid", c.part(50), step(2), nil)
 	case Kind(ledger.OverRefund):
+		// The second refund is a forgery (a signed refund body re-posted with
+		// txn changed): Ottu's record does not list it.
 		c.payment("paid", "success", step(0), nil)
 		c.op("refund", "refunded", c.part(80), step(1), nil)
-		c.op("refund", "refunded", c.part(40), step(2), nil)
+		c.forged[c.op("refund", "refunded", c.part(40), step(2), nil)] = true
 	case Kind(ledger.VoidAfterCapture):
 		c.payment("authorized", "success", step(0), nil)
 		c.op("capture", "paid", c.part(30), step(1), nil)
@@ -325,7 +395,6 @@ func (g *Generator) Parent(kind Kind) Parent {
 		c.op("void", "voided", c.amount, step(1), func(m, _ map[string]any) { m["source"] = "pg" })
 		c.again(len(p.Webhooks)-1, step(2), func(m, _ map[string]any) { m["source"] = "input" })
 		p.Expect = []ledger.Code{ledger.PGSideOperation, ledger.ReplayedWebhook}
-		return p
 	case Kind(ledger.UnreadableWebhook):
 		// An authentic refund whose amount has more decimals than any
 		// currency: kept raw, raised, never reconciled as an operation.
@@ -336,9 +405,10 @@ func (g *Generator) Parent(kind Kind) Parent {
 	default:
 		panic("ottusim: unknown kind " + string(kind))
 	}
-	if !isClean(kind) {
+	if !isClean(kind) && p.Expect == nil {
 		p.Expect = []ledger.Code{ledger.Code(kind)}
 	}
+	p.Truth, p.Created = c.truth(now), t0
 	return p
 }
 

@@ -39,6 +39,10 @@ type Config struct {
 	AlertURL     string
 	AlertHMACKey string // never logged
 
+	OttuAPIURL string   // OTTU_API_URL
+	OttuAPIKey string   // OTTU_API_KEY; never logged
+	HMACKeys   [][]byte // OTTU_HMAC_KEYS: verify Ottu's answers; never logged
+
 	Listen          string
 	Consumer        string
 	BatchSize       int
@@ -78,6 +82,7 @@ var knownVars = withAuthVars(map[string]bool{
 	"RECON_PASS_TIMEOUT": true, "RECON_FULL_EVERY": true, "RECON_LISTEN": true, "RECON_CONSUMER": true, "RECON_BATCH_SIZE": true,
 	"RECON_BATCH_WAIT": true, "RECON_SHUTDOWN_TIMEOUT": true, "OTTU_ENVIRONMENT": true,
 	"ALERT_WEBHOOK_URL": true, "ALERT_HMAC_KEY": true, "LOG_LEVEL": true,
+	"OTTU_API_URL": true, "OTTU_API_KEY": true, "OTTU_HMAC_KEYS": true,
 })
 
 func withAuthVars(known map[string]bool) map[string]bool {
@@ -110,6 +115,13 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.String(&c.Environment, "OTTU_ENVIRONMENT")
 	env.String(&c.AlertURL, "ALERT_WEBHOOK_URL")
 	env.Secret(&c.AlertHMACKey, "ALERT_HMAC_KEY")
+	env.String(&c.OttuAPIURL, "OTTU_API_URL")
+	env.Secret(&c.OttuAPIKey, "OTTU_API_KEY")
+	var keys string
+	env.Secret(&keys, "OTTU_HMAC_KEYS")
+	for _, k := range envconfig.List(keys) {
+		c.HMACKeys = append(c.HMACKeys, []byte(k))
+	}
 	env.String(&c.Listen, "RECON_LISTEN")
 	env.String(&c.Consumer, "RECON_CONSUMER")
 	env.Int(&c.BatchSize, "RECON_BATCH_SIZE")
@@ -140,6 +152,17 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	}
 	if c.BatchSize < 1 || c.BatchSize > 100000 {
 		env.Check("RECON_BATCH_SIZE", fmt.Errorf("want 1 to 100000, got %d", c.BatchSize))
+	}
+	if (c.OttuAPIURL == "") != (c.OttuAPIKey == "") {
+		env.Check("OTTU_API_URL", errors.New("set OTTU_API_URL and OTTU_API_KEY together, or neither"))
+	}
+	if c.OttuAPIURL != "" {
+		if u, err := url.Parse(c.OttuAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			env.Check("OTTU_API_URL", errors.New("want the http(s) URL of your Ottu host"))
+		}
+		if len(c.HMACKeys) == 0 {
+			env.Check("OTTU_HMAC_KEYS", errors.New("required with OTTU_API_URL: Ottu's answers are verified with the webhook keys"))
+		}
 	}
 	if c.ClickHouseTLSCA != "" && !c.ClickHouseTLS {
 		env.Check("CLICKHOUSE_TLS_CA_FILE", errors.New("set CLICKHOUSE_TLS=true too"))

@@ -29,6 +29,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
+	"github.com/ottu-recon/ottu-recon/internal/ottuapi"
 	"github.com/ottu-recon/ottu-recon/internal/report"
 	"github.com/ottu-recon/ottu-recon/internal/webhook"
 )
@@ -56,6 +57,9 @@ type Main struct {
 
 	depRetries   *prometheus.CounterVec
 	parentErrors prometheus.Counter
+
+	inquirerOnce sync.Once
+	inquirer     *inquirer // kept across passes: Ottu's overall rate and a 429's pause
 
 	runCtx context.Context
 	cancel context.CancelFunc
@@ -276,7 +280,7 @@ func (m *Main) Pass(ctx context.Context) (ledger.Report, error) {
 		ev = ev.Str("alert_error", rep.AlertError)
 	}
 	ev.Str("run_id", rep.ID).Bool("full", rep.Full).Int("parents", rep.ParentsEvaluated).Int("raised", rep.Raised).
-		Int("resolved", rep.Resolved).Int("open", rep.Open).Int("alerted", rep.Alerted).
+		Int("resolved", rep.Resolved).Int("open", rep.Open).Int("alerted", rep.Alerted).Int("inquiries", rep.Inquiries).
 		Dur("took", time.Since(start)).Msg("reconciliation pass")
 	return rep, err
 }
@@ -302,6 +306,13 @@ func (m *Main) reconciler() *ledger.Reconciler {
 	}
 	if m.conn != nil {
 		r.Publisher = findingsPublisher{&nats.FindingsPublisher{Conn: m.conn, Replicas: m.Config.Stream.Replicas}}
+	}
+	if m.Config.OttuAPIURL != "" {
+		m.inquirerOnce.Do(func() {
+			m.inquirer = newInquirer(&ottuapi.Client{URL: m.Config.OttuAPIURL, APIKey: m.Config.OttuAPIKey},
+				m.Config.HMACKeys, m.db, m.component("ottu-api"), m.Registry)
+		})
+		r.Inquirer = m.inquirer
 	}
 	return r
 }

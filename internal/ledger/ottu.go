@@ -1,0 +1,151 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/ottu-recon/ottu-recon/internal/events"
+)
+
+// OttuRecord is what Ottu's own record of a parent said the last time
+// ottu-recon asked (Payment Status Query, docs/ottu-webhooks.md §7.1), as the
+// store keeps it.
+type OttuRecord struct {
+	AskedAt  time.Time
+	Found    bool                 // Ottu knows the parent
+	State    string               // the parent's state in Ottu's record
+	Children map[string]OttuChild // the children Ottu's record lists, by session_id
+}
+
+// OttuChild is one child in Ottu's record.
+type OttuChild struct {
+	State  string
+	Amount events.Amount
+}
+
+// Inquirer asks Ottu's own record about a parent and keeps the answer where
+// the store reads it back (Parent.Ottu), Ottu's throttle permitting.
+type Inquirer interface {
+	Inquire(ctx context.Context, sessionID, runID string) error
+}
+
+// ErrInquiryPaused means Ottu asked to wait (429) or the overall rate is
+// spent: no more questions this pass.
+var ErrInquiryPaused = errors.New("inquiries paused")
+
+// InquiryQuery asks the store which parents to ask Ottu about.
+type InquiryQuery struct {
+	Codes         []Code    // parents with an open finding of one of these codes
+	PendingBefore time.Time // and parents still pending whose last payment webhook came before this
+	Now           time.Time
+	Limit         int
+}
+
+// NeedsConfirmation tells whether a finding of code is worth asking Ottu
+// about: it rests on a value no signature covers and is critical, or it is
+// about a webhook that never came.
+func NeedsConfirmation(c Code) bool {
+	switch c {
+	case MissingOperation, OrphanOperation:
+		return true
+	}
+	return SeverityOf(c) == Critical && unsignedInputs[c] != ""
+}
+
+func confirmationCodes() []Code {
+	var out []Code
+	for _, c := range Codes {
+		if NeedsConfirmation(c.Code) {
+			out = append(out, c.Code)
+		}
+	}
+	return out
+}
+
+// contradictions lists where the webhooks of p disagree with Ottu's own
+// record, as far as Ottu knew when asked.
+func contradictions(p *Parent) []string {
+	o := p.Ottu
+	if o == nil {
+		return nil
+	}
+	if !o.Found {
+		if p.HasPayment || len(p.Operations) > 0 {
+			return []string{"Ottu has no payment with this session_id"}
+		}
+		return nil
+	}
+	var out []string
+	for _, op := range p.Operations {
+		if op.ChildSessionID == "" || op.FirstReceived.After(o.AskedAt) {
+			continue
+		}
+		c, ok := o.Children[op.ChildSessionID]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("no child %s (operation %s)", op.ChildSessionID, op.ReferenceNumber))
+		case op.TxnAmount.Valid && c.Amount.Valid && !op.TxnAmount.Equal(c.Amount):
+			out = append(out, fmt.Sprintf("child %s of %s, not %s (operation %s)", op.ChildSessionID, c.Amount, op.TxnAmount, op.ReferenceNumber))
+		case c.State != op.TxnState && !queuedMove(op.TxnState, c.State):
+			out = append(out, fmt.Sprintf("child %s %s, not %s (operation %s)", op.ChildSessionID, c.State, op.TxnState, op.ReferenceNumber))
+		}
+	}
+	var listed []string
+	for child, at := range p.Listed {
+		if _, ok := o.Children[child]; !ok && child != "" && !at.After(o.AskedAt) {
+			listed = append(listed, child)
+		}
+	}
+	sort.Strings(listed)
+	for _, child := range listed {
+		out = append(out, fmt.Sprintf("no child %s, which transactions[] listed", child))
+	}
+	return out
+}
+
+// confirm records on the findings that need it what Ottu's record says.
+func confirm(p *Parent, fired []Finding) {
+	if p.Ottu == nil {
+		return
+	}
+	verdict := "confirmed"
+	if len(contradictions(p)) > 0 {
+		verdict = "contradicted"
+	}
+	for i := range fired {
+		if NeedsConfirmation(fired[i].Code) {
+			fired[i].Confirmation = verdict + " by Ottu's Payment Status Query at " + p.Ottu.AskedAt.UTC().Format(time.RFC3339)
+		}
+	}
+}
+
+// inquire asks Ottu about the parents whose findings need its word, and
+// about payments still pending past the grace, before the pass evaluates
+// them: what Ottu answers is read back with each parent.
+func (r *Reconciler) inquire(ctx context.Context, run *Run, t time.Time) error {
+	limit := r.InquiryLimit
+	if limit <= 0 {
+		limit = 30
+	}
+	sessions, err := r.Store.InquiryCandidates(ctx, InquiryQuery{
+		Codes: confirmationCodes(), PendingBefore: t.Add(-r.Config.Grace), Now: t, Limit: limit,
+	})
+	if err != nil {
+		return fmt.Errorf("select parents to ask Ottu about: %w", err)
+	}
+	for _, s := range sessions {
+		err := r.Inquirer.Inquire(ctx, s, run.ID)
+		switch {
+		case errors.Is(err, ErrInquiryPaused):
+			return nil
+		case err != nil:
+			run.InquiryErrors++
+			continue
+		}
+		run.Inquiries++
+	}
+	return nil
+}
