@@ -213,3 +213,33 @@ func TestIngest_EmbeddedAuth(t *testing.T) {
 	}
 	nc.Close()
 }
+
+// TestIngest_NATSOverTLS: ingest reaches a NATS that speaks only TLS and
+// requires a user and password, trusting the CA in NATS_TLS_CA_FILE; without
+// the CA it cannot, and spools instead.
+func TestIngest_NATSOverTLS(t *testing.T) {
+	url, ca := natstest.MustOpenTLSServer(t, "ingest", "tls-S3CRET")
+	cfg := testConfig(t, url)
+	cfg.NATSAuth = nats.Auth{User: "ingest", Password: "tls-S3CRET", CAFile: ca}
+	m := MustOpenMain(t, cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for !m.conn.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("no TLS connection to NATS")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if status, body := post(t, m.URL(), http.MethodPost, payment(t, 1, testKey)); status != 200 || !strings.Contains(body, `"stored"`) {
+		t.Fatalf("over TLS: got %d %s, want stored", status, body)
+	}
+	untrusting := testConfig(t, url)
+	untrusting.NATSAuth = nats.Auth{User: "ingest", Password: "tls-S3CRET"}
+	u := NewMain(untrusting, natstest.Logger(t))
+	if err := u.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close(t.Context())
+	if status, body := post(t, u.URL(), http.MethodPost, payment(t, 2, testKey)); status != 200 || !strings.Contains(body, `"spooled"`) {
+		t.Fatalf("without the CA: got %d %s, want spooled (the server's certificate is not trusted)", status, body)
+	}
+}
