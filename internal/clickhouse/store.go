@@ -25,14 +25,20 @@ type Store struct {
 
 var _ ledger.Store = (*Store)(nil)
 
-// version returns a strictly increasing finding-row version.
-func (s *Store) version() uint64 {
-	v := uint64(time.Now().UnixNano())
-	if v <= s.lastVersion {
-		v = s.lastVersion + 1
+// version returns the next finding-row version: one more than the highest
+// version stored when this Store first wrote, then one more each time. No
+// clock is involved, so a replica whose clock is behind cannot make an older
+// version win; the pass lease keeps two passes from writing at once.
+func (s *Store) version(ctx context.Context) (uint64, error) {
+	if s.lastVersion == 0 {
+		var v uint64
+		if err := s.DB.conn.QueryRow(ctx, "SELECT max(version) FROM findings_log").Scan(&v); err != nil {
+			return 0, fmt.Errorf("read the last finding version: %w", err)
+		}
+		s.lastVersion = v
 	}
-	s.lastVersion = v
-	return v
+	s.lastVersion++
+	return s.lastVersion, nil
 }
 
 // LastPass describes the last pass that succeeded.
@@ -109,12 +115,20 @@ func (s *Store) Findings(ctx context.Context, where string, args ...any) ([]ledg
 func (s *Store) SaveFindings(ctx context.Context, recs []ledger.Record) error {
 	ctx, cancel := s.DB.timeout(ctx)
 	defer cancel()
+	versions := make([]uint64, len(recs))
+	for i := range recs {
+		v, err := s.version(ctx)
+		if err != nil {
+			return err
+		}
+		versions[i] = v
+	}
 	w := Writer{DB: s.DB}
 	return w.insert(ctx, "findings_log", `INSERT INTO findings_log (session_id, code, severity, status, first_seen,
 		last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, version)`, len(recs), func(i int) []any {
 		r := recs[i]
 		return []any{r.SessionID, string(r.Code), string(r.Severity), r.Status, r.FirstSeen, r.LastSeen,
-			nullTime(r.ResolvedAt), nullTime(r.AlertedAt), nullTime(r.PublishedAt), r.Detail, r.RunID, r.Confirmation, s.version()}
+			nullTime(r.ResolvedAt), nullTime(r.AlertedAt), nullTime(r.PublishedAt), r.Detail, r.RunID, r.Confirmation, versions[i]}
 	})
 }
 

@@ -133,6 +133,10 @@ type Reconciler struct {
 	// OnParentError, if set, is told about each parent a pass could not
 	// evaluate (the pass goes on; the next pass retries the parent).
 	OnParentError func(sessionID string, err error)
+	// Guard, if set, is asked before every write and every alert: an error
+	// (the pass lease was lost) stops the pass there, and nothing more of it
+	// is written, not even its run record.
+	Guard func() error
 	// saveChunk bounds the findings buffered before a write.
 	saveChunk int
 }
@@ -161,12 +165,22 @@ func (r *Reconciler) Run(ctx context.Context) (Report, error) {
 	if err != nil {
 		run.Error = err.Error()
 	}
+	if gerr := r.guard(); gerr != nil {
+		return run, errors.Join(err, gerr)
+	}
 	// Record the run even when the pass failed, unless the store is the
 	// reason (then this fails too, and the error says so).
 	if serr := r.Store.SaveRun(context.WithoutCancel(ctx), run); serr != nil {
 		err = errors.Join(err, fmt.Errorf("save run: %w", serr))
 	}
 	return run, err
+}
+
+func (r *Reconciler) guard() error {
+	if r.Guard == nil {
+		return nil
+	}
+	return r.Guard()
 }
 
 func newRunID(t time.Time) string {
@@ -206,6 +220,9 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 	sel := r.selection(last, ok, t)
 	run.Full = sel.All
 	if r.Inquirer != nil {
+		if err := r.guard(); err != nil {
+			return err
+		}
 		if err := r.inquire(ctx, run, t); err != nil {
 			return err
 		}
@@ -228,6 +245,9 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
+		}
+		if err := r.guard(); err != nil {
+			return err
 		}
 		if err := r.Store.SaveFindings(ctx, batch); err != nil {
 			return fmt.Errorf("save findings: %w", err)
@@ -316,6 +336,9 @@ func evaluate(p *Parent, cfg Config, now time.Time) (fired []Finding, err error)
 // alerts what was not alerted yet (most severe, then oldest, first), and
 // records both on the findings.
 func (r *Reconciler) deliver(ctx context.Context, run *Run, owed []Record, t time.Time) error {
+	if err := r.guard(); err != nil {
+		return err
+	}
 	slices.SortFunc(owed, alertOrder)
 	changed := make([]bool, len(owed))
 	var failures []string
@@ -330,6 +353,10 @@ func (r *Reconciler) deliver(ctx context.Context, run *Run, owed []Record, t tim
 		for len(idx) > 0 {
 			part := idx[:min(len(idx), size)]
 			idx = idx[len(part):]
+			if err := r.guard(); err != nil {
+				failures = append(failures, "publish: "+err.Error())
+				break
+			}
 			if err := r.Publisher.PublishFindings(ctx, Alert{RunID: run.ID, Findings: pick(owed, part)}); err != nil {
 				failures = append(failures, "publish: "+err.Error())
 				break
@@ -367,6 +394,9 @@ func (r *Reconciler) deliver(ctx context.Context, run *Run, owed []Record, t tim
 		}
 	}
 	if len(marked) > 0 {
+		if err := r.guard(); err != nil {
+			return err
+		}
 		if err := r.Store.SaveFindings(ctx, marked); err != nil {
 			return fmt.Errorf("mark findings alerted: %w", err)
 		}
@@ -413,6 +443,10 @@ func (r *Reconciler) notifyAll(ctx context.Context, runID string, recs []Record,
 	send = func(part []int) bool {
 		if len(part) == 0 {
 			return false
+		}
+		if err := r.guard(); err != nil {
+			errs = append(errs, err)
+			return true
 		}
 		err := r.notify(ctx, Alert{RunID: runID, Findings: pick(recs, part)})
 		switch {

@@ -35,6 +35,7 @@ type Config struct {
 	Environment        string // live or sandbox
 	PassTimeout        time.Duration
 	FullEvery          time.Duration // RECON_FULL_EVERY
+	LeaseTTL           time.Duration // RECON_LEASE_TTL
 
 	AlertURL     string
 	AlertHMACKey string // never logged
@@ -66,6 +67,7 @@ func DefaultConfig() Config {
 		Environment:        "live",
 		PassTimeout:        4 * time.Minute,
 		FullEvery:          24 * time.Hour,
+		LeaseTTL:           30 * time.Second,
 		Listen:             ":8081",
 		Consumer:           "ottu-recon-store",
 		BatchSize:          1000,
@@ -79,7 +81,7 @@ var knownVars = withAuthVars(map[string]bool{
 	"NATS_URL": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true,
 	"CLICKHOUSE_ADDR": true, "CLICKHOUSE_DATABASE": true, "CLICKHOUSE_TLS": true, "CLICKHOUSE_TLS_CA_FILE": true, "CLICKHOUSE_USERNAME": true, "CLICKHOUSE_PASSWORD": true,
 	"RECON_SCHEDULE": true, "RECON_GRACE": true, "RECON_STALE_AUTHORIZATION": true, "RECON_STUCK_REFUND": true,
-	"RECON_PASS_TIMEOUT": true, "RECON_FULL_EVERY": true, "RECON_LISTEN": true, "RECON_CONSUMER": true, "RECON_BATCH_SIZE": true,
+	"RECON_PASS_TIMEOUT": true, "RECON_FULL_EVERY": true, "RECON_LEASE_TTL": true, "RECON_LISTEN": true, "RECON_CONSUMER": true, "RECON_BATCH_SIZE": true,
 	"RECON_BATCH_WAIT": true, "RECON_SHUTDOWN_TIMEOUT": true, "OTTU_ENVIRONMENT": true,
 	"ALERT_WEBHOOK_URL": true, "ALERT_HMAC_KEY": true, "LOG_LEVEL": true,
 	"OTTU_API_URL": true, "OTTU_API_KEY": true, "OTTU_HMAC_KEYS": true,
@@ -112,6 +114,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.Duration(&c.StuckRefund, "RECON_STUCK_REFUND")
 	env.Duration(&c.PassTimeout, "RECON_PASS_TIMEOUT")
 	env.Duration(&c.FullEvery, "RECON_FULL_EVERY")
+	env.Duration(&c.LeaseTTL, "RECON_LEASE_TTL")
 	env.String(&c.Environment, "OTTU_ENVIRONMENT")
 	env.String(&c.AlertURL, "ALERT_WEBHOOK_URL")
 	env.Secret(&c.AlertHMACKey, "ALERT_HMAC_KEY")
@@ -166,6 +169,9 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	}
 	if c.ClickHouseTLSCA != "" && !c.ClickHouseTLS {
 		env.Check("CLICKHOUSE_TLS_CA_FILE", errors.New("set CLICKHOUSE_TLS=true too"))
+	}
+	if c.LeaseTTL < time.Second {
+		env.Check("RECON_LEASE_TTL", errors.New("must be at least 1s"))
 	}
 	if c.FullEvery < 0 {
 		env.Check("RECON_FULL_EVERY", errors.New("must not be negative (0: only the first pass is full)"))

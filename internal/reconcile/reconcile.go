@@ -8,12 +8,14 @@ package reconcile
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +52,7 @@ type Main struct {
 	ready    atomic.Bool
 	readyCh  chan struct{}
 	conn     *nats.Conn
+	lease    *nats.Lease
 	consumer *nats.Consumer
 	http     *webhook.Server
 	cron     *cron.Cron
@@ -141,6 +144,26 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		},
 	}
 
+	// The pass lease: whichever replica holds it runs the scheduled passes.
+	host, _ := os.Hostname()
+	leaseHeld := prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_lease_held",
+		Help: "1 while this replica holds the pass lease (and runs the scheduled passes)."})
+	takeovers := prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_lease_takeovers_total",
+		Help: "Times this replica took the pass lease."})
+	m.Registry.MustRegister(leaseHeld, takeovers)
+	leaseLog := m.component("lease")
+	m.lease = &nats.Lease{Conn: m.conn, Holder: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), newID()), TTL: m.Config.LeaseTTL,
+		Replicas: m.Config.Stream.Replicas, OnChange: func(held bool) {
+			if held {
+				leaseHeld.Set(1)
+				takeovers.Inc()
+				leaseLog.Info().Msg("took the pass lease: this replica runs the scheduled passes")
+				return
+			}
+			leaseHeld.Set(0)
+			leaseLog.Info().Msg("pass lease not held: another replica runs the scheduled passes")
+		}}
+
 	// The schedule: UTC, never two passes at once, a panic is a failed pass.
 	m.passes = newPassMetrics(m.Registry)
 	cronLog := cronLogger{m.component("cron")}
@@ -211,6 +234,11 @@ func (m *Main) run(ctx context.Context) {
 	m.ready.Store(true)
 	close(m.readyCh)
 	log.Info().Msg("connected to ClickHouse and the stream; storing webhooks")
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.lease.Run(ctx)
+	}()
 	if err := m.consumer.Run(ctx); err != nil {
 		storeLog := m.component("store")
 		storeLog.Error().Err(err).Msg("consumer stopped")
@@ -256,19 +284,28 @@ func (m *Main) scheduledPass() {
 		log.Warn().Msg("pass skipped: ClickHouse or the stream not reachable yet")
 		return
 	}
+	if held, _ := m.lease.Held(); !held {
+		return // another replica runs the passes
+	}
 	ctx, cancel := context.WithTimeout(m.runCtx, m.Config.PassTimeout)
 	defer cancel()
-	_, _ = m.Pass(ctx) // Pass logs and counts a failure; the next pass retries
+	_, _ = m.pass(ctx, m.lease.Check) // pass logs and counts a failure; the next pass retries
 }
 
-// Pass runs one reconciliation pass, logs its report and counts it.
-func (m *Main) Pass(ctx context.Context) (ledger.Report, error) {
+// Pass runs one reconciliation pass now, whoever holds the pass lease (as
+// run-once does), logs its report and counts it.
+func (m *Main) Pass(ctx context.Context) (ledger.Report, error) { return m.pass(ctx, nil) }
+
+// pass runs a pass; guard, if set, is asked before every write and alert.
+func (m *Main) pass(ctx context.Context, guard func() error) (ledger.Report, error) {
 	log := m.component("reconciler")
 	if m.readyCh != nil && !m.ready.Load() {
 		return ledger.Report{}, errors.New("not connected to ClickHouse and the stream yet")
 	}
 	start := time.Now()
-	rep, err := m.reconciler().Run(ctx)
+	r := m.reconciler()
+	r.Guard = guard
+	rep, err := r.Run(ctx)
 	if m.passes != nil {
 		m.passes.observe(rep, err, time.Since(start))
 	}
@@ -337,6 +374,13 @@ type passMetrics struct {
 	resolved prometheus.Counter
 	alertErr prometheus.Counter
 	parents  prometheus.Gauge
+}
+
+// newID returns 8 random hex characters.
+func newID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func newPassMetrics(reg prometheus.Registerer) *passMetrics {

@@ -39,9 +39,10 @@ type Server struct {
 	// CertFile and KeyFile, when set, make the server speak HTTPS.
 	CertFile, KeyFile string
 
-	ln  net.Listener
-	srv *http.Server
-	err chan error
+	ln     net.Listener
+	srv    *http.Server
+	err    chan error
+	closed bool
 }
 
 // Open binds the listener and starts serving; it returns once the address is bound.
@@ -112,10 +113,12 @@ func (s *Server) URL() string {
 }
 
 // Close stops accepting and waits for in-flight requests, bounded by ctx.
+// Closing again does nothing.
 func (s *Server) Close(ctx context.Context) error {
-	if s.srv == nil {
+	if s.srv == nil || s.closed {
 		return nil
 	}
+	s.closed = true
 	err := s.srv.Shutdown(ctx)
 	if serr := <-s.err; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)

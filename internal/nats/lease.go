@@ -1,0 +1,150 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrLeaseLost means this process does not hold the lease (any more).
+var ErrLeaseLost = errors.New("pass lease not held")
+
+// LeaseBucket is the key-value bucket of the pass lease.
+const LeaseBucket = "OTTU_RECON_LEASE"
+
+// Lease is a lease in a JetStream key-value bucket whose keys expire after
+// TTL: whoever creates the key holds it, and keeps it by updating it (a
+// compare-and-set on its revision) every TTL/3; when the holder dies the key
+// expires and another takes it. The holder counts itself as holding only
+// while its last renewal is younger than 2/3 of the TTL, so it stops before
+// any other can start. Set the fields, then Run.
+type Lease struct {
+	Conn     *Conn
+	Holder   string        // who holds it (shown in the key's value)
+	TTL      time.Duration // default 30s
+	Replicas int           // of the bucket; default 1
+	// OnChange, if set, is told when this process takes or loses the lease.
+	OnChange func(held bool)
+
+	mu      sync.Mutex
+	held    bool
+	rev     uint64
+	renewed time.Time
+}
+
+const leaseKey = "pass"
+
+// Held tells whether this process holds the lease now, and the key's
+// revision when it does (it grows with every take and renewal).
+func (l *Lease) Held() (bool, uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held && time.Since(l.renewed) > l.TTL*2/3 {
+		l.set(false, 0)
+	}
+	return l.held, l.rev
+}
+
+// Check is ErrLeaseLost unless this process holds the lease.
+func (l *Lease) Check() error {
+	if held, _ := l.Held(); !held {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+func (l *Lease) set(held bool, rev uint64) {
+	changed := held != l.held
+	l.held, l.rev = held, rev
+	if held {
+		l.renewed = time.Now()
+	}
+	if changed && l.OnChange != nil {
+		l.OnChange(held)
+	}
+}
+
+// Run takes and keeps the lease until ctx ends, then gives it up.
+func (l *Lease) Run(ctx context.Context) {
+	if l.TTL <= 0 {
+		l.TTL = 30 * time.Second
+	}
+	var kv jetstream.KeyValue
+	tick := time.NewTicker(l.TTL / 3)
+	defer tick.Stop()
+	for {
+		if kv == nil {
+			kv, _ = l.bucket(ctx)
+		}
+		if kv != nil {
+			l.step(ctx, kv)
+		}
+		select {
+		case <-ctx.Done():
+			l.release(kv)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (l *Lease) bucket(ctx context.Context) (jetstream.KeyValue, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.TTL/3)
+	defer cancel()
+	kv, err := l.Conn.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LeaseBucket,
+		Description: "ottu-recon: which reconcile replica runs the passes", TTL: l.TTL, History: 1,
+		Replicas: max(l.Replicas, 1), Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("lease bucket: %w", err)
+	}
+	return kv, nil
+}
+
+// step renews the lease when held, else tries to take it.
+func (l *Lease) step(ctx context.Context, kv jetstream.KeyValue) {
+	ctx, cancel := context.WithTimeout(ctx, l.TTL/3)
+	defer cancel()
+	l.mu.Lock()
+	held, rev := l.held, l.rev
+	l.mu.Unlock()
+	var (
+		next uint64
+		err  error
+	)
+	if held {
+		next, err = kv.Update(ctx, leaseKey, []byte(l.Holder), rev)
+	} else {
+		next, err = kv.Create(ctx, leaseKey, []byte(l.Holder))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case err == nil:
+		l.set(true, next)
+	case held && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)):
+		l.set(false, 0) // someone else has it: ours expired
+	}
+	// Any other error (NATS away): keep what we had; Held lets it lapse.
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+func (l *Lease) release(kv jetstream.KeyValue) {
+	l.mu.Lock()
+	held, rev := l.held, l.rev
+	l.set(false, 0)
+	l.mu.Unlock()
+	if kv == nil || !held {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = kv.Delete(ctx, leaseKey, jetstream.LastRevision(rev)) // others need not wait for the TTL
+}
