@@ -3,6 +3,7 @@
 package natstest
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -19,6 +21,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/ottu-recon/ottu-recon/internal/nats"
@@ -119,4 +123,89 @@ func MustOpenTLSServer(tb testing.TB, user, password string) (url, caFile string
 	}
 	tb.Cleanup(ns.Shutdown)
 	return "tls://" + strings.TrimPrefix(strings.TrimPrefix(ns.ClientURL(), "nats://"), "tls://"), caFile
+}
+
+// Cluster is n nats-servers with JetStream, routed to each other on
+// loopback, each storing in its own temporary directory.
+type Cluster struct {
+	Servers []*server.Server
+}
+
+// URLs is the client URL list of every server, comma-separated.
+func (c *Cluster) URLs() string {
+	var urls []string
+	for _, s := range c.Servers {
+		urls = append(urls, s.ClientURL())
+	}
+	return strings.Join(urls, ",")
+}
+
+// Server returns the server named name (n1, n2, ...), or nil.
+func (c *Cluster) Server(name string) *server.Server {
+	for _, s := range c.Servers {
+		if s.Name() == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// MustOpenCluster starts n clustered servers and waits until JetStream can
+// place a stream on all of them.
+func MustOpenCluster(tb testing.TB, n int) *Cluster {
+	tb.Helper()
+	ports, routes := make([]int, n), make([]string, n)
+	for i := range n {
+		ports[i] = freePort(tb)
+		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", ports[i])
+	}
+	c := &Cluster{}
+	for i := range n {
+		opts := &server.Options{ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: server.RANDOM_PORT,
+			JetStream: true, StoreDir: tb.TempDir(), NoSigs: true, NoLog: true, MaxPayload: nats.MaxPayload,
+			Cluster: server.ClusterOpts{Name: "ottu-recon-test", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  server.RoutesFromStr(strings.Join(routes, ","))}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s.Start()
+		c.Servers = append(c.Servers, s)
+		tb.Cleanup(s.Shutdown)
+	}
+	for _, s := range c.Servers {
+		if !s.ReadyForConnections(10 * time.Second) {
+			tb.Fatal("cluster server not ready")
+		}
+	}
+	nc, err := natsgo.Connect(c.URLs())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CLUSTER_READY", Subjects: []string{"cluster.ready"}, Replicas: n})
+		cancel()
+		if err == nil {
+			_ = js.DeleteStream(context.Background(), "CLUSTER_READY")
+			return c
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("JetStream cluster not ready after 30s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
