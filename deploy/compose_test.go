@@ -43,9 +43,18 @@ func read(t *testing.T, path string) string {
 	return string(b)
 }
 
+// composeFiles are the deployments ottu-recon ships.
+var composeFiles = []string{"docker-compose.yml", "docker-compose.cluster.yml"}
+
 func TestCompose(t *testing.T) {
+	for _, f := range composeFiles {
+		t.Run(f, func(t *testing.T) { checkCompose(t, f) })
+	}
+}
+
+func checkCompose(t *testing.T, file string) {
 	var c compose
-	if err := yaml.Unmarshal([]byte(read(t, "docker-compose.yml")), &c); err != nil {
+	if err := yaml.Unmarshal([]byte(read(t, file)), &c); err != nil {
 		t.Fatal(err)
 	}
 	natsAuth := read(t, "internal/nats/auth.go") // both daemons read the NATS credentials through it
@@ -54,21 +63,31 @@ func TestCompose(t *testing.T) {
 	reconcileMain := read(t, "cmd/reconcile/main.go")
 	ingestMain := read(t, "cmd/ingest/main.go")
 
-	images := map[string]string{"nats": "nats:", "clickhouse": "clickhouse/clickhouse-server:"}
-	for name, prefix := range images {
-		if s, ok := c.Services[name]; !ok || !strings.HasPrefix(s.Image, prefix) {
-			t.Errorf("service %s: want the official image %s*, got %+v", name, prefix, s.Image)
+	images := map[string]string{"nats": "nats:", "clickhouse": "clickhouse/clickhouse-server:", "keeper": "clickhouse/clickhouse-keeper:"}
+	seen := map[string]bool{}
+	for name, s := range c.Services {
+		for kind, prefix := range images {
+			if strings.HasPrefix(name, kind) {
+				seen[kind] = true
+				if !strings.HasPrefix(s.Image, prefix) {
+					t.Errorf("service %s: want the official image %s*, got %q", name, prefix, s.Image)
+				}
+			}
 		}
+	}
+	if !seen["nats"] || !seen["clickhouse"] {
+		t.Errorf("no NATS or no ClickHouse service")
 	}
 	binaries := map[string]struct{ config, main string }{
 		"/usr/local/bin/ingest":    {ingestConfig, ingestMain},
 		"/usr/local/bin/reconcile": {reconcileConfig, reconcileMain},
 	}
-	for _, want := range []string{"ingest", "reconcile-migrate", "reconcile"} {
-		s, ok := c.Services[want]
-		if !ok {
-			t.Fatalf("service %s missing", want)
+	apps := 0
+	for want, s := range c.Services {
+		if !strings.HasPrefix(s.Image, "ottu-recon") {
+			continue
 		}
+		apps++
 		if len(s.Entrypoint) == 0 {
 			t.Fatalf("service %s: no entrypoint", want)
 		}
@@ -125,8 +144,13 @@ func TestCompose(t *testing.T) {
 			}
 		}
 	}
-	if deps := c.Services["reconcile"].DependsOn["reconcile-migrate"]; deps == nil {
-		t.Error("reconcile serve must start after reconcile migrate")
+	if apps < 3 {
+		t.Errorf("%d ottu-recon services, want ingest, reconcile migrate and reconcile serve", apps)
+	}
+	for name, s := range c.Services {
+		if len(s.Entrypoint) == 2 && s.Entrypoint[1] == "serve" && s.DependsOn["reconcile-migrate"] == nil {
+			t.Errorf("%s: reconcile serve must start after reconcile migrate", name)
+		}
 	}
 }
 
@@ -149,8 +173,14 @@ func TestComposeConfig(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
+	for _, f := range composeFiles {
+		t.Run(f, func(t *testing.T) { composeConfig(t, bin, f) })
+	}
+}
+
+func composeConfig(t *testing.T, bin, file string) {
 	dir := t.TempDir()
-	for _, f := range []string{"docker-compose.yml", "deploy/nats.conf"} {
+	for _, f := range []string{file, "deploy/nats.conf", "deploy/clickhouse-cluster/cluster.xml", "deploy/clickhouse-cluster/keeper.xml"} {
 		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -161,12 +191,12 @@ func TestComposeConfig(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "secrets"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"ottu_hmac_keys", "alert_hmac_key", "clickhouse_password"} {
+	for _, s := range []string{"ottu_hmac_keys", "alert_hmac_key", "clickhouse_password", "nats_ingest_password", "nats_reconcile_password"} {
 		if err := os.WriteFile(filepath.Join(dir, "secrets", s), []byte("x"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(bin, "-f", "docker-compose.yml", "config", "-q")
+	cmd := exec.Command(bin, "-f", file, "config", "-q")
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("docker-compose config: %v\n%s", err, out)

@@ -68,3 +68,54 @@ func TestAddColumn(t *testing.T) {
 		}
 	}
 }
+
+func TestOnCluster(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"CREATE TABLE IF NOT EXISTS webhooks_raw (\n    delivery_id String\n) ENGINE = ReplacingMergeTree\nORDER BY delivery_id",
+			"CREATE TABLE IF NOT EXISTS webhooks_raw ON CLUSTER `c1` (\n    delivery_id String\n) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/webhooks_raw', '{replica}')\nORDER BY delivery_id"},
+		{"CREATE TABLE IF NOT EXISTS findings_log (v UInt64) ENGINE = ReplacingMergeTree(version) ORDER BY v",
+			"CREATE TABLE IF NOT EXISTS findings_log ON CLUSTER `c1` (v UInt64) ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/findings_log', '{replica}', version) ORDER BY v"},
+		{"CREATE TABLE IF NOT EXISTS recon_runs (x UInt8) ENGINE = MergeTree ORDER BY x",
+			"CREATE TABLE IF NOT EXISTS recon_runs ON CLUSTER `c1` (x UInt8) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/db/recon_runs', '{replica}') ORDER BY x"},
+		{"CREATE VIEW IF NOT EXISTS `db`.payments AS\nSELECT 1", "CREATE VIEW IF NOT EXISTS `db`.payments ON CLUSTER `c1` AS\nSELECT 1"},
+		{"ALTER TABLE payment_events ADD COLUMN stored_at DateTime", "ALTER TABLE payment_events ON CLUSTER `c1` ADD COLUMN stored_at DateTime"},
+		{"DROP TABLE IF EXISTS `db`.findings", "DROP TABLE IF EXISTS `db`.findings ON CLUSTER `c1`"},
+		{"OPTIMIZE TABLE merchant_orders FINAL", "OPTIMIZE TABLE merchant_orders FINAL"},
+	} {
+		if got := OnCluster(tc.in, "c1", "db"); got != tc.want {
+			t.Errorf("OnCluster(%q)\n got %q\nwant %q", tc.in, got, tc.want)
+		}
+	}
+	// Every statement of every file is either rewritten or one that needs no rewriting.
+	ms, err := Migrations("db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		for _, s := range m.Statements {
+			got := OnCluster(s, "c1", "db")
+			if got == s && !strings.HasPrefix(s, "OPTIMIZE") {
+				t.Errorf("%s: not rewritten for a cluster: %q", m.Name, s)
+			}
+			if strings.Contains(got, "ENGINE = ") && !strings.Contains(got, "ENGINE = Replicated") {
+				t.Errorf("%s: a table that is not replicated: %q", m.Name, got)
+			}
+		}
+	}
+}
+
+func TestQualify(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"CREATE TABLE IF NOT EXISTS t (x UInt8) ENGINE = MergeTree ORDER BY x", "CREATE TABLE IF NOT EXISTS `db`.t (x UInt8) ENGINE = MergeTree ORDER BY x"},
+		{"ALTER TABLE t ADD COLUMN c UInt8", "ALTER TABLE `db`.t ADD COLUMN c UInt8"},
+		{"OPTIMIZE TABLE t FINAL", "OPTIMIZE TABLE `db`.t FINAL"},
+		{"CREATE VIEW IF NOT EXISTS `db`.v AS SELECT 1", "CREATE VIEW IF NOT EXISTS `db`.v AS SELECT 1"},
+	} {
+		if got := Qualify(tc.in, "db"); got != tc.want {
+			t.Errorf("Qualify(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	if got := OnCluster(Qualify("CREATE TABLE IF NOT EXISTS t (x UInt8) ENGINE = MergeTree ORDER BY x", "db"), "c", "db"); !strings.Contains(got, "/clickhouse/tables/{shard}/db/t'") {
+		t.Errorf("replication path of a qualified table: %q", got)
+	}
+}

@@ -31,6 +31,9 @@ type DB struct {
 	Database string
 	Username string
 	Password string
+	// Cluster, when set (CLICKHOUSE_CLUSTER), makes Migrate create the
+	// database and every table ON CLUSTER, tables as Replicated*MergeTree.
+	Cluster string
 	// TLS connects over TLS (CLICKHOUSE_TLS), trusting TLSCAFile when set,
 	// else the system's roots.
 	TLS       bool
@@ -163,7 +166,11 @@ func (db *DB) Migrate(ctx context.Context) (MigrateResult, error) {
 		return res, fmt.Errorf("look up database %s: %w", db.Database, err)
 	}
 	if exists == 0 {
-		if err := admin.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db.Database)); err != nil {
+		create := "CREATE DATABASE IF NOT EXISTS " + quoteIdent(db.Database)
+		if db.Cluster != "" {
+			create += " ON CLUSTER " + quoteIdent(db.Cluster)
+		}
+		if err := admin.Exec(ctx, create); err != nil {
 			return res, fmt.Errorf("create database %s: %w", db.Database, err)
 		}
 		res.CreatedDatabase = true
@@ -173,9 +180,9 @@ func (db *DB) Migrate(ctx context.Context) (MigrateResult, error) {
 		return res, err
 	}
 	defer conn.Close()
-	if err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	if err := conn.Exec(ctx, db.onCluster(`CREATE TABLE IF NOT EXISTS schema_migrations (
 		version UInt32, name String, applied_at DateTime
-	) ENGINE = MergeTree ORDER BY version`); err != nil {
+	) ENGINE = MergeTree ORDER BY version`)); err != nil {
 		return res, fmt.Errorf("create schema_migrations: %w", err)
 	}
 	applied := map[uint32]bool{}
@@ -214,7 +221,7 @@ func (db *DB) Migrate(ctx context.Context) (MigrateResult, error) {
 					continue // applied by an earlier, interrupted run
 				}
 			}
-			if err := conn.Exec(ctx, stmt); err != nil {
+			if err := conn.Exec(ctx, db.onCluster(stmt)); err != nil {
 				return res, fmt.Errorf("apply %s statement %d: %w", m.Name, i+1, err)
 			}
 		}
@@ -235,6 +242,16 @@ func (db *DB) Migrate(ctx context.Context) (MigrateResult, error) {
 	return res, nil
 }
 
+// onCluster rewrites a schema statement for Cluster, when set. Unqualified
+// tables are qualified with the database: a distributed DDL query runs on
+// every host, whose session has no current database of ours.
+func (db *DB) onCluster(stmt string) string {
+	if db.Cluster == "" {
+		return stmt
+	}
+	return schema.OnCluster(schema.Qualify(stmt, db.Database), db.Cluster, db.Database)
+}
+
 // DropDatabase drops the database; for tests.
 func (db *DB) DropDatabase(ctx context.Context) error {
 	admin, err := db.dial("default")
@@ -242,7 +259,11 @@ func (db *DB) DropDatabase(ctx context.Context) error {
 		return err
 	}
 	defer admin.Close()
-	return admin.Exec(ctx, "DROP DATABASE IF EXISTS "+quoteIdent(db.Database))
+	drop := "DROP DATABASE IF EXISTS " + quoteIdent(db.Database)
+	if db.Cluster != "" {
+		drop += " ON CLUSTER " + quoteIdent(db.Cluster)
+	}
+	return admin.Exec(ctx, drop)
 }
 
 func quoteIdent(s string) string {

@@ -25,6 +25,7 @@ type Config struct {
 	ClickHouseDatabase string
 	ClickHouseUsername string
 	ClickHousePassword string // never logged
+	ClickHouseCluster  string // CLICKHOUSE_CLUSTER
 	ClickHouseTLS      bool   // CLICKHOUSE_TLS
 	ClickHouseTLSCA    string // CLICKHOUSE_TLS_CA_FILE
 
@@ -78,8 +79,8 @@ func DefaultConfig() Config {
 }
 
 var knownVars = withAuthVars(map[string]bool{
-	"NATS_URL": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true,
-	"CLICKHOUSE_ADDR": true, "CLICKHOUSE_DATABASE": true, "CLICKHOUSE_TLS": true, "CLICKHOUSE_TLS_CA_FILE": true, "CLICKHOUSE_USERNAME": true, "CLICKHOUSE_PASSWORD": true,
+	"NATS_URL": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true, "NATS_STREAM_REPLICAS": true,
+	"CLICKHOUSE_ADDR": true, "CLICKHOUSE_DATABASE": true, "CLICKHOUSE_TLS": true, "CLICKHOUSE_TLS_CA_FILE": true, "CLICKHOUSE_CLUSTER": true, "CLICKHOUSE_USERNAME": true, "CLICKHOUSE_PASSWORD": true,
 	"RECON_SCHEDULE": true, "RECON_GRACE": true, "RECON_STALE_AUTHORIZATION": true, "RECON_STUCK_REFUND": true,
 	"RECON_PASS_TIMEOUT": true, "RECON_FULL_EVERY": true, "RECON_LEASE_TTL": true, "RECON_LISTEN": true, "RECON_CONSUMER": true, "RECON_BATCH_SIZE": true,
 	"RECON_BATCH_WAIT": true, "RECON_SHUTDOWN_TIMEOUT": true, "OTTU_ENVIRONMENT": true,
@@ -102,10 +103,12 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	c.NATSAuth = nats.ReadAuth(env)
 	env.String(&c.Stream.Name, "NATS_STREAM")
 	env.String(&c.Stream.SubjectPrefix, "NATS_SUBJECT_PREFIX")
+	env.Int(&c.Stream.Replicas, "NATS_STREAM_REPLICAS") // of the findings stream and the lease bucket too
 	env.String(&addrs, "CLICKHOUSE_ADDR")
 	env.String(&c.ClickHouseDatabase, "CLICKHOUSE_DATABASE")
 	env.String(&c.ClickHouseUsername, "CLICKHOUSE_USERNAME")
 	env.Secret(&c.ClickHousePassword, "CLICKHOUSE_PASSWORD")
+	env.String(&c.ClickHouseCluster, "CLICKHOUSE_CLUSTER")
 	env.Bool(&c.ClickHouseTLS, "CLICKHOUSE_TLS")
 	env.String(&c.ClickHouseTLSCA, "CLICKHOUSE_TLS_CA_FILE")
 	env.String(&c.Schedule, "RECON_SCHEDULE")
@@ -169,6 +172,9 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	}
 	if c.ClickHouseTLSCA != "" && !c.ClickHouseTLS {
 		env.Check("CLICKHOUSE_TLS_CA_FILE", errors.New("set CLICKHOUSE_TLS=true too"))
+	}
+	if c.Stream.Replicas < 1 || c.Stream.Replicas > 5 {
+		env.Check("NATS_STREAM_REPLICAS", fmt.Errorf("want 1 to 5, got %d", c.Stream.Replicas))
 	}
 	if c.LeaseTTL < time.Second {
 		env.Check("RECON_LEASE_TTL", errors.New("must be at least 1s"))

@@ -34,6 +34,11 @@ type Server struct {
 // skipped, or fails under CI=true.
 func StartServer(tb testing.TB, timezone string) Server {
 	tb.Helper()
+	return startServer(tb, timezone, freePort(tb), "")
+}
+
+func startServer(tb testing.TB, timezone string, port int, extra string) Server {
+	tb.Helper()
 	bin, err := exec.LookPath("clickhouse-server")
 	if err != nil {
 		msg := "clickhouse-server is not installed: run `make test` (scripts/clickhouse.sh installs it)"
@@ -43,7 +48,7 @@ func StartServer(tb testing.TB, timezone string) Server {
 		tb.Skip(msg)
 	}
 	dir := tb.TempDir()
-	port, httpPort := freePort(tb), freePort(tb)
+	httpPort := freePort(tb)
 	for _, d := range []string{"data", "tmp", "user_files", "format_schemas", "log"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o750); err != nil {
 			tb.Fatal(err)
@@ -64,7 +69,8 @@ func StartServer(tb testing.TB, timezone string) Server {
   <default_database>default</default_database>
   <timezone>%[4]s</timezone>
   <mark_cache_size>67108864</mark_cache_size>
-</yandex>`, dir, port, httpPort, timezone)
+%[5]s
+</yandex>`, dir, port, httpPort, timezone, extra)
 	users := `<?xml version="1.0"?>
 <yandex>
   <profiles><default></default></profiles>
@@ -91,6 +97,13 @@ func StartServer(tb testing.TB, timezone string) Server {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	tb.Cleanup(func() {
+		if tb.Failed() { // what the server said helps more than the client's error
+			for _, name := range []string{"server.err.log", "stdout.log"} {
+				if b, err := os.ReadFile(filepath.Join(dir, "log", name)); err == nil && len(b) > 0 {
+					tb.Logf("clickhouse-server %d %s (last 3 KiB):\n%s", port, name, b[max(0, len(b)-3072):])
+				}
+			}
+		}
 		_ = cmd.Process.Kill()
 		<-exited
 		logFile.Close()
