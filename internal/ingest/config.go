@@ -59,7 +59,7 @@ func DefaultConfig() Config {
 
 // knownVars are the variables ingest reads; other INGEST_* and NATS_STREAM_*
 // variables are reported as likely typos.
-var knownVars = authVars(map[string]bool{
+var knownVars = nats.WithAuthVars(map[string]bool{
 	"INGEST_LISTEN": true, "OTTU_HMAC_KEYS": true, "NATS_URL": true, "NATS_EMBEDDED": true,
 	"NATS_LISTEN": true, "NATS_STORE_DIR": true, "NATS_SYNC_ALWAYS": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true,
 	"NATS_STREAM_REPLICAS": true, "NATS_STREAM_MAX_AGE": true, "NATS_STREAM_MAX_BYTES": true,
@@ -68,13 +68,6 @@ var knownVars = authVars(map[string]bool{
 	"INGEST_ADMIN_LISTEN": true, "INGEST_MAX_CONNECTIONS": true, "INGEST_TLS_CERT_FILE": true,
 	"INGEST_TLS_KEY_FILE": true, "INGEST_REJECTED_BYTES_PER_MINUTE": true,
 })
-
-func authVars(known map[string]bool) map[string]bool {
-	for _, v := range nats.AuthVars {
-		known[v] = true
-	}
-	return known
-}
 
 // LoadConfig reads env on top of DefaultConfig and validates the result.
 func LoadConfig(env *envconfig.Env) (Config, error) {

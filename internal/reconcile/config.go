@@ -78,7 +78,7 @@ func DefaultConfig() Config {
 	}
 }
 
-var knownVars = withAuthVars(map[string]bool{
+var knownVars = nats.WithAuthVars(map[string]bool{
 	"NATS_URL": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true, "NATS_STREAM_REPLICAS": true,
 	"CLICKHOUSE_ADDR": true, "CLICKHOUSE_DATABASE": true, "CLICKHOUSE_TLS": true, "CLICKHOUSE_TLS_CA_FILE": true, "CLICKHOUSE_CLUSTER": true, "CLICKHOUSE_USERNAME": true, "CLICKHOUSE_PASSWORD": true,
 	"RECON_SCHEDULE": true, "RECON_GRACE": true, "RECON_STALE_AUTHORIZATION": true, "RECON_STUCK_REFUND": true,
@@ -87,13 +87,6 @@ var knownVars = withAuthVars(map[string]bool{
 	"ALERT_WEBHOOK_URL": true, "ALERT_HMAC_KEY": true, "LOG_LEVEL": true,
 	"OTTU_API_URL": true, "OTTU_API_KEY": true, "OTTU_HMAC_KEYS": true,
 })
-
-func withAuthVars(known map[string]bool) map[string]bool {
-	for _, v := range nats.AuthVars {
-		known[v] = true
-	}
-	return known
-}
 
 // LoadConfig reads env on top of DefaultConfig and validates the result.
 func LoadConfig(env *envconfig.Env) (Config, error) {

@@ -68,6 +68,13 @@ func MustOpenServerFromConfig(tb testing.TB, path string) string {
 	}
 	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT, 0
 	opts.StoreDir, opts.NoSigs, opts.NoLog = tb.TempDir(), true, true
+	return startServer(tb, opts).ClientURL()
+}
+
+// startServer starts a nats-server with opts, waits until it accepts
+// connections, and stops it when the test ends.
+func startServer(tb testing.TB, opts *server.Options) *server.Server {
+	tb.Helper()
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		tb.Fatal(err)
@@ -75,10 +82,10 @@ func MustOpenServerFromConfig(tb testing.TB, path string) string {
 	ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()
-		tb.Fatal("nats server from config not ready after 10s")
+		tb.Fatalf("nats server %s not ready after 10s", opts.ServerName)
 	}
 	tb.Cleanup(ns.Shutdown)
-	return ns.ClientURL()
+	return ns
 }
 
 // MustOpenTLSServer starts a nats-server with JetStream that speaks only TLS,
@@ -112,16 +119,7 @@ func MustOpenTLSServer(tb testing.TB, user, password string) (url, caFile string
 		NoSigs: true, NoLog: true, Username: user, Password: password, TLS: true,
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{leafDER}, PrivateKey: srvKey}},
 			MinVersion: tls.VersionTLS12}}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		tb.Fatal("TLS nats server not ready after 10s")
-	}
-	tb.Cleanup(ns.Shutdown)
+	ns := startServer(tb, opts)
 	return "tls://" + strings.TrimPrefix(strings.TrimPrefix(ns.ClientURL(), "nats://"), "tls://"), caFile
 }
 
