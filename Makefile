@@ -34,7 +34,10 @@ unit:
 demo:
 	scripts/demo.sh
 
+# The figures of README "Performance" against their yardsticks (PARENTS=1000000
+# by default), then the Go benchmarks.
 bench:
+	scripts/clickhouse.sh run scripts/bench.sh
 	scripts/clickhouse.sh run $(GO) test -run='^$$' -bench=. -benchmem ./...
 
 fuzz:

@@ -273,26 +273,59 @@ WHERE 1 %s
 GROUP BY session_id, reference_number
 ORDER BY session_id, reference_number`
 
-// sharedQuery finds the signed references (a payment attempt's or an
-// operation's reference_number) delivered under more than one parent, for
-// the selected parents: one row per parent and reference.
+// sharedQuery finds, for the selected parents, the signed references (a
+// payment attempt's or an operation's reference_number) delivered under more
+// than one parent: one row per parent and reference, with the number of
+// parents and the first 20 of them. One signed body re-posted under
+// thousands of session_ids must not cost thousands squared.
 const sharedQuery = `
-SELECT session_id, kind, reference_number, sessions
+SELECT parent, reference_number, n, arraySlice(sessions, 1, 20)
 FROM (
-	SELECT 'payment' AS kind, reference_number, arraySort(groupUniqArray(session_id)) AS sessions
-	FROM payment_events
-	WHERE reference_number != '' AND reference_number IN (SELECT reference_number FROM payment_events WHERE 1 %[1]s)
+	SELECT reference_number, arraySort(groupUniqArray(session_id)) AS sessions, length(sessions) AS n
+	FROM %[1]s
+	WHERE reference_number != '' AND reference_number IN (SELECT reference_number FROM %[1]s WHERE 1 %[2]s)
 	GROUP BY reference_number
-	HAVING length(sessions) > 1
-	UNION ALL
-	SELECT 'operation' AS kind, reference_number, arraySort(groupUniqArray(session_id)) AS sessions
-	FROM operation_events
-	WHERE reference_number IN (SELECT reference_number FROM operation_events WHERE 1 %[1]s)
-	GROUP BY reference_number
-	HAVING length(sessions) > 1
+	HAVING n > 1
 ) AS shared
-ARRAY JOIN sessions AS session_id
-ORDER BY session_id, kind, reference_number`
+ARRAY JOIN sessions AS parent
+WHERE 1 %[3]s`
+
+// sharedRefs returns, per selected parent, the signed references it shares
+// with another parent.
+func (s *Store) sharedRefs(ctx context.Context, sel ledger.Selection) (map[string][]ledger.Shared, error) {
+	inner, innerArgs, err := candidates(sel, "session_id")
+	if err != nil {
+		return nil, err
+	}
+	outer, outerArgs, err := candidates(sel, "parent")
+	if err != nil {
+		return nil, err
+	}
+	args := append(slices.Clone(innerArgs), outerArgs...)
+	out := map[string][]ledger.Shared{}
+	for _, t := range []struct{ kind, table string }{{"payment", "payment_events"}, {"operation", "operation_events"}} {
+		rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(sharedQuery, t.table, inner, outer), args...)
+		if err != nil {
+			return nil, fmt.Errorf("query shared references: %w", err)
+		}
+		for rows.Next() {
+			var parent string
+			var n uint64
+			sh := ledger.Shared{Kind: t.kind}
+			if err := rows.Scan(&parent, &sh.ReferenceNumber, &n, &sh.Sessions); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("scan shared reference: %w", err)
+			}
+			sh.Parents = int(n)
+			out[parent] = append(out[parent], sh)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read shared references: %w", err)
+		}
+	}
+	return out, nil
+}
 
 // ottuQuery reads Ottu's own record of each parent, as the last answer of
 // its Payment Status Query gave it.
@@ -315,24 +348,23 @@ ORDER BY key, delivery_id`
 // operation and unreadable summaries, each ordered by the parent's key,
 // merged here. No table is loaded into memory.
 func (s *Store) Parents(ctx context.Context, sel ledger.Selection, fn func(*ledger.Parent) error) error {
-	var streams [5]*summaryReader
+	shared, err := s.sharedRefs(ctx, sel)
+	if err != nil {
+		return err
+	}
+	var streams [4]*summaryReader
 	for i, q := range []struct {
 		query, column string
 		scan          func(driver.Rows) (string, func(*ledger.Parent), error)
-		filters       int // how often the query applies the selection
 	}{
-		{parentsQuery, "session_id", scanParent, 1},
-		{operationsQuery, "session_id", scanOperation, 1},
-		{unreadableQuery, unreadableKey, scanUnreadable, 1},
-		{sharedQuery, "session_id", scanShared, 2},
-		{ottuQuery, "session_id", scanOttu, 1},
+		{parentsQuery, "session_id", scanParent},
+		{operationsQuery, "session_id", scanOperation},
+		{unreadableQuery, unreadableKey, scanUnreadable},
+		{ottuQuery, "session_id", scanOttu},
 	} {
 		filter, args, err := candidates(sel, q.column)
 		if err != nil {
 			return err
-		}
-		if q.filters == 2 {
-			args = append(slices.Clone(args), args...)
 		}
 		rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(q.query, filter), args...)
 		if err != nil {
@@ -362,6 +394,7 @@ func (s *Store) Parents(ctx context.Context, sel ledger.Selection, fn func(*ledg
 				return err
 			}
 		}
+		p.Shared = shared[key]
 		if err := fn(p); err != nil {
 			return err
 		}
@@ -471,7 +504,7 @@ func scanParent(rows driver.Rows) (string, func(*ledger.Parent), error) {
 	return p.SessionID, func(dst *ledger.Parent) {
 		// The payment summary comes first for its key: keep what the other
 		// summaries may have added, take the rest.
-		p.Operations, p.Unreadable, p.Shared, p.Ottu, p.Err = dst.Operations, dst.Unreadable, dst.Shared, dst.Ottu, dst.Err
+		p.Operations, p.Unreadable, p.Ottu, p.Err = dst.Operations, dst.Unreadable, dst.Ottu, dst.Err
 		p.Sandbox = p.Sandbox || dst.Sandbox
 		*dst = p
 	}, nil
@@ -509,17 +542,6 @@ func scanOperation(rows driver.Rows) (string, func(*ledger.Parent), error) {
 		p.Operations = append(p.Operations, o)
 		p.Sandbox = p.Sandbox || o.Sandbox
 	}, nil
-}
-
-func scanShared(rows driver.Rows) (string, func(*ledger.Parent), error) {
-	var (
-		session string
-		sh      ledger.Shared
-	)
-	if err := rows.Scan(&session, &sh.Kind, &sh.ReferenceNumber, &sh.Sessions); err != nil {
-		return "", nil, fmt.Errorf("scan shared reference: %w", err)
-	}
-	return session, func(p *ledger.Parent) { p.Shared = append(p.Shared, sh) }, nil
 }
 
 func scanOttu(rows driver.Rows) (string, func(*ledger.Parent), error) {

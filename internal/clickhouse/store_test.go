@@ -190,3 +190,55 @@ func TestStore_ReportPGSide(t *testing.T) {
 		}
 	}
 }
+
+// TestStore_IncrementalAtScale: an incremental selection over a history of
+// 20,000 parents (40,000 payment and 60,000 operation deliveries), 10,000 of
+// which got a payment delivery re-posted with one signed reference_number
+// under each of their session_ids. Listing every parent with every other
+// once cost 10,000 squared rows (ClickHouse ran out of memory); each
+// parent now gets the reference with the count and at most 20 others.
+func TestStore_IncrementalAtScale(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	ctx := context.Background()
+	for _, q := range []string{
+		`INSERT INTO payment_events (delivery_id, stream_seq, received_at, stored_at, session_id, reference_number, state,
+			amount, currency_code, timestamp_utc, is_terminal, state_rank, child_session_ids, child_states, child_amounts, child_currency_codes)
+			SELECT concat('p', toString(number)), number, toDateTime(1700000000 + number), toDateTime(1700000000 + number),
+			concat('s', toString(intDiv(number, 2))), concat('a', toString(number)), if(number % 2 = 0, 'pending', 'paid'),
+			toDecimal128(100, 8), 'KWD', toDateTime(1700000000 + number), number % 2, 2, [], [], [], []
+			FROM system.numbers LIMIT 40000`,
+		`INSERT INTO operation_events (delivery_id, stream_seq, received_at, stored_at, reference_number, session_id,
+			child_session_id, operation, source, amount, txn_amount, txn_currency_code, txn_state, timestamp_utc, is_terminal, state_rank)
+			SELECT concat('o', toString(number)), number, toDateTime(1700000000 + number), now(), concat('op', toString(number)),
+			concat('s', toString(intDiv(number, 3))), concat('c', toString(number)), 'refund', 'input', toDecimal128(1, 8),
+			toDecimal128(1, 8), 'KWD', 'refunded', toDateTime(1700000000 + number), 1, 1
+			FROM system.numbers LIMIT 60000`,
+		`INSERT INTO payment_events (delivery_id, stream_seq, received_at, stored_at, session_id, reference_number, state,
+			amount, currency_code, timestamp_utc, is_terminal, state_rank, child_session_ids, child_states, child_amounts, child_currency_codes)
+			SELECT concat('q', toString(number)), 0, now(), now(), concat('s', toString(number * 2)), 'one-signed-body', 'paid',
+			toDecimal128(100, 8), 'KWD', now(), 1, 7, [], [], [], []
+			FROM system.numbers LIMIT 10000`,
+	} {
+		if err := db.Conn().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := ledger.Config{Grace: 10 * time.Minute, StaleAuthorization: 168 * time.Hour, StuckRefund: 48 * time.Hour}
+	now := time.Now().UTC()
+	sel := ledger.Selection{StoredSince: now.Add(-time.Hour), Windows: ledger.Windows(cfg, now.Add(-5*time.Minute), now)}
+	shared := 0
+	if err := (&clickhouse.Store{DB: db}).Parents(ctx, sel, func(p *ledger.Parent) error {
+		for _, sh := range p.Shared {
+			if sh.Parents != 10000 || len(sh.Sessions) > 20 {
+				return fmt.Errorf("%s: shared %+v", p.SessionID, sh)
+			}
+			shared++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if shared != 10000 {
+		t.Fatalf("%d parents told of the shared reference, want 10,000", shared)
+	}
+}

@@ -139,7 +139,8 @@ type Parent struct {
 type Shared struct {
 	Kind            string // payment or operation
 	ReferenceNumber string
-	Sessions        []string // every parent it was seen under, this one included
+	Parents         int      // how many parents it was seen under, this one included
+	Sessions        []string // the first of them (at most 20)
 }
 
 // Unreadable is an authentic delivery kept raw because a value cannot be read

@@ -520,7 +520,11 @@ func replayedWebhook(p *Parent, _ Config, _ time.Time, fire fireFunc) {
 				others = append(others, s)
 			}
 		}
-		bad = append(bad, fmt.Sprintf("%s %s also delivered under session_id %s", sh.Kind, sh.ReferenceNumber, strings.Join(others, ", ")))
+		list := strings.Join(others, ", ")
+		if more := max(sh.Parents, len(sh.Sessions)) - 1 - len(others); more > 0 {
+			list += fmt.Sprintf(" and %d more", more)
+		}
+		bad = append(bad, fmt.Sprintf("%s %s also delivered under session_id %s", sh.Kind, sh.ReferenceNumber, list))
 	}
 	if len(bad) > 0 {
 		fire(ReplayedWebhook, "a signed body was re-posted with unsigned fields changed: %s", strings.Join(bad, "; "))
