@@ -114,7 +114,7 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.URL, "url", "http://127.0.0.1:8080/webhooks/ottu", "ingest webhook URL")
 	fs.IntVar(&c.Parents, "parents", 500, "parent payments to simulate (each sends 1 to 5 webhooks)")
-	fs.Float64Var(&c.Anomalies, "anomalies", 0.2, "fraction of parents built to trip a finding code (spread over all 16)")
+	fs.Float64Var(&c.Anomalies, "anomalies", 0.2, "fraction of parents built to trip a finding code (spread over every code)")
 	fs.Float64Var(&c.Duplicates, "duplicates", 0.05, "fraction of webhooks delivered twice, exactly")
 	fs.Float64Var(&c.OutOfOrder, "out-of-order", 0.1, "fraction of parents whose webhooks arrive in reverse order")
 	fs.Float64Var(&c.SchemeB, "scheme-b", 0.2, "fraction of webhooks signed with scheme B instead of A")
