@@ -131,6 +131,11 @@ func TestSecure_Compose(t *testing.T) {
 	if err := rm.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The scheduled passes need the lease: the reconcile user may take it.
+	waitFor(t, "the pass lease", 15*time.Second, func() bool {
+		held, _ := rm.lease.Held()
+		return held
+	})
 	store := &clickhouse.DB{Addrs: []string{ch.Addr}, Database: db, Username: chtest.SecretUser, Password: chtest.SecretPassword}
 	if err := store.Open(ctx); err != nil {
 		t.Fatal(err)
