@@ -29,6 +29,12 @@ type Lease struct {
 	Replicas int           // of the bucket; default 1
 	// OnChange, if set, is told when this process takes or loses the lease.
 	OnChange func(held bool)
+	// OnError, if set, is told when the lease cannot be taken or kept for a
+	// reason other than another holder (NATS away, a missing permission);
+	// once per distinct error, so a lasting fault does not flood the log.
+	OnError func(err error)
+
+	lastErr string
 
 	mu      sync.Mutex
 	held    bool
@@ -78,7 +84,10 @@ func (l *Lease) Run(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		if kv == nil {
-			kv, _ = l.bucket(ctx)
+			var err error
+			if kv, err = l.bucket(ctx); err != nil {
+				l.report(err)
+			}
 		}
 		if kv != nil {
 			l.step(ctx, kv)
@@ -125,10 +134,24 @@ func (l *Lease) step(ctx context.Context, kv jetstream.KeyValue) {
 	switch {
 	case err == nil:
 		l.set(true, next)
-	case held && (errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err)):
-		l.set(false, 0) // someone else has it: ours expired
+	case errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err):
+		if held {
+			l.set(false, 0) // someone else has it: ours expired
+		}
+	default:
+		// NATS away, a missing permission: keep what we had (Held lets it
+		// lapse), and say so.
+		l.report(fmt.Errorf("pass lease: %w", err))
 	}
-	// Any other error (NATS away): keep what we had; Held lets it lapse.
+}
+
+// report tells OnError about err unless it said the same last time.
+func (l *Lease) report(err error) {
+	if l.OnError == nil || err.Error() == l.lastErr {
+		return
+	}
+	l.lastErr = err.Error()
+	l.OnError(err)
 }
 
 func isWrongSequence(err error) bool {

@@ -162,6 +162,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 			}
 			leaseHeld.Set(0)
 			leaseLog.Info().Msg("pass lease not held: another replica runs the scheduled passes")
+		},
+		OnError: func(err error) {
+			leaseLog.Warn().Err(err).Msg("pass lease not taken or kept: scheduled passes wait for it")
 		}}
 
 	// The schedule: UTC, never two passes at once, a panic is a failed pass.
