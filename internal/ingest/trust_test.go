@@ -17,6 +17,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 	"github.com/ottu-recon/ottu-recon/internal/spool"
 )
 
@@ -72,10 +73,10 @@ func TestIngest_AdminListen(t *testing.T) {
 	cfg.AdminListen = "127.0.0.1:0"
 	m := MustOpenMain(t, cfg)
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
-		if code, _ := get(t, m.URL()+path); code != http.StatusNotFound {
+		if code, _ := nettest.Get(t, m.URL()+path); code != http.StatusNotFound {
 			t.Errorf("public %s: %d, want 404", path, code)
 		}
-		if code, _ := get(t, m.AdminURL()+path); code != http.StatusOK {
+		if code, _ := nettest.Get(t, m.AdminURL()+path); code != http.StatusOK {
 			t.Errorf("admin %s: %d, want 200", path, code)
 		}
 	}
@@ -97,21 +98,10 @@ func TestIngest_AdminListen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pm.Close(t.Context()) // the spool cannot drain with NATS away: its error is expected
-	code, body := get(t, pm.URL()+"/readyz")
+	code, body := nettest.Get(t, pm.URL()+"/readyz")
 	if code != http.StatusServiceUnavailable || strings.Contains(body, "error") || strings.Contains(body, "spool") || strings.Contains(body, "nats") {
 		t.Fatalf("public readyz: %d %s; want 503 with no error text", code, body)
 	}
-}
-
-func get(tb testing.TB, url string) (int, string) {
-	tb.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
 }
 
 // TestIngest_MaxConnections: past INGEST_MAX_CONNECTIONS, a connection waits
@@ -184,7 +174,7 @@ func TestIngest_RejectedBodyBudget(t *testing.T) {
 	if kept != 3 || dropped != 7 {
 		t.Fatalf("kept %d bodies and dropped %d, want 3 and 7", kept, dropped)
 	}
-	_, metrics := get(t, m.URL()+"/metrics")
+	_, metrics := nettest.Get(t, m.URL()+"/metrics")
 	if !strings.Contains(metrics, "ottu_ingest_rejected_bodies_dropped_total 7") {
 		t.Fatal("drops not counted")
 	}

@@ -2,8 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,30 +10,8 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 )
-
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-func get(tb testing.TB, url string) (int, string) {
-	tb.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
 
 // openWaiting starts reconcile without waiting for its dependencies.
 func openWaiting(tb testing.TB, cfg Config) *Main {
@@ -60,13 +36,13 @@ func openWaiting(tb testing.TB, cfg Config) *Main {
 // NATS is there.
 func TestServe_StartsWhileNATSDown(t *testing.T) {
 	db := chtest.MustOpenDB(t)
-	natsAddr := freeAddr(t)
+	natsAddr := nettest.FreeAddr(t)
 	m := openWaiting(t, testConfig(t, "nats://"+natsAddr, db))
-	if code, _ := get(t, m.URL()+"/readyz"); code != http.StatusServiceUnavailable {
+	if code, _ := nettest.Get(t, m.URL()+"/readyz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("readyz while NATS is down: %d, want 503", code)
 	}
 	waitFor(t, "a retry counted", 10*time.Second, func() bool {
-		_, body := get(t, m.URL()+"/metrics")
+		_, body := nettest.Get(t, m.URL()+"/metrics")
 		return strings.Contains(body, `ottu_reconcile_dependency_retries_total{dependency="nats"}`)
 	})
 
@@ -83,7 +59,7 @@ func TestServe_StartsWhileNATSDown(t *testing.T) {
 		return chtest.Count(t, db, "SELECT count() FROM webhooks_raw") == 20
 	})
 	waitFor(t, "ready", 10*time.Second, func() bool {
-		code, _ := get(t, m.URL()+"/readyz")
+		code, _ := nettest.Get(t, m.URL()+"/readyz")
 		return code == http.StatusOK
 	})
 }
@@ -103,10 +79,10 @@ func TestServe_StartsWhileClickHouseDown(t *testing.T) {
 		publish(t, p, paymentBody(i, "paid"))
 	}
 	waitFor(t, "a retry counted", 10*time.Second, func() bool {
-		_, body := get(t, m.URL()+"/metrics")
+		_, body := nettest.Get(t, m.URL()+"/metrics")
 		return strings.Contains(body, `ottu_reconcile_dependency_retries_total{dependency="clickhouse"}`)
 	})
-	code, body := get(t, m.URL()+"/readyz")
+	code, body := nettest.Get(t, m.URL()+"/readyz")
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("readyz while ClickHouse is down: %d %s, want 503", code, body)
 	}
@@ -116,7 +92,7 @@ func TestServe_StartsWhileClickHouseDown(t *testing.T) {
 
 	px.up(t)
 	waitFor(t, "ready", 30*time.Second, func() bool {
-		code, _ := get(t, m.URL()+"/readyz")
+		code, _ := nettest.Get(t, m.URL()+"/readyz")
 		return code == http.StatusOK
 	})
 	if err := db.Open(context.Background()); err != nil { // migrated by reconcile

@@ -3,7 +3,6 @@ package chtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 )
 
 // SecretUser and SecretPassword are a user StartServer's servers have besides
@@ -34,7 +34,7 @@ type Server struct {
 // skipped, or fails under CI=true.
 func StartServer(tb testing.TB, timezone string) Server {
 	tb.Helper()
-	return startServer(tb, timezone, freePort(tb), "")
+	return startServer(tb, timezone, nettest.FreePort(tb), "")
 }
 
 func startServer(tb testing.TB, timezone string, port int, extra string) Server {
@@ -48,7 +48,7 @@ func startServer(tb testing.TB, timezone string, port int, extra string) Server 
 		tb.Skip(msg)
 	}
 	dir := tb.TempDir()
-	httpPort := freePort(tb)
+	httpPort := nettest.FreePort(tb)
 	for _, d := range []string{"data", "tmp", "user_files", "format_schemas", "log"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o750); err != nil {
 			tb.Fatal(err)
@@ -130,14 +130,4 @@ func startServer(tb testing.TB, timezone string, port int, extra string) Server 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ottu-recon/ottu-recon/internal/nats"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 )
 
 // Logger writes to the test's log when TEST_LOG is set, else nowhere.
@@ -154,7 +155,7 @@ func MustOpenCluster(tb testing.TB, n int) *Cluster {
 	tb.Helper()
 	ports, routes := make([]int, n), make([]string, n)
 	for i := range n {
-		ports[i] = freePort(tb)
+		ports[i] = nettest.FreePort(tb)
 		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", ports[i])
 	}
 	c := &Cluster{}
@@ -196,14 +197,4 @@ func MustOpenCluster(tb testing.TB, n int) *Cluster {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
