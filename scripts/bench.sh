@@ -25,7 +25,7 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 row() { printf '| %-34s | %12s | %-44s | %12s | %6s |\n' "$@"; }
-trap 'clickhouse-client --host "${host%:*}" --port "${host##*:}" --query "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
+[ -n "${BENCH_KEEP:-}" ] || trap 'clickhouse-client --host "${host%:*}" --port "${host##*:}" --query "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
 
 go build -o bin/ ./cmd/reconcile
 bin/reconcile migrate

@@ -3,6 +3,8 @@ package clickhouse_test
 import (
 	"context"
 	"fmt"
+	"reflect"
+	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -240,5 +242,91 @@ func TestStore_IncrementalAtScale(t *testing.T) {
 	}
 	if shared != 10000 {
 		t.Fatalf("%d parents told of the shared reference, want 10,000", shared)
+	}
+}
+
+// A pass reads parents a chunk at a time: however the chunks fall (one for
+// everything, one per parent, a list of parents two at a time), every parent
+// comes out once, in order, and whole. Spot checks pin what the fold takes
+// from the deliveries.
+func TestStore_Chunks(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	if _, err := (&clickhouse.Writer{DB: db}).Write(ctx, corpus(t, now)); err != nil {
+		t.Fatal(err)
+	}
+	read := func(s *clickhouse.Store, sel ledger.Selection) []*ledger.Parent {
+		t.Helper()
+		var out []*ledger.Parent
+		if err := s.Parents(ctx, sel, func(p *ledger.Parent) error { out = append(out, p); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	whole := read(&clickhouse.Store{DB: db}, ledger.Selection{All: true})
+	var keys []string
+	for _, p := range whole {
+		keys = append(keys, p.SessionID)
+	}
+	if !slices.IsSorted(keys) || len(slices.Compact(slices.Clone(keys))) != len(keys) || len(keys) < 10 {
+		t.Fatalf("parents %q: want each once, in order", keys)
+	}
+	tiny := &clickhouse.Store{DB: db, ChunkRows: 1}
+	clickhouse.SetChunkSessions(tiny, 2)
+	for name, got := range map[string][]*ledger.Parent{
+		"a range per parent":   read(tiny, ledger.Selection{All: true}),
+		"two listed at a time": read(tiny, ledger.Selection{StoredSince: now.Add(time.Hour), Sessions: keys}),
+	} {
+		if !reflect.DeepEqual(got, whole) {
+			t.Errorf("%s: parents differ from one chunk's", name)
+			for i := range min(len(got), len(whole)) {
+				if !reflect.DeepEqual(got[i], whole[i]) {
+					t.Fatalf("first difference: %+v\nwant %+v", got[i], whole[i])
+				}
+			}
+		}
+	}
+	byID := map[string]*ledger.Parent{}
+	for _, p := range whole {
+		byID[p.SessionID] = p
+	}
+	op := func(p *ledger.Parent, ref string) ledger.Operation {
+		for _, o := range p.Operations {
+			if o.ReferenceNumber == ref {
+				return o
+			}
+		}
+		t.Fatalf("%s has no operation %s", p.SessionID, ref)
+		return ledger.Operation{}
+	}
+	at := func(d time.Duration) time.Time { return now.Add(d) }
+	for _, c := range []struct {
+		name      string
+		got, want any
+	}{
+		{"latest state by timestamp, not arrival", byID["s-order"].State, "paid"},
+		{"failed then paid", byID["s-late"].State, "paid"},
+		{"states reached", byID["s-order"].Reached, map[string]bool{"paid": true, "pending": true}},
+		{"latest amount null", byID["s-null"].Amount.Valid, false},
+		{"latest refunded_amount null", byID["s-null"].RefundedAmount.Valid, false},
+		{"children listed, first time", byID["s-null"].Listed, map[string]time.Time{"c-r1": at(-30 * time.Hour), "c-missing": at(-30 * time.Hour)}},
+		{"last payment received", byID["s-null"].LastPaymentAt, at(-29 * time.Hour)},
+		{"largest amount", byID["s-max"].Amount.Decimal.String(), "999999999999999999999999999999.99999999"},
+		{"authorized since", byID["s-auth"].AuthorizedAt, at(-200 * time.Hour)},
+		{"queued since", op(byID["s-q"], "rq").QueuedSince, at(-90 * time.Hour)},
+		{"queued, completed: latest state", op(byID["s-q"], "rq").TxnState, "refunded"},
+		{"first received", op(byID["s-q"], "rq").FirstReceived, at(-90 * time.Hour)},
+		{"null amount", op(byID["s-q"], "rnull").Amount.Valid, false},
+		{"conflicting amounts", op(byID["s-auth"], "c1").Seen.Amount.Min.Decimal.String() + ".." + op(byID["s-auth"], "c1").Seen.Amount.Max.Decimal.String(), "10..11"},
+		{"latest of the conflicting", op(byID["s-auth"], "c1").Amount.Decimal.String(), "11"},
+		{"sources seen", op(byID["s-auth"], "v1").Seen.Sources, []string{"pg"}},
+		{"orphan has no payment", byID["s-orphan"].HasPayment, false},
+		{"sandbox", byID["s-sandbox"].Sandbox, true},
+		{"unreadable filed under its session", len(byID["s-neg"].Unreadable), 1},
+	} {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
 	}
 }

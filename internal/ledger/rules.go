@@ -77,8 +77,18 @@ var rules = []func(p *Parent, cfg Config, now time.Time, fire fireFunc){
 // be on its way. A finding a few minutes late beats a false critical alert.
 func afterGrace(rule func(*Parent, Config, time.Time, fireFunc)) func(*Parent, Config, time.Time, fireFunc) {
 	return func(p *Parent, cfg Config, now time.Time, fire fireFunc) {
+		n := 0
+		for i := range p.Operations {
+			if now.Sub(p.Operations[i].FirstReceived) >= cfg.Grace {
+				n++
+			}
+		}
+		if n == len(p.Operations) { // the common case: nothing to copy
+			rule(p, cfg, now, fire)
+			return
+		}
 		settled := *p
-		settled.Operations = nil
+		settled.Operations = make([]Operation, 0, n)
 		for _, o := range p.Operations {
 			if now.Sub(o.FirstReceived) >= cfg.Grace {
 				settled.Operations = append(settled.Operations, o)
@@ -92,24 +102,31 @@ func afterGrace(rule func(*Parent, Config, time.Time, fireFunc)) func(*Parent, C
 // captures are txn.state paid, refunds txn.state refunded, voids txn.state
 // voided. "Has a capture/void/refund" also counts an operation whose operation
 // field says so, whatever its state.
-func isCapture(o Operation) bool  { return o.TxnState == events.TxnPaid }
-func isRefunded(o Operation) bool { return o.TxnState == events.TxnRefunded }
-func isVoided(o Operation) bool   { return o.TxnState == events.TxnVoided }
-func hasKind(o Operation, kind string) bool {
+func isCapture(o *Operation) bool  { return o.TxnState == events.TxnPaid }
+func isRefunded(o *Operation) bool { return o.TxnState == events.TxnRefunded }
+func isVoided(o *Operation) bool   { return o.TxnState == events.TxnVoided }
+func hasKind(o *Operation, kind string) bool {
 	return o.Operation == kind
 }
 
-func (p *Parent) ops(pred func(Operation) bool) []Operation {
-	var out []Operation
-	for _, o := range p.Operations {
-		if pred(o) {
+// ops returns the operations pred keeps (pointers: an Operation is large,
+// and every rule asks).
+func (p *Parent) ops(pred func(*Operation) bool) []*Operation {
+	var out []*Operation
+	for i := range p.Operations {
+		if o := &p.Operations[i]; pred(o) {
+			if out == nil {
+				out = make([]*Operation, 0, len(p.Operations)-i)
+			}
 			out = append(out, o)
 		}
 	}
 	return out
 }
 
-func txnSum(ops []Operation) decimal.Decimal {
+func all(*Operation) bool { return true }
+
+func txnSum(ops []*Operation) decimal.Decimal {
 	total := decimal.Zero
 	for _, o := range ops {
 		total = total.Add(sum(o.TxnAmount))
@@ -117,7 +134,7 @@ func txnSum(ops []Operation) decimal.Decimal {
 	return total
 }
 
-func refs(ops []Operation) string {
+func refs(ops []*Operation) string {
 	names := make([]string, len(ops))
 	for i, o := range ops {
 		names[i] = o.ReferenceNumber
@@ -197,8 +214,8 @@ func overRefund(p *Parent, _ Config, _ time.Time, fire fireFunc) {
 // VOID_AFTER_CAPTURE: a parent has both a void and a capture (§4.2: a void is
 // impossible after even a partial capture).
 func voidAfterCapture(p *Parent, _ Config, _ time.Time, fire fireFunc) {
-	voids := p.ops(func(o Operation) bool { return isVoided(o) || hasKind(o, events.OpVoid) })
-	captures := p.ops(func(o Operation) bool { return isCapture(o) || hasKind(o, events.OpCapture) })
+	voids := p.ops(func(o *Operation) bool { return isVoided(o) || hasKind(o, events.OpVoid) })
+	captures := p.ops(func(o *Operation) bool { return isCapture(o) || hasKind(o, events.OpCapture) })
 	if len(voids) > 0 && len(captures) > 0 {
 		fire(VoidAfterCapture, "voided (%s) and captured (%s)", refs(voids), refs(captures))
 	}
@@ -226,14 +243,14 @@ func voidAmountMismatch(p *Parent, _ Config, _ time.Time, fire fireFunc) {
 func operationOnInvalidState(p *Parent, _ Config, _ time.Time, fire fireFunc) {
 	var bad []string
 	if !p.Reached[events.StateAuthorized] {
-		for _, o := range p.Operations {
+		for _, o := range p.ops(all) {
 			if isCapture(o) || isVoided(o) || hasKind(o, events.OpCapture) || hasKind(o, events.OpVoid) {
 				bad = append(bad, fmt.Sprintf("%s (%s) but the parent was never authorized", o.ReferenceNumber, o.Operation))
 			}
 		}
 	}
 	if !p.Reached[events.StatePaid] && len(p.ops(isCapture)) == 0 {
-		for _, o := range p.Operations {
+		for _, o := range p.ops(all) {
 			if hasKind(o, events.OpRefund) {
 				bad = append(bad, fmt.Sprintf("%s (refund) but the parent was never paid nor captured", o.ReferenceNumber))
 			}
@@ -313,7 +330,7 @@ func orphan(p *Parent, cfg Config, now time.Time, fire fireFunc) {
 	}
 	if now.Sub(first) >= cfg.Grace {
 		fire(OrphanOperation, "no payment webhook for this parent %s after its first operation (%s)",
-			now.Sub(first).Round(time.Second), refs(p.Operations))
+			now.Sub(first).Round(time.Second), refs(p.ops(all)))
 	}
 }
 
@@ -397,8 +414,8 @@ func staleAuthorization(p *Parent, cfg Config, now time.Time, fire fireFunc) {
 	if p.State != events.StateAuthorized || p.AuthorizedAt.IsZero() {
 		return
 	}
-	for _, o := range p.Operations {
-		if isCapture(o) || isVoided(o) || hasKind(o, events.OpCapture) || hasKind(o, events.OpVoid) {
+	for i := range p.Operations {
+		if o := &p.Operations[i]; isCapture(o) || isVoided(o) || hasKind(o, events.OpCapture) || hasKind(o, events.OpVoid) {
 			return
 		}
 	}
