@@ -69,7 +69,7 @@ rss=$(( $(cat "$root/.tmp/bench-rss") / 1024 ))
 ch --query "INSERT INTO payment_events (delivery_id, stream_seq, received_at, stored_at, session_id, order_no, reference_number,
   state, result, amount, currency_code, gateway_account, gateway_name, payment_type, is_sandbox, timestamp_utc, is_terminal,
   state_rank, child_session_ids, child_states, child_amounts, child_currency_codes)
-  SELECT concat('q', toString(number)), 0, now(), now(), concat('s', toString(number * 97 % $PARENTS)), '', 'b', 'paid', 'success',
+  SELECT concat('q', toString(number)), 0, now(), now(), concat('s', toString(number * 97 % $PARENTS)), '', concat('b', toString(number)), 'paid', 'success',
     toDecimal128(5, 8), 'KWD', 'cc', 'mpgs', 'one_off', 0, now(), 1, 7, [], [], [], []
   FROM system.numbers LIMIT 10000"
 t0=$(now)

@@ -40,14 +40,19 @@ type chunk struct {
 	sessions []string
 }
 
+// set is the chunk's list of session_ids as a value for IN ?.
+func (c chunk) set() clickhouse.GroupSet {
+	set := make([]any, len(c.sessions))
+	for i, s := range c.sessions {
+		set[i] = s
+	}
+	return clickhouse.GroupSet{Value: set}
+}
+
 // cond returns the condition that keeps the chunk's parents, on column.
 func (c chunk) cond(column string) (string, []any) {
 	if c.sessions != nil {
-		set := make([]any, len(c.sessions))
-		for i, s := range c.sessions {
-			set[i] = s
-		}
-		return column + " IN ?", []any{clickhouse.GroupSet{Value: set}}
+		return column + " IN ?", []any{c.set()}
 	}
 	var conds []string
 	var args []any
@@ -203,41 +208,52 @@ func candidates(sel ledger.Selection) (string, []any, error) {
 // sharedQuery finds the signed references (a payment attempt's or an
 // operation's reference_number) delivered under more than one parent: one
 // row per parent and reference, with the number of parents and the first 20
-// of them. A first aggregation over 64-bit hashes finds the few references
-// whose deliveries disagree on the parent (a collision only adds a
-// reference the exact second step drops); one signed body re-posted under
-// thousands of session_ids must not cost thousands squared.
+// of them. %[2]s picks the references to look at: in a full pass, an
+// aggregation over 64-bit hashes first finds the few whose deliveries
+// disagree on the parent (a collision only adds one the exact step drops);
+// in an incremental pass, those of the selected parents. One signed body
+// re-posted under thousands of session_ids must not cost thousands squared.
 const sharedQuery = `
 SELECT parent, reference_number, n, arraySlice(sessions, 1, 20)
 FROM (
 	SELECT reference_number, arraySort(groupUniqArray(session_id)) AS sessions, length(sessions) AS n
 	FROM %[1]s
-	WHERE reference_number != '' AND cityHash64(reference_number) IN (
-		SELECT h FROM (
-			SELECT cityHash64(reference_number) AS h, min(cityHash64(session_id)) AS lo, max(cityHash64(session_id)) AS hi
-			FROM %[1]s
-			WHERE reference_number != '' %[2]s
-			GROUP BY h
-		) AS hashed WHERE lo != hi)
+	WHERE reference_number != '' AND %[2]s
 	GROUP BY reference_number
 	HAVING n > 1
 ) AS shared
 ARRAY JOIN sessions AS parent`
 
+// sharedByHash picks, in a full pass, the references whose deliveries name
+// more than one parent, by hash.
+const sharedByHash = `cityHash64(reference_number) IN (
+		SELECT h FROM (
+			SELECT cityHash64(reference_number) AS h, min(cityHash64(session_id)) AS lo, max(cityHash64(session_id)) AS hi
+			FROM %[1]s
+			WHERE reference_number != ''
+			GROUP BY h
+		) AS hashed WHERE lo != hi)`
+
 // sharedRefs returns, per parent, the signed references it shares with
-// another parent: every such reference in a full pass, those of the
-// selected parents in an incremental one.
+// another parent: every such reference in a full pass; in an incremental
+// one, those that may have changed since the last (ledger.ReplayedWebhook is
+// the one rule that reads them).
 func (s *Store) sharedRefs(ctx context.Context, sel ledger.Selection) (map[string][]ledger.Shared, error) {
 	out := map[string][]ledger.Shared{}
 	for _, t := range []struct{ kind, table string }{{"payment", "payment_events"}, {"operation", "operation_events"}} {
-		filter, args := "", []any(nil)
+		filter, args := fmt.Sprintf(sharedByHash, t.table), []any(nil)
 		if !sel.All {
-			union, a, err := candidates(sel)
-			if err != nil {
-				return nil, err
+			// A reference becomes shared only when a delivery of it is
+			// stored; a parent that shared one before has an open
+			// REPLAYED_WEBHOOK finding (it stays open while shared).
+			filter = "reference_number IN (SELECT reference_number FROM " + t.table + ` WHERE stored_at >= ?
+				OR session_id IN (SELECT session_id FROM findings WHERE status = 'open' AND code = ?)`
+			args = []any{sel.StoredSince.UTC(), string(ledger.ReplayedWebhook)}
+			if len(sel.Sessions) > 0 { // the parents the last pass could not read
+				filter += " OR session_id IN ?"
+				args = append(args, chunk{sessions: sel.Sessions}.set())
 			}
-			filter = "AND reference_number IN (SELECT reference_number FROM " + t.table + " WHERE session_id IN (" + union + "))"
-			args = a
+			filter += ")"
 		}
 		rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(sharedQuery, t.table, filter), args...)
 		if err != nil {

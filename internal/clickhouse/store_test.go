@@ -330,3 +330,51 @@ func TestStore_Chunks(t *testing.T) {
 		}
 	}
 }
+
+// An incremental pass looks for shared references only among the deliveries
+// stored since the last pass and the parents already told of one: a parent
+// whose REPLAYED_WEBHOOK was raised by a full pass keeps it in the
+// incremental passes after, with nothing new stored.
+func TestStore_SharedStaysShared(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	ctx := context.Background()
+	// Stored three hours ago: no incremental pass looks at them as new.
+	if err := db.Conn().Exec(ctx, `INSERT INTO payment_events (delivery_id, stream_seq, received_at, stored_at, session_id,
+		reference_number, state, amount, currency_code, timestamp_utc, is_terminal, state_rank, child_session_ids, child_states,
+		child_amounts, child_currency_codes)
+		SELECT concat('d', toString(number)), number, now() - 10800, now() - 10800, concat('s-', toString(number)),
+		if(number < 2, 'ref-1', 'ref-other'), 'paid', toDecimal128(10, 8), 'KWD', now() - 10800, 1, 7, [], [], [], []
+		FROM system.numbers LIMIT 3`); err != nil {
+		t.Fatal(err)
+	}
+	store := &clickhouse.Store{DB: db}
+	clock := time.Now().UTC()
+	r := &ledger.Reconciler{Store: store, Now: func() time.Time { return clock }, FullEvery: 24 * time.Hour,
+		Config: ledger.Config{Grace: 10 * time.Minute, StaleAuthorization: 168 * time.Hour, StuckRefund: 48 * time.Hour}}
+	for pass := range 3 { // full, then two incremental passes with nothing stored
+		rep, err := r.Run(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Full != (pass == 0) || rep.Open != 2 || rep.Raised != 2*b2i(pass == 0) || rep.Resolved != 0 {
+			t.Fatalf("pass %d: %+v, want the two REPLAYED_WEBHOOK findings raised once and kept open", pass+1, rep)
+		}
+		clock = clock.Add(time.Minute)
+	}
+	open, err := store.OpenFindings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range open {
+		if f.Code != ledger.ReplayedWebhook {
+			t.Errorf("unexpected finding %+v", f)
+		}
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
