@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# make bench: a synthetic history loaded inside ClickHouse (INSERT ... SELECT
-# FROM numbers: seconds, not hours), then each figure of ottu-recon next to
-# its yardstick, measured in the same run on the same machine:
+# make bench: each figure of ottu-recon next to its yardstick, measured in the
+# same run on the same machine (docs/performance.md explains each):
 #
 #   full pass          reconcile run-once on an empty findings table, and its
 #                      peak RSS; yardstick: the bare GROUP BY of the same rows
@@ -10,9 +9,21 @@
 #   incremental pass   after 10,000 parents changed; yardstick: the full pass
 #   one-payment lookup the payments view by session_id; yardstick: the same
 #                      argMax over the table, filtered by session_id
+#   ingest             distinct signed webhooks (ottusim send, 64 connections)
+#                      into ingest with its embedded JetStream; yardstick: a
+#                      bare server that only verifies and decodes them
+#                      (yardstick ingest); then ingest's p50/p99 at half the
+#                      yardstick's rate, and its peak RSS
+#   sink               the JetStream backlog ingest stored, drained by
+#                      reconcile serve into empty tables; yardstick: plain
+#                      clickhouse-go batch inserts (10,000 rows a batch) of the
+#                      very rows it stored (yardstick sink)
 #
-# PARENTS (default 1,000,000) parents, each with 2 payment deliveries and 3
-# operations. Needs a ClickHouse (scripts/clickhouse.sh run sets it up).
+# The history (PARENTS, default 1,000,000 parents, each with 2 payment
+# deliveries and 3 operations) is generated inside ClickHouse (INSERT ...
+# SELECT FROM numbers: seconds, not hours). WEBHOOKS (default 50,000) is
+# the size of the ingest run and of the sink's backlog. Needs a ClickHouse
+# (scripts/clickhouse.sh run sets one up).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -25,9 +36,26 @@ now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 row() { printf '| %-34s | %12s | %-44s | %12s | %6s |\n' "$@"; }
-[ -n "${BENCH_KEEP:-}" ] || trap 'clickhouse-client --host "${host%:*}" --port "${host##*:}" --query "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true' EXIT
+WEBHOOKS=${WEBHOOKS:-50000}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  [ "$BASHPID" = "$$" ] || return 0 # not in the subshells of background jobs
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"
+  if [ -z "${BENCH_KEEP:-}" ]; then
+    for d in "$db" "${db}_sink"; do
+      clickhouse-client --host "${host%:*}" --port "${host##*:}" --query "DROP DATABASE IF EXISTS $d" >/dev/null 2>&1 || true
+    done
+  fi
+}
+trap cleanup EXIT
+# peak RSS of a running process, in MB
+peak() { awk '/^VmHWM/ { printf "%d", $2 / 1024 }' "/proc/$1/status"; }
+command -v /usr/bin/time >/dev/null || { apt-get install -y time >/dev/null 2>&1 || (apt-get update && apt-get install -y time) >/dev/null; }
 
-go build -o bin/ ./cmd/reconcile
+go build -o bin/ ./cmd/reconcile ./cmd/ingest ./cmd/ottusim ./cmd/yardstick
 bin/reconcile migrate
 
 echo "loading $PARENTS parents ($((PARENTS * 2)) payment deliveries, $((PARENTS * 3)) operation deliveries)..." >&2
@@ -61,9 +89,9 @@ bare=$(secs "$t0" "$(now)")
 
 # The full pass, and its peak RSS.
 t0=$(now)
-/usr/bin/time -f '%M' -o "$root/.tmp/bench-rss" bin/reconcile run-once
+/usr/bin/time -f '%M' -o "$work/bench-rss" bin/reconcile run-once
 full=$(secs "$t0" "$(now)")
-rss=$(( $(cat "$root/.tmp/bench-rss") / 1024 ))
+rss=$(( $(cat "$work/bench-rss") / 1024 ))
 
 # 10,000 parents change (a delivery each, stored now); the incremental pass.
 ch --query "INSERT INTO payment_events (delivery_id, stream_seq, received_at, stored_at, session_id, order_no, reference_number,
@@ -76,27 +104,73 @@ t0=$(now)
 bin/reconcile run-once
 incremental=$(secs "$t0" "$(now)")
 
-# One payment by session_id.
+# One payment by session_id, and one operation by reference_number: the
+# median of 11 server-side times (clickhouse-client --time).
+median() { sort -n | awk '{ a[NR] = $1 } END { printf "%.3f", a[int((NR + 1) / 2)] }'; }
+timed() { for _ in 1 2 3 4 5 6 7 8 9 10 11; do ch --time --enable_optimize_predicate_expression=1 --query "$1 FORMAT Null" 2>&1 >/dev/null; done | median; }
 key="s$((PARENTS / 3))"
-t0=$(now)
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-  ch --enable_optimize_predicate_expression=1 --query "SELECT state, amount FROM payments WHERE session_id = '$key' FORMAT Null"
-done
-view=$(awk -v s="$(secs "$t0" "$(now)")" 'BEGIN { printf "%.3f", s / 10 }')
-t0=$(now)
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-  ch --query "SELECT argMax(state, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)),
-    argMax(amount, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)) FROM payment_events
-    WHERE session_id = '$key' FORMAT Null"
-done
-direct=$(awk -v s="$(secs "$t0" "$(now)")" 'BEGIN { printf "%.3f", s / 10 }')
+view=$(timed "SELECT state, amount FROM payments WHERE session_id = '$key'")
+direct=$(timed "SELECT argMax(state, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)),
+    argMax(amount, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)) FROM payment_events WHERE session_id = '$key'")
+ref="op$((PARENTS / 3))"
+opview=$(timed "SELECT txn_state, txn_amount FROM operations WHERE reference_number = '$ref'")
+opdirect=$(timed "SELECT argMax(txn_state, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)),
+    argMax(txn_amount, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)) FROM operation_events WHERE reference_number = '$ref'")
+
+# Ingest: the yardstick first, then ingest at full speed, then ingest at
+# half the yardstick's rate. Each run sends webhooks of its own (a seed each):
+# distinct, as the stream de-duplicates repeats.
+export OTTU_HMAC_KEYS=bench-key-not-a-secret
+parents=$(( WEBHOOKS / 3 ))
+send() { bin/ottusim send -progress=false -duplicates 0 -concurrency 64 -parents "$parents" -summary-out "$work/$1.json" "${@:2}" >/dev/null; }
+field() { awk -v k="\"$2\":" '{ n = split($0, a, ","); for (i = 1; i <= n; i++) if (index(a[i], k)) { sub(/.*:/, "", a[i]); print a[i] + 0 } }' "$work/$1.json"; }
+yport=$(bin/yardstick port)
+bin/yardstick ingest -listen "127.0.0.1:$yport" & pids+=($!)
+bin/yardstick wait "http://127.0.0.1:$yport/"
+send yard -url "http://127.0.0.1:$yport/webhooks/ottu" -seed 11
+kill "${pids[-1]}"
+yard_rate=$(field yard per_second)
+
+iport=$(bin/yardstick port)
+nport=$(bin/yardstick port)
+INGEST_LISTEN=127.0.0.1:$iport NATS_EMBEDDED=true NATS_LISTEN=127.0.0.1:$nport NATS_STORE_DIR=$work/nats \
+  NATS_URL=nats://127.0.0.1:$nport LOG_LEVEL=info INGEST_SPOOL_DIR=$work/spool bin/ingest >"$work/ingest.log" 2>&1 &
+ingest_pid=$!
+pids+=("$ingest_pid")
+bin/yardstick wait "http://127.0.0.1:$iport/readyz"
+send full -url "http://127.0.0.1:$iport/webhooks/ottu" -seed 12
+ingest_rate=$(field full per_second)
+half=$(awk -v r="$yard_rate" 'BEGIN { printf "%d", r / 2 }')
+send half -url "http://127.0.0.1:$iport/webhooks/ottu" -seed 13 -rate "$half"
+ingest_rss=$(peak "$ingest_pid")
+stored=$(bin/yardstick stored "http://127.0.0.1:$iport/metrics")
+
+# Sink: reconcile serve drains the backlog into a database of its own.
+rport=$(bin/yardstick port)
+export CLICKHOUSE_DATABASE=${db}_sink
+CLICKHOUSE_DATABASE=${db}_sink NATS_URL=nats://127.0.0.1:$nport RECON_LISTEN=127.0.0.1:$rport RECON_SCHEDULE="0 0 1 1 *" \
+  LOG_LEVEL=info bin/reconcile serve >"$work/reconcile.log" 2>&1 &
+serve_pid=$!
+pids+=("$serve_pid")
+bin/yardstick drain -want "$stored" >"$work/drain"
+sink_rate=$(awk '{ print $(NF-1) }' "$work/drain")
+serve_rss=$(peak "$serve_pid")
+kill "$serve_pid"
+bin/yardstick sink >"$work/sink"
+yard_sink_rate=$(awk '{ print $(NF-1) }' "$work/sink")
 
 echo
-echo "ottu-recon bench: $PARENTS parents, $((PARENTS * 2)) payment and $((PARENTS * 3)) operation deliveries, ClickHouse $(ch --query 'SELECT version()'), $(nproc) cores"
+echo "ottu-recon bench: $PARENTS parents, $((PARENTS * 2)) payment and $((PARENTS * 3)) operation deliveries, $WEBHOOKS webhooks, ClickHouse $(ch --query 'SELECT version()'), $(nproc) cores"
 row "what" "ottu-recon" "yardstick, same rows, same run" "yardstick" "ratio"
 row "----" "----------" "------------------------------" "---------" "-----"
 row "full pass (run-once)" "${full} s" "bare GROUP BY of the same rows" "${bare} s" "$(ratio "$full" "$bare")"
 row "full pass peak RSS" "${rss} MB" "target" "256 MB" "$(ratio "$rss" 256)"
 row "incremental pass, 10k changed" "${incremental} s" "the full pass" "${full} s" "$(ratio "$incremental" "$full")"
-row "one payment from the view" "${view} s" "argMax on the table by session_id" "${direct} s" "$(ratio "$view" "$direct")"
-echo "(each query through clickhouse-client includes its ~10-20 ms start-up)"
+row "one payment from payments" "${view} s" "argMax on the table by session_id" "${direct} s" "$(ratio "$view" "$direct")"
+row "one operation from operations" "${opview} s" "argMax on the table by reference" "${opdirect} s" "$(ratio "$opview" "$opdirect")"
+row "ingest, 64 connections" "$(field full per_second) /s" "bare verify+decode server" "${yard_rate} /s" "$(ratio "$ingest_rate" "$yard_rate")"
+row "ingest p50 / p99 at ${half}/s" "$(field half latency_p50_ms) / $(field half latency_p99_ms) ms" "" "" ""
+row "ingest peak RSS" "${ingest_rss} MB" "" "" ""
+row "sink: backlog of $stored drained" "${sink_rate} /s" "clickhouse-go batch insert, 10k rows" "${yard_sink_rate} /s" "$(ratio "$sink_rate" "$yard_sink_rate")"
+row "reconcile serve peak RSS" "${serve_rss} MB" "" "" ""
+echo "(lookups: server-side time, median of 11; rates: ottusim send, 64 connections, on the same 2 cores)"
