@@ -11,7 +11,7 @@
 #                      argMax over the table, filtered by session_id
 #   ingest             distinct signed webhooks (ottusim send, 64 connections)
 #                      into ingest with its embedded JetStream; yardstick: a
-#                      bare server that only verifies and decodes them
+#                      bare server that only parses, verifies and decodes them
 #                      (yardstick ingest); then ingest's p50/p99 at half the
 #                      yardstick's rate, and its peak RSS
 #   sink               the JetStream backlog ingest stored, drained by

@@ -45,3 +45,36 @@ func typicalBody(tb testing.TB) []byte {
 	}
 	return b
 }
+
+// BenchmarkSteps measures each step of BenchmarkVerifyDecode alone, on the
+// same body.
+//
+//	go test -run=^$ -bench=Steps -benchmem ./internal/events
+func BenchmarkSteps(b *testing.B) {
+	body := typicalBody(b)
+	keys := [][]byte{[]byte(exampleKey)}
+	m, err := events.ParseObject(body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, s := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"check-shape", func() error { return events.CheckShape(body) }},
+		{"parse", func() error { _, err := events.ParseObject(body); return err }},
+		{"verify", func() error { _, err := events.Verify(m, events.Signature(m, ""), keys); return err }},
+		{"decode", func() error { _, err := events.DecodeObject(m); return err }},
+		{"delivery-id", func() error { _ = events.DeliveryID(events.KindPayment, m); return nil }},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.fn(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -1,11 +1,8 @@
 package events
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"sync/atomic"
 )
 
@@ -21,55 +18,63 @@ const (
 // ErrTooComplex means a body is outside the bounds above.
 var ErrTooComplex = errors.New("body too complex to read before authentication")
 
-// CheckShape scans body once, token by token, and refuses it when a number is
+// CheckShape scans body once, byte by byte, and refuses it when a number is
 // longer than MaxNumberLen, nesting deeper than MaxDepth, or keys more than
-// MaxKeys. It parses no number and builds nothing.
+// MaxKeys. It parses no number, builds nothing and allocates nothing; a body
+// that is not JSON passes (ParseObject says what is wrong with it).
 func CheckShape(body []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
+	var inObject [MaxDepth]bool // per open container: is it an object
 	depth, keys := 0, 0
-	var inObject []bool // per open container: is it an object
 	expectKey := false
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return nil // not JSON: ParseObject says so
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{', '[':
-				depth++
-				if depth > MaxDepth {
-					return fmt.Errorf("%w: nesting deeper than %d", ErrTooComplex, MaxDepth)
+	for i := 0; i < len(body); i++ {
+		switch c := body[i]; {
+		case c == '"':
+			j := i + 1
+			for j < len(body) && body[j] != '"' {
+				if body[j] == '\\' {
+					j++
 				}
-				inObject = append(inObject, t == '{')
-				expectKey = t == '{'
-				continue
-			default:
-				depth--
-				inObject = inObject[:len(inObject)-1]
+				j++
 			}
-		case string:
+			if j >= len(body) {
+				return nil // unterminated string: not JSON
+			}
 			if expectKey {
-				keys++
-				if keys > MaxKeys {
+				if keys++; keys > MaxKeys {
 					return fmt.Errorf("%w: more than %d keys", ErrTooComplex, MaxKeys)
 				}
 				expectKey = false
-				continue
 			}
-		case json.Number:
-			if len(t) > MaxNumberLen {
-				return fmt.Errorf("%w: a number of %d characters", ErrTooComplex, len(t))
+			i = j
+		case c == '{' || c == '[':
+			if depth == MaxDepth {
+				return fmt.Errorf("%w: nesting deeper than %d", ErrTooComplex, MaxDepth)
 			}
+			inObject[depth], expectKey = c == '{', c == '{'
+			depth++
+		case c == '}' || c == ']':
+			if depth == 0 {
+				return nil // not JSON
+			}
+			depth--
+		case c == ',':
+			expectKey = depth > 0 && inObject[depth-1]
+		case c == '-' || (c >= '0' && c <= '9'):
+			j := i
+			for j < len(body) && isNumberByte(body[j]) {
+				j++
+			}
+			if j-i > MaxNumberLen {
+				return fmt.Errorf("%w: a number of %d characters", ErrTooComplex, j-i)
+			}
+			i = j - 1
 		}
-		// A value ended: in an object, a key comes next.
-		expectKey = len(inObject) > 0 && inObject[len(inObject)-1]
 	}
+	return nil
+}
+
+func isNumberByte(c byte) bool {
+	return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E'
 }
 
 // decimalParses counts the decimals parsed from text: the only parse here
