@@ -21,8 +21,8 @@ type Writer struct {
 
 // WriteResult counts what a batch did.
 type WriteResult struct {
-	Payments   int // payment deliveries inserted
-	Operations int // operation deliveries inserted
+	Payments   int // payment deliveries stored
+	Operations int // operation deliveries stored
 	Unreadable int // authentic deliveries kept raw because a value cannot be read
 	Poisoned   int // deliveries the database refused, kept raw instead (their Poison is set)
 	Rejected   int // rejected or invalid messages inserted
@@ -179,18 +179,40 @@ func (w *Writer) write(ctx context.Context, msgs []events.StreamMessage) (WriteR
 			}
 		}
 	}
-	for _, step := range []func() error{
+	// The typed tables at once (a connection each: the round trips overlap),
+	// then webhooks_raw, the commit marker, once they all succeeded.
+	steps := []func() error{
 		func() error { return w.insertPayments(ctx, payments, now) },
 		func() error { return w.insertOperations(ctx, operations, now) },
 		func() error { return w.insertUnreadable(ctx, unreadables, now) },
 		func() error { return w.insertRejected(ctx, rejects, now) },
-		func() error { return w.insertRaw(ctx, raws, now) },
-	} {
-		if err := step(); err != nil {
-			return res, err
+	}
+	errs := make(chan error, len(steps))
+	for _, step := range steps {
+		go func() { errs <- step() }()
+	}
+	var first error
+	for range steps {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
 	}
-	res.Payments, res.Operations, res.Unreadable, res.Rejected = len(payments), len(operations), len(unreadables), len(rejects)
+	if first != nil {
+		return res, first
+	}
+	if err := w.insertRaw(ctx, raws, now); err != nil {
+		return res, err
+	}
+	// Counted as stored now: a delivery whose typed row an earlier, failed
+	// attempt wrote is committed by this one.
+	for _, m := range raws {
+		if m.Webhook.Kind == events.KindPayment {
+			res.Payments++
+		} else {
+			res.Operations++
+		}
+	}
+	res.Unreadable, res.Rejected = len(unreadables), len(rejects)
 	return res, nil
 }
 

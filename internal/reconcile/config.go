@@ -71,7 +71,7 @@ func DefaultConfig() Config {
 		LeaseTTL:           30 * time.Second,
 		Listen:             ":8081",
 		Consumer:           "ottu-recon-store",
-		BatchSize:          1000,
+		BatchSize:          5000,
 		BatchWait:          time.Second,
 		ShutdownTimeout:    30 * time.Second,
 		LogLevel:           zerolog.InfoLevel,
