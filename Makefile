@@ -44,6 +44,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=30s ./internal/events
 	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=30s ./internal/events
 	$(GO) test -run='^$$' -fuzz=FuzzCheckShape -fuzztime=30s ./internal/events
+	$(GO) test -run='^$$' -fuzz=FuzzCanonical -fuzztime=30s ./internal/events
 
 clickhouse-start:
 	scripts/clickhouse.sh start
