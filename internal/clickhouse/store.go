@@ -183,7 +183,10 @@ var anchorSQL = map[ledger.Anchor]struct{ table, cond string }{
 // since before the given time; never a parent created (first seen) less than
 // 10 minutes ago (by the earliest timestamp_utc or arrival of its deliveries:
 // Ottu created it no later), asked in the last 30 minutes, or asked 3 times
-// in a day (Ottu's throttle, docs/ottu-webhooks.md §7.1).
+// in a day (Ottu's throttle, docs/ottu-webhooks.md §7.1). A parent first seen
+// less than 10 minutes ago has only deliveries received since: only those
+// parents are read to tell. A pending state is never terminal: only parents
+// with no terminal delivery (a cheap aggregation) are ranked by the latest.
 const inquiryCandidatesQuery = `
 SELECT session_id
 FROM (
@@ -193,9 +196,12 @@ FROM (
 		FROM findings WHERE status = 'open' AND code IN (SELECT arrayJoin(?))
 		UNION ALL
 		SELECT session_id, 1 AS rank
-		FROM (SELECT session_id, argMax(state, ` + latest + `) AS st, max(received_at) AS last
-			FROM payment_events GROUP BY session_id) AS latest_payments
-		WHERE st IN ('created', 'pending', 'attempted') AND last <= ?
+		FROM (SELECT session_id, argMax(state, ` + latest + `) AS st
+			FROM payment_events
+			WHERE session_id IN (SELECT session_id FROM payment_events GROUP BY session_id
+				HAVING max(is_terminal) = 0 AND max(received_at) <= ?)
+			GROUP BY session_id) AS latest_payments
+		WHERE st IN ('created', 'pending', 'attempted')
 	) AS wanted
 	GROUP BY session_id
 ) AS c
@@ -204,9 +210,11 @@ WHERE session_id NOT IN (
 	HAVING countIf(asked_at >= ?) >= 3 OR max(asked_at) > ?)
 AND session_id NOT IN (
 	SELECT session_id FROM (
-		SELECT session_id, min(least(toUInt32(timestamp_utc), toUInt32(received_at))) AS first FROM payment_events GROUP BY session_id
+		SELECT session_id, least(toUInt32(timestamp_utc), toUInt32(received_at)) AS first FROM payment_events
+		WHERE session_id IN (SELECT session_id FROM payment_events WHERE received_at > ? UNION ALL SELECT session_id FROM operation_events WHERE received_at > ?)
 		UNION ALL
-		SELECT session_id, min(least(toUInt32(timestamp_utc), toUInt32(received_at))) AS first FROM operation_events GROUP BY session_id
+		SELECT session_id, least(toUInt32(timestamp_utc), toUInt32(received_at)) AS first FROM operation_events
+		WHERE session_id IN (SELECT session_id FROM payment_events WHERE received_at > ? UNION ALL SELECT session_id FROM operation_events WHERE received_at > ?)
 	) AS seen GROUP BY session_id HAVING min(first) > toUInt32(?))
 ORDER BY rank DESC, session_id
 LIMIT %d`
@@ -220,8 +228,9 @@ func (s *Store) InquiryCandidates(ctx context.Context, q ledger.InquiryQuery) ([
 		codes[i] = string(c)
 	}
 	now := q.Now.UTC()
+	young := now.Add(-10 * time.Minute)
 	rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(inquiryCandidatesQuery, max(q.Limit, 1)), codes, q.PendingBefore.UTC(),
-		now.Add(-24*time.Hour), now.Add(-30*time.Minute), now.Add(-10*time.Minute))
+		now.Add(-24*time.Hour), now.Add(-30*time.Minute), young, young, young, young, young)
 	if err != nil {
 		return nil, fmt.Errorf("query parents to ask Ottu about: %w", err)
 	}
