@@ -55,7 +55,7 @@ func BenchmarkLookup(b *testing.B) {
 	pushdown := ch.Context(ctx, ch.WithSettings(ch.Settings{"enable_optimize_predicate_expression": 1}))
 	for _, tc := range []struct {
 		name, query, prefix string
-		rows             int
+		rows                int
 	}{
 		{"payment", "SELECT state, amount FROM payments WHERE session_id = ?", "s", 1},
 		{"operation", "SELECT txn_state, txn_amount FROM operations WHERE reference_number = ?", "op", 1},
