@@ -17,7 +17,8 @@ import (
 
 // How a pass reads parents (docs/performance.md): in chunks of neighbouring
 // session_ids, so each query reads its own range of the tables' primary key
-// (session_id comes first) and Go folds one chunk's deliveries into parents
+// (session_id comes first; the chunk's condition is a PREWHERE, so the other
+// columns are read only where it holds) and Go folds one chunk's deliveries into parents
 // before it reads the next. ClickHouse only filters and streams rows: an
 // aggregation over the whole history would hold a state per parent (18.16
 // runs out of memory at a million parents) and compare tuples through its
@@ -186,11 +187,17 @@ func candidates(sel ledger.Selection) (string, []any, error) {
 		conds[a.table] = append(conds[a.table], "("+a.cond+")")
 		args[a.table] = append(args[a.table], w.From.UTC(), w.To.UTC())
 	}
+	// A SELECT per condition, not one with ORs: each reads only its own
+	// columns, the cheapest first.
 	var parts []string
 	var all []any
 	for _, table := range []string{"payment_events", "operation_events"} {
-		parts = append(parts, "SELECT session_id AS key FROM "+table+" WHERE "+strings.Join(conds[table], " OR "))
-		all = append(all, args[table]...)
+		a := args[table]
+		for _, c := range conds[table] {
+			parts = append(parts, "SELECT session_id AS key FROM "+table+" WHERE "+c)
+			n := strings.Count(c, "?")
+			all, a = append(all, a[:n]...), a[n:]
+		}
 	}
 	parts = append(parts,
 		"SELECT "+unreadableKey+" AS key FROM unreadable_webhooks WHERE stored_at >= ?",
@@ -427,7 +434,7 @@ func (s *Store) foldPayments(ctx context.Context, c chunk, f *folding) error {
 SELECT session_id, order_no, state, amount, currency_code, refunded_amount, voided_amount, toUInt32(timestamp_utc),
 	toUInt32(received_at), is_terminal, state_rank, stream_seq, child_session_ids, is_sandbox
 FROM payment_events
-WHERE `+where, args...)
+PREWHERE `+where, args...)
 	if err != nil {
 		return fmt.Errorf("query payment deliveries: %w", err)
 	}
@@ -489,7 +496,7 @@ func (s *Store) foldOperations(ctx context.Context, c chunk, f *folding) error {
 SELECT session_id, reference_number, child_session_id, operation, source, txn_state, txn_currency_code, amount, txn_amount,
 	toUInt32(timestamp_utc), toUInt32(received_at), is_terminal, state_rank, stream_seq, is_sandbox
 FROM operation_events
-WHERE `+where, args...)
+PREWHERE `+where, args...)
 	if err != nil {
 		return fmt.Errorf("query operation deliveries: %w", err)
 	}
