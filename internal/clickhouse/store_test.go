@@ -378,3 +378,63 @@ func b2i(b bool) int {
 	}
 	return 0
 }
+
+// Whom a pass asks Ottu about: parents with an open finding of the codes
+// (most severe first), then parents whose latest state is still pending and
+// whose last payment webhook is older than PendingBefore; never one first
+// seen (by the earliest timestamp_utc or arrival) less than 10 minutes ago,
+// asked in the last 30 minutes, or asked 3 times in a day.
+func TestStore_InquiryCandidates(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	ctx := context.Background()
+	store := &clickhouse.Store{DB: db}
+	now := time.Now().UTC().Truncate(time.Second)
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	if _, err := (&clickhouse.Writer{DB: db}).Write(ctx, []events.StreamMessage{
+		storedPayment("s-pending", "pending", ago(2*time.Hour), ago(2*time.Hour)),
+		storedPayment("s-paid", "pending", ago(3*time.Hour), ago(3*time.Hour)),
+		storedPayment("s-paid", "paid", ago(2*time.Hour), ago(2*time.Hour)),
+		storedPayment("s-recent-pending", "pending", ago(5*time.Minute), ago(5*time.Minute)),
+		storedPayment("s-finding-old", "paid", ago(2*time.Hour), ago(2*time.Hour)),
+		storedOperation("r-young", "s-finding-young", "refunded", ago(5*time.Minute), ago(5*time.Minute)),
+		storedOperation("r-back", "s-finding-backdated", "refunded", ago(2*time.Hour), ago(5*time.Minute)), // timestamp_utc 2 h ago
+		// First seen two hours ago, though its latest delivery is 5 minutes old.
+		storedPayment("s-finding-mixed", "paid", ago(2*time.Hour), ago(2*time.Hour)),
+		storedOperation("r-mixed", "s-finding-mixed", "refunded", ago(5*time.Minute), ago(5*time.Minute)),
+		storedPayment("s-asked", "pending", ago(2*time.Hour), ago(2*time.Hour)),
+		storedPayment("s-asked-thrice", "pending", ago(5*time.Hour), ago(5*time.Hour)),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var recs []ledger.Record
+	for _, f := range []struct {
+		session string
+		code    ledger.Code
+	}{{"s-finding-old", ledger.OverRefund}, {"s-finding-young", ledger.MissingOperation}, {"s-finding-backdated", ledger.MissingOperation},
+		{"s-finding-mixed", ledger.MissingOperation}} {
+		recs = append(recs, ledger.Record{Finding: ledger.Finding{SessionID: f.session, Code: f.code, Severity: ledger.SeverityOf(f.code)},
+			Status: ledger.StatusOpen, FirstSeen: now, LastSeen: now, RunID: "r1"})
+	}
+	if err := store.SaveFindings(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []clickhouse.Inquiry{
+		{SessionID: "s-asked", AskedAt: ago(10 * time.Minute), Status: 200, Found: true, State: "pending"},
+		{SessionID: "s-asked-thrice", AskedAt: ago(3 * time.Hour), Status: 200, Found: true, State: "pending"},
+		{SessionID: "s-asked-thrice", AskedAt: ago(2 * time.Hour), Status: 200, Found: true, State: "pending"},
+		{SessionID: "s-asked-thrice", AskedAt: ago(time.Hour), Status: 200, Found: true, State: "pending"},
+	} {
+		if err := store.RecordInquiry(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := store.InquiryCandidates(ctx, ledger.InquiryQuery{Codes: []ledger.Code{ledger.OverRefund, ledger.MissingOperation},
+		PendingBefore: ago(10 * time.Minute), Now: now, Limit: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"s-finding-old", "s-finding-backdated", "s-finding-mixed", "s-pending"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("asked about %q, want %q", got, want)
+	}
+}
