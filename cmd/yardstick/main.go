@@ -32,9 +32,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-
+	chstore "github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/envconfig"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 )
@@ -142,29 +140,27 @@ func ingest(ctx context.Context, listen string) error {
 	return nil
 }
 
-// open connects to ClickHouse, in database (none: the server's default).
-func open(ctx context.Context, database string) (driver.Conn, error) {
+// open connects to ClickHouse as the daemons do (CLICKHOUSE_ADDR,
+// CLICKHOUSE_USERNAME, CLICKHOUSE_PASSWORD), in database.
+func open(ctx context.Context, database string) (*chstore.DB, error) {
 	addr := os.Getenv("CLICKHOUSE_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:9000"
 	}
-	conn, err := clickhouse.Open(&clickhouse.Options{Addr: strings.Split(addr, ","),
-		Auth: clickhouse.Auth{Database: database, Username: os.Getenv("CLICKHOUSE_USERNAME"),
-			Password: os.Getenv("CLICKHOUSE_PASSWORD")}})
-	if err != nil {
-		return nil, err
-	}
-	return conn, conn.Ping(ctx)
+	db := &chstore.DB{Addrs: strings.Split(addr, ","), Database: database,
+		Username: os.Getenv("CLICKHOUSE_USERNAME"), Password: os.Getenv("CLICKHOUSE_PASSWORD")}
+	return db, db.Open(ctx)
 }
 
 // sink reads every row ottu-recon stored for the webhooks, then times plain
 // batch inserts of the same rows into empty copies of the same tables.
 func sink(ctx context.Context, batchRows int) error {
-	conn, err := open(ctx, os.Getenv("CLICKHOUSE_DATABASE"))
+	db, err := open(ctx, os.Getenv("CLICKHOUSE_DATABASE"))
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer db.Close()
+	conn := db.Conn()
 	type table struct {
 		name    string
 		columns []string
@@ -235,11 +231,12 @@ func sink(ctx context.Context, batchRows int) error {
 // (their sequences run from 1; the consumer stores batches in order), and
 // prints the rate since the first arrived.
 func drain(ctx context.Context, want int, timeout time.Duration) error {
-	conn, err := open(ctx, "") // reconcile serve creates the database
+	sys, err := open(ctx, "system") // reconcile serve creates the database
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer sys.Close()
+	conn := sys.Conn()
 	db := os.Getenv("CLICKHOUSE_DATABASE")
 	deadline := time.Now().Add(timeout)
 	var first time.Time
