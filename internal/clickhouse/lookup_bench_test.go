@@ -10,12 +10,14 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
+	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
 
 // BenchmarkLookup reads one payment by session_id from the payments view,
 // one operation by reference_number and the operations of one parent from
-// the operations view, over a
+// the operations view, and chooses whom to ask Ottu about, over a
 // synthetic history of OTTU_BENCH_DELIVERIES payment deliveries (default
 // 2,000,000; two per parent) and as many operation deliveries, loaded inside
 // ClickHouse. On 18.16 the filter reaches the table with
@@ -53,6 +55,17 @@ func BenchmarkLookup(b *testing.B) {
 	}
 	b.Logf("loaded %d payment and %d operation deliveries in %s", n, n, time.Since(start).Round(time.Millisecond))
 	pushdown := ch.Context(ctx, ch.WithSettings(ch.Settings{"enable_optimize_predicate_expression": 1}))
+	b.Run("inquiry-candidates", func(b *testing.B) {
+		// Whom a pass asks Ottu about, over the whole history (OTTU_API_URL set).
+		store := &clickhouse.Store{DB: db}
+		for b.Loop() {
+			now := time.Now().UTC()
+			if _, err := store.InquiryCandidates(ctx, ledger.InquiryQuery{Codes: []ledger.Code{ledger.OverRefund, ledger.MissingOperation},
+				PendingBefore: now.Add(-10 * time.Minute), Now: now, Limit: 30}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	for _, tc := range []struct {
 		name, query, prefix string
 		rows                int

@@ -1,6 +1,9 @@
 package events_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"testing"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
@@ -66,6 +69,15 @@ func BenchmarkSteps(b *testing.B) {
 		{"verify", func() error { _, err := events.Verify(m, events.Signature(m, ""), keys); return err }},
 		{"decode", func() error { _, err := events.DecodeObject(m); return err }},
 		{"delivery-id", func() error { _ = events.DeliveryID(events.KindPayment, m); return nil }},
+		// The first versions, for comparison: the shape check on encoding/json's
+		// tokens, the delivery id over json.Marshal.
+		{"check-shape-tokens", func() error { return checkShapeTokens(body) }},
+		{"delivery-id-json-marshal", func() error {
+			canon, err := json.Marshal(m)
+			sum := sha256.Sum256(append([]byte("payment\x00"), canon...))
+			_ = hex.EncodeToString(sum[:16])
+			return err
+		}},
 	} {
 		b.Run(s.name, func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
