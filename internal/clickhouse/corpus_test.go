@@ -124,11 +124,11 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 		PendingBefore: now, Now: clock, Limit: 30}); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-null", AskedAt: now.Add(-time.Minute), Status: 200, Found: true,
+	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-null", AskedAt: now.Add(-time.Minute), Status: 200, Verdict: clickhouse.VerdictFound,
 		State: "paid", Children: []events.Child{{SessionID: "c-r1", State: "refunded", Amount: events.NewAmount("5.000")}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-orphan", AskedAt: now.Add(-time.Minute), Status: 404}); err != nil {
+	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-orphan", AskedAt: now.Add(-time.Minute), Status: 404, Verdict: clickhouse.VerdictNotFound}); err != nil {
 		t.Fatal(err)
 	}
 	if rep, err := r.Run(ctx); err != nil || rep.ParentsFailed != 0 {

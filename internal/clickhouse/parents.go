@@ -619,14 +619,17 @@ ORDER BY key, delivery_id`, args...)
 }
 
 // foldOttu reads Ottu's own record of each parent, as the last answer of
-// its Payment Status Query gave it.
+// its Payment Status Query that was a verdict gave it (an answer that was
+// none never reaches the rules).
 func (s *Store) foldOttu(ctx context.Context, c chunk, f *folding) error {
 	where, args := c.cond("session_id")
 	rows, err := s.DB.conn.Query(ctx, `
-SELECT session_id, toUInt32(max(asked_at)), argMax(found, asked_at), argMax(state, asked_at),
-	argMax(child_session_ids, asked_at), argMax(child_states, asked_at), argMax(child_amounts, asked_at)
+SELECT session_id, toUInt32(max(asked_at)), argMax(verdict, asked_at) = 'found', argMax(state, asked_at),
+	argMax(amount, asked_at), argMax(currency_code, asked_at), argMax(is_sandbox, asked_at),
+	argMax(child_session_ids, asked_at), argMax(child_states, asked_at), argMax(child_amounts, asked_at),
+	argMax(child_currencies, asked_at)
 FROM ottu_inquiries
-WHERE status IN (200, 404) AND `+where+`
+WHERE verdict IN ('found', 'not_found') AND `+where+`
 GROUP BY session_id`, args...)
 	if err != nil {
 		return fmt.Errorf("query Ottu's records: %w", err)
@@ -634,27 +637,44 @@ GROUP BY session_id`, args...)
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			session                 string
-			asked                   uint32
-			found                   uint8
-			rec                     ledger.OttuRecord
-			children, states, texts []string
+			session                             string
+			asked                               uint32
+			found, sandbox                      uint8
+			amount                              string
+			rec                                 ledger.OttuRecord
+			children, states, texts, currencies []string
 		)
-		if err := rows.Scan(&session, &asked, &found, &rec.State, &children, &states, &texts); err != nil {
+		if err := rows.Scan(&session, &asked, &found, &rec.State, &amount, &rec.Currency, &sandbox,
+			&children, &states, &texts, &currencies); err != nil {
 			return fmt.Errorf("scan Ottu's record: %w", err)
 		}
-		rec.AskedAt, rec.Found = unixTime(asked), found == 1
-		rec.Children = make(map[string]ledger.OttuChild, len(children))
+		rec.AskedAt, rec.Found, rec.Sandbox = unixTime(asked), found == 1, sandbox == 1
 		p := f.parent(session)
+		fail := func(what string, err error) {
+			if p.Err == nil {
+				p.Err = fmt.Errorf("Ottu's record of %s: %s: %w", session, what, err)
+			}
+		}
+		if amount != "" {
+			a, err := events.ParseAmount(amount)
+			if err != nil {
+				fail("amount", err)
+			}
+			rec.Amount = a
+		}
+		rec.Children = make(map[string]ledger.OttuChild, len(children))
 		for i, child := range children {
 			c := ledger.OttuChild{}
 			if i < len(states) {
 				c.State = states[i]
 			}
+			if i < len(currencies) {
+				c.Currency = currencies[i]
+			}
 			if i < len(texts) {
 				a, err := events.ParseAmount(texts[i])
-				if err != nil && p.Err == nil {
-					p.Err = fmt.Errorf("Ottu's record of %s: child %s: %w", session, child, err)
+				if err != nil {
+					fail("child "+child, err)
 				}
 				c.Amount = a
 			}

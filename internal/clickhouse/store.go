@@ -71,7 +71,7 @@ func (s *Store) Watermark(ctx context.Context) (time.Time, error) {
 	return s.DB.Now(ctx)
 }
 
-const findingColumns = "session_id, code, toString(severity), toString(status), first_seen, last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation"
+const findingColumns = "session_id, code, toString(severity), toString(status), first_seen, last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, alert_refusals, alert_retry_at"
 
 // OpenFindings returns every open finding.
 func (s *Store) OpenFindings(ctx context.Context) ([]ledger.Record, error) {
@@ -91,8 +91,10 @@ func (s *Store) Findings(ctx context.Context, where string, args ...any) ([]ledg
 	for rows.Next() {
 		var r ledger.Record
 		var code, severity string
-		var resolved, alerted, published *time.Time
-		if err := rows.Scan(&r.SessionID, &code, &severity, &r.Status, &r.FirstSeen, &r.LastSeen, &resolved, &alerted, &published, &r.Detail, &r.RunID, &r.Confirmation); err != nil {
+		var resolved, alerted, published, retry *time.Time
+		var refusals uint16
+		if err := rows.Scan(&r.SessionID, &code, &severity, &r.Status, &r.FirstSeen, &r.LastSeen, &resolved, &alerted, &published,
+			&r.Detail, &r.RunID, &r.Confirmation, &refusals, &retry); err != nil {
 			return nil, fmt.Errorf("scan finding: %w", err)
 		}
 		r.Code, r.Severity = ledger.Code(code), ledger.Severity(severity)
@@ -106,6 +108,10 @@ func (s *Store) Findings(ctx context.Context, where string, args ...any) ([]ledg
 		if published != nil {
 			r.PublishedAt = published.UTC()
 		}
+		if retry != nil {
+			r.AlertRetryAt = retry.UTC()
+		}
+		r.AlertRefusals = int(refusals)
 		out = append(out, r)
 	}
 	return out, rows.Err()
@@ -125,10 +131,12 @@ func (s *Store) SaveFindings(ctx context.Context, recs []ledger.Record) error {
 	}
 	w := Writer{DB: s.DB}
 	return w.insert(ctx, "findings_log", `INSERT INTO findings_log (session_id, code, severity, status, first_seen,
-		last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, version)`, len(recs), func(i int) []any {
-		r := recs[i]
-		return []any{r.SessionID, string(r.Code), string(r.Severity), r.Status, r.FirstSeen, r.LastSeen,
-			nullTime(r.ResolvedAt), nullTime(r.AlertedAt), nullTime(r.PublishedAt), r.Detail, r.RunID, r.Confirmation, versions[i]}
+		last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, alert_refusals, alert_retry_at, version)`,
+		len(recs), func(i int) []any {
+			r := recs[i]
+			return []any{r.SessionID, string(r.Code), string(r.Severity), r.Status, r.FirstSeen, r.LastSeen,
+				nullTime(r.ResolvedAt), nullTime(r.AlertedAt), nullTime(r.PublishedAt), r.Detail, r.RunID, r.Confirmation,
+				uint16(min(r.AlertRefusals, 65535)), nullTime(r.AlertRetryAt), versions[i]}
 	})
 }
 
@@ -150,10 +158,10 @@ func (s *Store) SaveRun(ctx context.Context, r ledger.Run) error {
 	}
 	return w.insert(ctx, "recon_runs", `INSERT INTO recon_runs (run_id, started_at, finished_at, watermark, full_pass,
 		parents_evaluated, parents_failed, failed_sessions, findings_raised, findings_resolved, findings_open, alerted,
-		alerts_pending, alert_error, error)`, 1, func(int) []any {
+		alerts_pending, alert_error, error, alerts_parked, inquiries, inquiries_unanswered, inquiry_error)`, 1, func(int) []any {
 		return []any{r.ID, r.Started, r.Finished, r.Watermark, b2u(r.Full), uint64(r.ParentsEvaluated), uint64(r.ParentsFailed),
 			failed, uint64(r.Raised), uint64(r.Resolved), uint64(r.Open), uint64(r.Alerted), uint64(r.AlertsPending),
-			r.AlertError, r.Error}
+			r.AlertError, r.Error, uint64(r.AlertsParked), uint64(r.Inquiries), uint64(r.InquiryErrors), r.InquiryError}
 	})
 }
 
@@ -206,7 +214,7 @@ FROM (
 	GROUP BY session_id
 ) AS c
 WHERE session_id NOT IN (
-	SELECT session_id FROM ottu_inquiries WHERE status != 0 GROUP BY session_id
+	SELECT session_id FROM ottu_inquiries GROUP BY session_id
 	HAVING countIf(asked_at >= ?) >= 3 OR max(asked_at) > ?)
 AND session_id NOT IN (
 	SELECT session_id FROM (
@@ -248,28 +256,56 @@ func (s *Store) InquiryCandidates(ctx context.Context, q ledger.InquiryQuery) ([
 
 // Inquiry is one question to Ottu's Payment Status Query and what it said.
 type Inquiry struct {
-	SessionID  string
-	AskedAt    time.Time
-	Status     int // Ottu's HTTP status; 0 when it did not answer
-	Found      bool
-	DeliveryID string // the answer, stored as a delivery
+	SessionID string
+	AskedAt   time.Time
+	Status    int // Ottu's HTTP status; 0 when it did not answer
+	// Verdict is VerdictFound, VerdictNotFound, or "" (no verdict: Error
+	// says why, and Body keeps the answer as it came).
+	Verdict    string
+	DeliveryID string // the answer, stored as a delivery (found only)
 	State      string
+	Amount     string // texts exactly as Ottu sent them
+	Currency   string
+	Sandbox    bool
 	Children   []events.Child
 	Error      string
+	Body       []byte
 	RunID      string
 }
+
+// Verdicts of an inquiry.
+const (
+	VerdictFound    = "found"
+	VerdictNotFound = "not_found"
+)
 
 // RecordInquiry keeps a question to Ottu and its answer.
 func (s *Store) RecordInquiry(ctx context.Context, q Inquiry) error {
 	ctx, cancel := s.DB.timeout(ctx)
 	defer cancel()
-	ids, states, amounts := []string{}, []string{}, []string{}
+	ids, states, amounts, currencies := []string{}, []string{}, []string{}, []string{}
 	for _, c := range q.Children {
-		ids, states, amounts = append(ids, c.SessionID), append(states, c.State), append(amounts, c.Amount.String())
+		ids, states = append(ids, c.SessionID), append(states, c.State)
+		amounts, currencies = append(amounts, c.Amount.String()), append(currencies, c.CurrencyCode)
 	}
 	w := Writer{DB: s.DB}
-	return w.insert(ctx, "ottu_inquiries", `INSERT INTO ottu_inquiries (session_id, asked_at, status, found, delivery_id,
-		state, child_session_ids, child_states, child_amounts, error, run_id)`, 1, func(int) []any {
-		return []any{q.SessionID, q.AskedAt, uint16(q.Status), b2u(q.Found), q.DeliveryID, q.State, ids, states, amounts, q.Error, q.RunID}
-	})
+	return w.insert(ctx, "ottu_inquiries", `INSERT INTO ottu_inquiries (session_id, asked_at, status, found, verdict, delivery_id,
+		state, amount, currency_code, is_sandbox, child_session_ids, child_states, child_amounts, child_currencies, error, body, run_id)`,
+		1, func(int) []any {
+			return []any{q.SessionID, q.AskedAt, uint16(q.Status), b2u(q.Verdict == VerdictFound), q.Verdict, q.DeliveryID,
+				q.State, q.Amount, q.Currency, b2u(q.Sandbox), ids, states, amounts, currencies, q.Error, string(q.Body), q.RunID}
+		})
+}
+
+// PaymentKeys returns the signed identifiers the payment webhooks of a
+// parent carried: its order_no(s) and its attempts' reference_numbers.
+func (s *Store) PaymentKeys(ctx context.Context, sessionID string) (orderNos, references []string, err error) {
+	ctx, cancel := s.DB.timeout(ctx)
+	defer cancel()
+	err = s.DB.conn.QueryRow(ctx, `SELECT groupUniqArray(order_no), groupUniqArray(reference_number)
+		FROM payment_events WHERE session_id = ?`, sessionID).Scan(&orderNos, &references)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read payment keys of %s: %w", sessionID, err)
+	}
+	return orderNos, references, nil
 }

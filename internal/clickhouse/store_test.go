@@ -419,10 +419,10 @@ func TestStore_InquiryCandidates(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, q := range []clickhouse.Inquiry{
-		{SessionID: "s-asked", AskedAt: ago(10 * time.Minute), Status: 200, Found: true, State: "pending"},
-		{SessionID: "s-asked-thrice", AskedAt: ago(3 * time.Hour), Status: 200, Found: true, State: "pending"},
-		{SessionID: "s-asked-thrice", AskedAt: ago(2 * time.Hour), Status: 200, Found: true, State: "pending"},
-		{SessionID: "s-asked-thrice", AskedAt: ago(time.Hour), Status: 200, Found: true, State: "pending"},
+		{SessionID: "s-asked", AskedAt: ago(10 * time.Minute), Error: "ottu: no answer: timeout"}, // unanswered: counts all the same
+		{SessionID: "s-asked-thrice", AskedAt: ago(3 * time.Hour), Status: 200, Verdict: clickhouse.VerdictFound, State: "pending"},
+		{SessionID: "s-asked-thrice", AskedAt: ago(2 * time.Hour), Status: 200, Verdict: clickhouse.VerdictFound, State: "pending"},
+		{SessionID: "s-asked-thrice", AskedAt: ago(time.Hour), Status: 200, Verdict: clickhouse.VerdictFound, State: "pending"},
 	} {
 		if err := store.RecordInquiry(ctx, q); err != nil {
 			t.Fatal(err)

@@ -13,17 +13,27 @@ import (
 // OttuRecord is what Ottu's own record of a parent said the last time
 // ottu-recon asked (Payment Status Query, docs/ottu-webhooks.md §7.1), as the
 // store keeps it.
+//
+// Only a verdict is kept here: an answer that verified, was about the
+// payment asked and could be read (Found), or Ottu's documented "no such
+// payment" (not Found). Anything else (no answer, a proxy's page, a signed
+// answer about another payment, one that cannot be read) is no verdict and
+// never reaches the rules.
 type OttuRecord struct {
 	AskedAt  time.Time
 	Found    bool                 // Ottu knows the parent
 	State    string               // the parent's state in Ottu's record
+	Amount   events.Amount        // the parent's amount in Ottu's record
+	Currency string               // its currency_code
+	Sandbox  bool                 // its is_sandbox
 	Children map[string]OttuChild // the children Ottu's record lists, by session_id
 }
 
 // OttuChild is one child in Ottu's record.
 type OttuChild struct {
-	State  string
-	Amount events.Amount
+	State    string
+	Amount   events.Amount
+	Currency string
 }
 
 // Inquirer asks Ottu's own record about a parent and keeps the answer where
@@ -66,7 +76,10 @@ func confirmationCodes() []Code {
 }
 
 // contradictions lists where the webhooks of p disagree with Ottu's own
-// record, as far as Ottu knew when asked.
+// record, as far as Ottu knew when asked: every value a finding may rest on
+// (the parent's amount, currency, state and sandbox flag; each child's
+// existence, amount, currency and state). A finding is "confirmed" only when
+// none disagrees.
 func contradictions(p *Parent) []string {
 	o := p.Ottu
 	if o == nil {
@@ -79,6 +92,22 @@ func contradictions(p *Parent) []string {
 		return nil
 	}
 	var out []string
+	// The parent's values, when every payment webhook we hold came before
+	// the question (a later one may carry a state Ottu did not know yet).
+	if p.HasPayment && !p.LastPaymentAt.After(o.AskedAt) {
+		if o.Amount.Valid && p.Amount.Valid && !o.Amount.Equal(p.Amount) {
+			out = append(out, fmt.Sprintf("amount %s in Ottu's record, not %s", o.Amount, p.Amount))
+		}
+		if o.Currency != "" && p.Currency != "" && o.Currency != p.Currency {
+			out = append(out, fmt.Sprintf("currency %s in Ottu's record, not %s", o.Currency, p.Currency))
+		}
+		if o.Sandbox != p.Sandbox {
+			out = append(out, fmt.Sprintf("is_sandbox %t in Ottu's record, not %t", o.Sandbox, p.Sandbox))
+		}
+		if collected := p.Reached[events.StatePaid] || p.Reached[events.StateAuthorized]; collected && neverCollected[o.State] {
+			out = append(out, fmt.Sprintf("state %s in Ottu's record, but a webhook said %s", o.State, collectedState(p)))
+		}
+	}
 	for _, op := range p.Operations {
 		if op.ChildSessionID == "" || op.FirstReceived.After(o.AskedAt) {
 			continue
@@ -89,6 +118,8 @@ func contradictions(p *Parent) []string {
 			out = append(out, fmt.Sprintf("no child %s (operation %s)", op.ChildSessionID, op.ReferenceNumber))
 		case op.TxnAmount.Valid && c.Amount.Valid && !op.TxnAmount.Equal(c.Amount):
 			out = append(out, fmt.Sprintf("child %s of %s, not %s (operation %s)", op.ChildSessionID, c.Amount, op.TxnAmount, op.ReferenceNumber))
+		case c.Currency != "" && op.TxnCurrency != "" && c.Currency != op.TxnCurrency:
+			out = append(out, fmt.Sprintf("child %s in %s, not %s (operation %s)", op.ChildSessionID, c.Currency, op.TxnCurrency, op.ReferenceNumber))
 		case c.State != op.TxnState && !queuedMove(op.TxnState, c.State):
 			out = append(out, fmt.Sprintf("child %s %s, not %s (operation %s)", op.ChildSessionID, c.State, op.TxnState, op.ReferenceNumber))
 		}
@@ -104,6 +135,19 @@ func contradictions(p *Parent) []string {
 		out = append(out, fmt.Sprintf("no child %s, which transactions[] listed", child))
 	}
 	return out
+}
+
+// neverCollected are the parent states of a payment that collected nothing:
+// Ottu's record in one of them contradicts a webhook that said paid or
+// authorized (no documented move goes from paid or authorized back to them).
+var neverCollected = map[string]bool{"created": true, "pending": true, "attempted": true, "failed": true,
+	"expired": true, "canceled": true, "cancelled": true, "invalided": true}
+
+func collectedState(p *Parent) string {
+	if p.Reached[events.StatePaid] {
+		return events.StatePaid
+	}
+	return events.StateAuthorized
 }
 
 // confirm records on the findings that need it what Ottu's record says.
@@ -123,9 +167,21 @@ func confirm(p *Parent, fired []Finding) {
 }
 
 // inquire asks Ottu about the parents whose findings need its word, and
-// about payments still pending past the grace, before the pass evaluates
-// them: what Ottu answers is read back with each parent.
+// about payments still pending past the grace. It runs last in a pass, after
+// every finding is written and alerted, within its own budget: a share of
+// the time the pass has left. What Ottu answers is read back with each parent
+// by the next pass. Nothing here fails the pass: Ottu, or the question of
+// whom to ask, may fail, and the findings stand without its word.
 func (r *Reconciler) inquire(ctx context.Context, run *Run, t time.Time) error {
+	budget := r.InquiryBudget
+	if deadline, ok := ctx.Deadline(); ok && budget <= 0 {
+		budget = time.Until(deadline) / 4
+	}
+	if budget > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, budget)
+		defer cancel()
+	}
 	limit := r.InquiryLimit
 	if limit <= 0 {
 		limit = 30
@@ -134,12 +190,21 @@ func (r *Reconciler) inquire(ctx context.Context, run *Run, t time.Time) error {
 		Codes: confirmationCodes(), PendingBefore: t.Add(-r.Config.Grace), Now: t, Limit: limit,
 	})
 	if err != nil {
-		return fmt.Errorf("select parents to ask Ottu about: %w", err)
+		run.InquiryError = fmt.Sprintf("select parents to ask Ottu about: %v", err)
+		return nil
 	}
-	for _, s := range sessions {
+	for i, s := range sessions {
+		if ctx.Err() != nil {
+			run.InquiryError = fmt.Sprintf("%d question(s) not asked: %v", len(sessions)-i, ErrOutOfTime)
+			return nil
+		}
+		if err := r.fence(); err != nil {
+			return err
+		}
 		err := r.Inquirer.Inquire(ctx, s, run.ID)
 		switch {
 		case errors.Is(err, ErrInquiryPaused):
+			run.InquiryError = fmt.Sprintf("%d question(s) not asked: %v", len(sessions)-i, err)
 			return nil
 		case err != nil:
 			run.InquiryErrors++

@@ -185,8 +185,12 @@ func TestReconciler_AlertSplit(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("delivered %v, want %v (critical first, p3 alone refused)", got, want)
 	}
-	if rep.Alerted != 9 || rep.AlertsPending != 1 || !strings.Contains(rep.AlertError, "p3") {
+	if rep.Alerted != 9 || rep.AlertsPending != 0 || rep.AlertsParked != 1 || !strings.Contains(rep.AlertError, "p3") {
 		t.Fatalf("report: %+v", rep)
+	}
+	p3 := store.findings[ledger.Key{SessionID: "p3", Code: ledger.SandboxInLive}]
+	if p3.AlertRefusals != 1 || !p3.AlertRetryAt.Equal(now.Add(ledger.ParkFor(1))) || !p3.AlertedAt.IsZero() {
+		t.Fatalf("p3 not parked: %+v", p3)
 	}
 }
 
@@ -307,7 +311,13 @@ func TestOttuRecord(t *testing.T) {
 	record := func(children map[string]ledger.OttuChild) *ledger.OttuRecord {
 		return &ledger.OttuRecord{AskedAt: asked, Found: true, State: "paid", Children: children}
 	}
-	refunded := ledger.OttuChild{State: "refunded", Amount: amt("5")}
+	refunded := ledger.OttuChild{State: "refunded", Amount: amt("5"), Currency: "KWD"}
+	full := func(change func(*ledger.OttuRecord)) *ledger.OttuRecord {
+		r := record(map[string]ledger.OttuChild{"c-r1": refunded})
+		r.Amount, r.Currency = amt("2.000"), "KWD"
+		change(r)
+		return r
+	}
 	for _, tc := range []struct {
 		name         string
 		ottu         *ledger.OttuRecord
@@ -322,6 +332,16 @@ func TestOttuRecord(t *testing.T) {
 		{"an operation newer than the question", record(map[string]ledger.OttuChild{}),
 			func(o *ledger.Operation) { o.FirstReceived = now }, false},
 		{"Ottu does not know the parent", &ledger.OttuRecord{AskedAt: asked}, nil, true},
+		{"every value agrees (2.000 is 2)", full(func(*ledger.OttuRecord) {}), nil, false},
+		{"another parent amount at Ottu", full(func(r *ledger.OttuRecord) { r.Amount = amt("20") }), nil, true},
+		{"another currency at Ottu", full(func(r *ledger.OttuRecord) { r.Currency = "BHD" }), nil, true},
+		{"a sandbox payment at Ottu", full(func(r *ledger.OttuRecord) { r.Sandbox = true }), nil, true},
+		{"never paid at Ottu", full(func(r *ledger.OttuRecord) { r.State = "pending" }), nil, true},
+		{"paid after the question", full(func(r *ledger.OttuRecord) { r.State = "pending"; r.AskedAt = now.Add(-2 * time.Hour) }),
+			func(o *ledger.Operation) { o.FirstReceived = now }, false},
+		{"the child in another currency", full(func(r *ledger.OttuRecord) {
+			r.Children["c-r1"] = ledger.OttuChild{State: "refunded", Amount: amt("5"), Currency: "USD"}
+		}), nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := op("r1", "refund", "refunded", "5")

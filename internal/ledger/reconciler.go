@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 )
@@ -28,6 +27,10 @@ type Record struct {
 	AlertedAt   time.Time // zero until an alert carrying it was delivered
 	PublishedAt time.Time // zero until JetStream acknowledged it on recon.findings
 	RunID       string    // the pass that wrote this version
+	// AlertRefusals counts the times the receiver refused this finding
+	// alone; while AlertRetryAt is ahead, it is parked (not sent).
+	AlertRefusals int
+	AlertRetryAt  time.Time
 }
 
 // Run is the record of one pass (table recon_runs).
@@ -45,8 +48,10 @@ type Run struct {
 	Open             int
 	Alerted          int
 	AlertsPending    int // open findings still owed an alert after this pass
+	AlertsParked     int // open findings the receiver refused alone, waiting out their back-off
 	Inquiries        int // questions Ottu's Payment Status Query answered this pass
-	InquiryErrors    int // questions that failed (retried at a later pass)
+	InquiryErrors    int // questions that got no verdict (no answer, an error, an answer that is not one)
+	InquiryError     string // why the pass asked Ottu nothing, or stopped asking
 	AlertError       string
 	Error            string
 }
@@ -122,11 +127,21 @@ type Reconciler struct {
 	// AlertLimit caps the findings alerted in one pass, most severe and
 	// oldest first; the rest go in the next pass. Default 1000.
 	AlertLimit int
+	// Parts remembers, across passes, how many findings the receiver takes
+	// in one alert (nil: learnt afresh each pass).
+	Parts *AlertParts
 	// PublishChunk caps the findings in one recon.findings message. Default 200.
 	PublishChunk int
 	// NotifyAttempts is how often a retryable alert failure is tried within
 	// one pass (default 3); what still fails is tried at the next pass.
 	NotifyAttempts int
+	// InquiryBudget bounds the questions to Ottu in one pass (default: a
+	// quarter of the time the pass has left when it starts asking). They are
+	// asked last, after every finding is written and alerted.
+	InquiryBudget time.Duration
+	// Reserve is the time kept back from the pass's deadline to record what
+	// it did (default 2s): alerting and asking stop that much earlier.
+	Reserve time.Duration
 	// FullEvery is the longest time between two full passes
 	// (RECON_FULL_EVERY); 0 never forces one after the first.
 	FullEvery time.Duration
@@ -219,14 +234,6 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 	}
 	sel := r.selection(last, ok, t)
 	run.Full = sel.All
-	if r.Inquirer != nil {
-		if err := r.guard(); err != nil {
-			return err
-		}
-		if err := r.inquire(ctx, run, t); err != nil {
-			return err
-		}
-	}
 
 	openList, err := r.Store.OpenFindings(ctx)
 	if err != nil {
@@ -285,6 +292,7 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 			rec := Record{Finding: f, Status: StatusOpen, FirstSeen: t, LastSeen: t, RunID: run.ID}
 			if i := indexOf(prev, f.Code); i >= 0 {
 				rec.FirstSeen, rec.AlertedAt, rec.PublishedAt = prev[i].FirstSeen, prev[i].AlertedAt, prev[i].PublishedAt
+				rec.AlertRefusals, rec.AlertRetryAt = prev[i].AlertRefusals, prev[i].AlertRetryAt
 				prev = append(prev[:i], prev[i+1:]...)
 			} else {
 				run.Raised++
@@ -315,7 +323,27 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 			stillOpen(rec)
 		}
 	}
-	return r.deliver(ctx, run, owed, t)
+	// What follows talks to neighbours (NATS, the alert receiver, Ottu),
+	// any of which may hang: each phase stops in time for the run to be
+	// recorded, and what it did not finish is owed to the next pass.
+	phase, cancel := r.withReserve(ctx)
+	defer cancel()
+	if err := r.deliver(phase, run, owed, t); err != nil {
+		return err
+	}
+	if r.Inquirer != nil {
+		return r.inquire(phase, run, t)
+	}
+	return nil
+}
+
+// withReserve is ctx ending Reserve before ctx's deadline.
+func (r *Reconciler) withReserve(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, deadline.Add(-cmp.Or(r.Reserve, 2*time.Second)))
 }
 
 // evaluate runs the rules on p, turning a parent the store could not read,
@@ -330,168 +358,6 @@ func evaluate(p *Parent, cfg Config, now time.Time) (fired []Finding, err error)
 		}
 	}()
 	return Evaluate(p, cfg, now), nil
-}
-
-// deliver announces on recon.findings what JetStream has not acknowledged yet,
-// alerts what was not alerted yet (most severe, then oldest, first), and
-// records both on the findings.
-func (r *Reconciler) deliver(ctx context.Context, run *Run, owed []Record, t time.Time) error {
-	if err := r.guard(); err != nil {
-		return err
-	}
-	slices.SortFunc(owed, alertOrder)
-	changed := make([]bool, len(owed))
-	var failures []string
-	if r.Publisher != nil {
-		size := cmp.Or(r.PublishChunk, 200)
-		var idx []int
-		for i, rec := range owed {
-			if rec.PublishedAt.IsZero() {
-				idx = append(idx, i)
-			}
-		}
-		for len(idx) > 0 {
-			part := idx[:min(len(idx), size)]
-			idx = idx[len(part):]
-			if err := r.guard(); err != nil {
-				failures = append(failures, "publish: "+err.Error())
-				break
-			}
-			if err := r.Publisher.PublishFindings(ctx, Alert{RunID: run.ID, Findings: pick(owed, part)}); err != nil {
-				failures = append(failures, "publish: "+err.Error())
-				break
-			}
-			for _, i := range part {
-				owed[i].PublishedAt, changed[i] = t, true
-			}
-		}
-	}
-	if r.Notifier != nil {
-		var idx []int
-		for i, rec := range owed {
-			if rec.AlertedAt.IsZero() {
-				idx = append(idx, i)
-			}
-		}
-		limit := cmp.Or(r.AlertLimit, 1000)
-		send := idx[:min(len(idx), limit)]
-		delivered, errs := r.notifyAll(ctx, run.ID, owed, send)
-		for _, i := range delivered {
-			owed[i].AlertedAt, changed[i] = t, true
-		}
-		run.Alerted = len(delivered)
-		run.AlertsPending = len(idx) - len(delivered)
-		if len(errs) > 0 {
-			failures = append(failures, "alert: "+summarize(errs))
-		}
-	}
-	run.AlertError = strings.Join(failures, "; ")
-	var marked []Record
-	for i, rec := range owed {
-		if changed[i] {
-			rec.RunID = run.ID
-			marked = append(marked, rec)
-		}
-	}
-	if len(marked) > 0 {
-		if err := r.guard(); err != nil {
-			return err
-		}
-		if err := r.Store.SaveFindings(ctx, marked); err != nil {
-			return fmt.Errorf("mark findings alerted: %w", err)
-		}
-	}
-	return nil
-}
-
-// alertOrder puts critical first, then warning, then info; oldest first.
-func alertOrder(a, b Record) int {
-	return cmp.Or(
-		cmp.Compare(severityRank(b.Severity), severityRank(a.Severity)),
-		a.FirstSeen.Compare(b.FirstSeen),
-		cmp.Compare(a.SessionID, b.SessionID),
-		cmp.Compare(a.Code, b.Code),
-	)
-}
-
-func severityRank(s Severity) int {
-	switch s {
-	case Critical:
-		return 3
-	case Warning:
-		return 2
-	case Info:
-		return 1
-	}
-	return 0
-}
-
-func pick(recs []Record, idx []int) []Record {
-	out := make([]Record, len(idx))
-	for j, i := range idx {
-		out[j] = recs[i]
-	}
-	return out
-}
-
-// notifyAll alerts recs[idx...]. An alert the receiver refuses for what it
-// carries is split in halves until the findings it refuses stand alone, so
-// that one finding never blocks the others; any other failure ends this
-// pass's alerting (the rest is tried at the next pass).
-func (r *Reconciler) notifyAll(ctx context.Context, runID string, recs []Record, idx []int) (delivered []int, errs []error) {
-	var send func(part []int) (stop bool)
-	send = func(part []int) bool {
-		if len(part) == 0 {
-			return false
-		}
-		if err := r.guard(); err != nil {
-			errs = append(errs, err)
-			return true
-		}
-		err := r.notify(ctx, Alert{RunID: runID, Findings: pick(recs, part)})
-		switch {
-		case err == nil:
-			delivered = append(delivered, part...)
-			return false
-		case errors.Is(err, ErrAlertRefused) && len(part) > 1:
-			mid := len(part) / 2
-			return send(part[:mid]) || send(part[mid:])
-		case errors.Is(err, ErrAlertRefused):
-			f := recs[part[0]]
-			errs = append(errs, fmt.Errorf("finding %s %s: %w", f.SessionID, f.Code, err))
-			return false
-		}
-		errs = append(errs, err)
-		return true
-	}
-	send(idx)
-	return delivered, errs
-}
-
-func (r *Reconciler) notify(ctx context.Context, a Alert) error {
-	attempts := r.NotifyAttempts
-	if attempts <= 0 {
-		attempts = 3
-	}
-	wait := time.Second
-	var err error
-	for i := 0; i < attempts; i++ {
-		var retryable bool
-		if retryable, err = r.Notifier.Notify(ctx, a); err == nil || !retryable {
-			return err
-		}
-		if i < attempts-1 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return errors.Join(err, ctx.Err())
-			case <-t.C:
-			}
-			wait *= 2
-		}
-	}
-	return err
 }
 
 // summarize joins the first few errors and counts the rest.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ottu-recon/ottu-recon/internal/envconfig"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
+	"github.com/ottu-recon/ottu-recon/internal/ottuapi"
 )
 
 // Config is everything reconcile reads from its environment (docs/product.md,
@@ -156,9 +157,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 		env.Check("OTTU_API_URL", errors.New("set OTTU_API_URL and OTTU_API_KEY together, or neither"))
 	}
 	if c.OttuAPIURL != "" {
-		if u, err := url.Parse(c.OttuAPIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			env.Check("OTTU_API_URL", errors.New("want the http(s) URL of your Ottu host"))
-		}
+		env.Check("OTTU_API_URL", ottuapi.CheckURL(c.OttuAPIURL))
 		if len(c.HMACKeys) == 0 {
 			env.Check("OTTU_HMAC_KEYS", errors.New("required with OTTU_API_URL: Ottu's answers are verified with the webhook keys"))
 		}

@@ -69,16 +69,17 @@ func TestPSQ(t *testing.T) {
 	}
 	waitFor(t, "stored", 20*time.Second, func() bool { return chtest.Count(t, db, "SELECT count() FROM webhooks_raw") == uint64(n) })
 
-	// Pass 1 raises the findings; pass 2 asks Ottu about them.
-	if _, err := m.Pass(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	// Pass 1 raises the findings, alerts them, then asks Ottu about them;
+	// pass 2 reads Ottu's answers.
 	rep, err := m.Pass(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Inquiries != 3 || calls.Load() != 3 {
-		t.Fatalf("pass 2: %d inquiries, %d calls; want 3 and 3 (%+v)", rep.Inquiries, calls.Load(), rep)
+	if rep.Raised == 0 || rep.Inquiries != 3 || rep.InquiryErrors != 0 || calls.Load() != 3 {
+		t.Fatalf("pass 1: %d inquiries answered, %d calls; want 3 (two records, one documented 404) (%+v)", rep.Inquiries, calls.Load(), rep)
+	}
+	if _, err := m.Pass(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	if c := confirmation(t, m, missing.SessionID, ledger.MissingOperation); !strings.HasPrefix(c, "confirmed by Ottu") {
 		t.Fatalf("missing operation: confirmation %q", c)
@@ -94,7 +95,7 @@ func TestPSQ(t *testing.T) {
 		t.Fatalf("Ottu's answers stored as deliveries: %d, want 2", n)
 	}
 
-	// Pass 3 at once: Ottu's throttle (30 minutes) means no new question.
+	// Another pass at once: Ottu's throttle (30 minutes) means no new question.
 	if rep, _ = m.Pass(context.Background()); rep.Inquiries != 0 || calls.Load() != 3 {
 		t.Fatalf("pass 3 asked again: %d inquiries, %d calls", rep.Inquiries, calls.Load())
 	}

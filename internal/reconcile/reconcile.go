@@ -62,7 +62,8 @@ type Main struct {
 	parentErrors prometheus.Counter
 
 	inquirerOnce sync.Once
-	inquirer     *inquirer // kept across passes: Ottu's overall rate and a 429's pause
+	inquirer     *inquirer         // kept across passes: Ottu's overall rate, a 429's pause, the circuit
+	alertParts   ledger.AlertParts // kept across passes: how many findings the receiver takes at once
 
 	runCtx context.Context
 	cancel context.CancelFunc
@@ -332,6 +333,7 @@ func (m *Main) reconciler() *ledger.Reconciler {
 			StuckRefund: m.Config.StuckRefund, Live: m.Config.Environment == "live"},
 		Now:       m.Now,
 		FullEvery: m.Config.FullEvery,
+		Parts:     &m.alertParts,
 		OnParentError: func(session string, err error) {
 			if m.parentErrors != nil {
 				m.parentErrors.Inc()
@@ -349,8 +351,13 @@ func (m *Main) reconciler() *ledger.Reconciler {
 	}
 	if m.Config.OttuAPIURL != "" {
 		m.inquirerOnce.Do(func() {
+			var shared *nats.SharedRate
+			if m.conn != nil {
+				shared = &nats.SharedRate{Conn: m.conn, Key: "ottu-payment-status-query", Limit: ottuCallsPerMinute,
+					Window: time.Minute, Replicas: m.Config.Stream.Replicas}
+			}
 			m.inquirer = newInquirer(&ottuapi.Client{URL: m.Config.OttuAPIURL, APIKey: m.Config.OttuAPIKey},
-				m.Config.HMACKeys, m.db, m.component("ottu-api"), m.Registry)
+				m.Config.HMACKeys, m.db, shared, m.component("ottu-api"), m.Registry)
 		})
 		r.Inquirer = m.inquirer
 	}

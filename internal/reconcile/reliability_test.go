@@ -233,6 +233,13 @@ type receiver struct {
 	answer func(p alertBody) int
 	posted map[string]int // session -> times received in a POST that was answered 200
 	gets   int
+	all    int // POSTs, whatever the answer
+}
+
+func (r *receiver) posts() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.all
 }
 
 type alertBody struct {
@@ -248,6 +255,7 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		r.gets++
 		return
 	}
+	r.all++
 	b, _ := io.ReadAll(req.Body)
 	var p alertBody
 	_ = json.Unmarshal(b, &p)
@@ -328,8 +336,16 @@ func TestReliability_Alerts(t *testing.T) {
 	waitFor(t, "stored", 20*time.Second, func() bool {
 		return chtest.Count(t, db, "SELECT count() FROM webhooks_raw") == 13
 	})
-	if rep, err = m.Pass(context.Background()); err != nil || rep.Alerted != 7 || rep.AlertsPending != 1 {
+	if rep, err = m.Pass(context.Background()); err != nil || rep.Alerted != 7 || rep.AlertsPending != 0 || rep.AlertsParked != 1 {
 		t.Fatalf("pass against a picky receiver: %+v %v", rep, err)
+	}
+	// The finding it refuses alone is parked, not sent again at every pass.
+	posts := rcv.posts()
+	if rep, err = m.Pass(context.Background()); err != nil || rep.AlertsParked != 1 || rcv.posts() != posts {
+		t.Fatalf("next pass sent the parked finding again: %+v %v, %d more posts", rep, err, rcv.posts()-posts)
+	}
+	if n := chtest.Count(t, db, "SELECT alerts_parked FROM recon_runs WHERE run_id = '"+rep.ID+"'"); n != 1 {
+		t.Fatalf("recon_runs.alerts_parked %d, want 1", n)
 	}
 	got := rcv.received()
 	for s, n := range got {
