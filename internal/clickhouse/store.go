@@ -137,7 +137,7 @@ func (s *Store) SaveFindings(ctx context.Context, recs []ledger.Record) error {
 			return []any{r.SessionID, string(r.Code), string(r.Severity), r.Status, r.FirstSeen, r.LastSeen,
 				nullTime(r.ResolvedAt), nullTime(r.AlertedAt), nullTime(r.PublishedAt), r.Detail, r.RunID, r.Confirmation,
 				uint16(min(r.AlertRefusals, 65535)), nullTime(r.AlertRetryAt), versions[i]}
-	})
+		})
 }
 
 func nullTime(t time.Time) *time.Time {

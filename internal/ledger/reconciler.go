@@ -47,10 +47,10 @@ type Run struct {
 	Resolved         int
 	Open             int
 	Alerted          int
-	AlertsPending    int // open findings still owed an alert after this pass
-	AlertsParked     int // open findings the receiver refused alone, waiting out their back-off
-	Inquiries        int // questions Ottu's Payment Status Query answered this pass
-	InquiryErrors    int // questions that got no verdict (no answer, an error, an answer that is not one)
+	AlertsPending    int    // open findings still owed an alert after this pass
+	AlertsParked     int    // open findings the receiver refused alone, waiting out their back-off
+	Inquiries        int    // questions Ottu's Payment Status Query answered this pass
+	InquiryErrors    int    // questions that got no verdict (no answer, an error, an answer that is not one)
 	InquiryError     string // why the pass asked Ottu nothing, or stopped asking
 	AlertError       string
 	Error            string
