@@ -14,7 +14,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
@@ -22,8 +26,19 @@ import (
 // SignatureHeader carries the lowercase hex HMAC-SHA256 of the raw body under ALERT_HMAC_KEY.
 const SignatureHeader = "X-Recon-Signature"
 
+// The Standard Webhooks headers (docs/product.md, "Alerts"): webhook-id is
+// the same for every delivery of the same finding versions, so a receiver
+// can drop a copy; webhook-signature covers id, timestamp and body, so a
+// captured alert cannot be replayed once its timestamp is too old.
+const (
+	IDHeader        = standardwebhooks.HeaderWebhookID
+	TimestampHeader = standardwebhooks.HeaderWebhookTimestamp
+	SigHeader       = standardwebhooks.HeaderWebhookSignature
+)
+
 // Payload is the alert body.
 type Payload struct {
+	ID       string    `json:"id"` // the webhook-id header
 	RunID    string    `json:"run_id"`
 	Count    int       `json:"count"`
 	Findings []Finding `json:"findings"`
@@ -31,6 +46,7 @@ type Payload struct {
 
 // Finding is one finding in an alert.
 type Finding struct {
+	ID        string    `json:"id"` // stable for this version of the finding (ledger.Record.VersionID)
 	SessionID string    `json:"session_id"`
 	Code      string    `json:"code"`
 	Severity  string    `json:"severity"`
@@ -40,11 +56,15 @@ type Finding struct {
 	Status    string    `json:"status"`
 }
 
+// ID is the id of an alert or announcement carrying a's findings: the same
+// whenever the same finding versions are carried again.
+func ID(a ledger.Alert) string { return "alert_" + ledger.PartID(a.Findings) }
+
 // Encode renders an alert as the JSON body docs/product.md describes.
 func Encode(a ledger.Alert) ([]byte, error) {
-	p := Payload{RunID: a.RunID, Count: len(a.Findings), Findings: make([]Finding, len(a.Findings))}
+	p := Payload{ID: ID(a), RunID: a.RunID, Count: len(a.Findings), Findings: make([]Finding, len(a.Findings))}
 	for i, r := range a.Findings {
-		p.Findings[i] = Finding{SessionID: r.SessionID, Code: string(r.Code), Severity: string(r.Severity),
+		p.Findings[i] = Finding{ID: r.VersionID(), SessionID: r.SessionID, Code: string(r.Code), Severity: string(r.Severity),
 			Detail: ledger.CleanDetail(r.Detail), FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC(), Status: r.Status}
 	}
 	return json.Marshal(p)
@@ -60,8 +80,27 @@ func Sign(key, body []byte) string {
 // Webhook POSTs alerts to URL.
 type Webhook struct {
 	URL     string
-	HMACKey []byte // optional: sign the body
+	HMACKey []byte // optional: sign the body; a key written whsec_<base64> is decoded for webhook-signature
 	Client  *http.Client
+	Now     func() time.Time // default time.Now: webhook-timestamp
+}
+
+// standard returns the Standard Webhooks signer of key: a key written
+// "whsec_" + base64 is that convention's, decoded; any other is used as it is.
+func standard(key []byte) (*standardwebhooks.Webhook, error) {
+	if s := string(key); strings.HasPrefix(s, "whsec_") {
+		return standardwebhooks.NewWebhook(s)
+	}
+	return standardwebhooks.NewWebhookRaw(key)
+}
+
+// CheckKey tells whether key can sign alerts (a whsec_ key must be base64).
+func CheckKey(key []byte) error {
+	_, err := standard(key)
+	if err != nil {
+		return errors.New("a key written whsec_... must be base64 after the prefix")
+	}
+	return nil
 }
 
 var _ ledger.Notifier = (*Webhook)(nil)
@@ -105,8 +144,23 @@ func (w *Webhook) Notify(ctx context.Context, a ledger.Alert) (bool, error) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "ottu-recon")
 	req.Header.Set("X-Recon-Run-Id", a.RunID)
+	id, at := ID(a), time.Now()
+	if w.Now != nil {
+		at = w.Now()
+	}
+	req.Header.Set(IDHeader, id)
+	req.Header.Set(TimestampHeader, strconv.FormatInt(at.Unix(), 10))
 	if len(w.HMACKey) > 0 {
 		req.Header.Set(SignatureHeader, Sign(w.HMACKey, body))
+		sw, err := standard(w.HMACKey)
+		if err != nil {
+			return false, fmt.Errorf("sign alert: ALERT_HMAC_KEY: %w", err)
+		}
+		sig, err := sw.Sign(id, at, body)
+		if err != nil {
+			return false, fmt.Errorf("sign alert: %w", err)
+		}
+		req.Header.Set(SigHeader, sig)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
 	"github.com/ottu-recon/ottu-recon/internal/alert"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
@@ -153,5 +155,84 @@ func TestEncode_DetailBounded(t *testing.T) {
 	}
 	if d := p.Findings[0].Detail; len(d) > ledger.MaxDetail || strings.ContainsAny(d, "\n") {
 		t.Fatalf("detail of %d bytes, newlines kept: %v", len(d), strings.Contains(d, "\n"))
+	}
+}
+
+// TestWebhook_StandardWebhooks: an alert carries webhook-id (the same for the
+// same finding versions, whatever the run or the order), webhook-timestamp
+// and webhook-signature, which the convention's reference library verifies
+// (with a whsec_ key base64-decoded, and with a plain key as it is), and
+// which it refuses once the timestamp is old: a captured alert cannot be
+// replayed later. Each finding carries its version id in the body.
+func TestWebhook_StandardWebhooks(t *testing.T) {
+	rec := func(s, detail string) ledger.Record {
+		return ledger.Record{Finding: ledger.Finding{SessionID: s, Code: ledger.OverRefund, Severity: ledger.Critical, Detail: detail},
+			Status: ledger.StatusOpen, FirstSeen: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
+	}
+	type got struct {
+		h    http.Header
+		body []byte
+	}
+	var last got
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		last = got{r.Header.Clone(), b}
+	}))
+	defer srv.Close()
+	secret := "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	for _, key := range []string{secret, "plain-key"} {
+		at := time.Now()
+		n := &alert.Webhook{URL: srv.URL, HMACKey: []byte(key), Now: func() time.Time { return at }}
+		a := ledger.Alert{RunID: "run-1", Findings: []ledger.Record{rec("s1", "d1"), rec("s2", "d2")}}
+		if _, err := n.Notify(context.Background(), a); err != nil {
+			t.Fatal(err)
+		}
+		first := last
+		var wh *standardwebhooks.Webhook
+		if strings.HasPrefix(key, "whsec_") {
+			wh, _ = standardwebhooks.NewWebhook(key)
+		} else {
+			wh, _ = standardwebhooks.NewWebhookRaw([]byte(key))
+		}
+		if err := wh.Verify(first.body, first.h); err != nil {
+			t.Fatalf("key %q: the reference library refuses the alert: %v", key, err)
+		}
+		if first.h.Get(alert.SignatureHeader) != alert.Sign([]byte(key), first.body) {
+			t.Fatalf("X-Recon-Signature no longer signs the body")
+		}
+		// Another run, the findings in another order: the same id.
+		a2 := ledger.Alert{RunID: "run-2", Findings: []ledger.Record{rec("s2", "d2"), rec("s1", "d1")}}
+		if _, err := n.Notify(context.Background(), a2); err != nil {
+			t.Fatal(err)
+		}
+		if id := first.h.Get("webhook-id"); id == "" || last.h.Get("webhook-id") != id {
+			t.Fatalf("webhook-id %q then %q: want the same for the same findings", id, last.h.Get("webhook-id"))
+		}
+		// A new version of one finding: a new id.
+		a3 := ledger.Alert{RunID: "run-2", Findings: []ledger.Record{rec("s1", "d1"), rec("s2", "d2 changed")}}
+		if _, err := n.Notify(context.Background(), a3); err != nil {
+			t.Fatal(err)
+		}
+		if last.h.Get("webhook-id") == first.h.Get("webhook-id") {
+			t.Fatal("webhook-id unchanged for a new finding version")
+		}
+		var body struct {
+			ID       string `json:"id"`
+			Findings []struct {
+				ID string `json:"id"`
+			} `json:"findings"`
+		}
+		if err := json.Unmarshal(first.body, &body); err != nil || body.ID != first.h.Get("webhook-id") ||
+			len(body.Findings) != 2 || body.Findings[0].ID != rec("s1", "d1").VersionID() {
+			t.Fatalf("body ids: %+v %v", body, err)
+		}
+		// Replayed ten minutes later: refused by a receiver that checks the timestamp.
+		at = time.Now().Add(-10 * time.Minute)
+		if _, err := n.Notify(context.Background(), a); err != nil {
+			t.Fatal(err)
+		}
+		if err := wh.Verify(last.body, last.h); !errors.Is(err, standardwebhooks.ErrMessageTooOld) {
+			t.Fatalf("an old alert verified: %v", err)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"github.com/rs/zerolog"
 
+	"github.com/ottu-recon/ottu-recon/internal/alert"
 	"github.com/ottu-recon/ottu-recon/internal/envconfig"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/ottuapi"
@@ -149,6 +150,9 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 		if u, err := url.Parse(c.AlertURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			env.Check("ALERT_WEBHOOK_URL", errors.New("want an http(s) URL")) // the URL itself may hold a token: not repeated
 		}
+	}
+	if c.AlertHMACKey != "" {
+		env.Check("ALERT_HMAC_KEY", alert.CheckKey([]byte(c.AlertHMACKey)))
 	}
 	if c.BatchSize < 1 || c.BatchSize > 100000 {
 		env.Check("RECON_BATCH_SIZE", fmt.Errorf("want 1 to 100000, got %d", c.BatchSize))
