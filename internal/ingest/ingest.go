@@ -79,7 +79,12 @@ func (m *Main) Open() (err error) {
 	skipped := prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_ingest_spool_skipped_total", Help: "Spool entries whose file was gone when forwarded (removed by hand), skipped."})
 	readErrors := prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_ingest_spool_forward_failures_total", Help: "Failed attempts to forward a spooled webhook (retried with back-off)."})
 	spoolLog := m.component("spool")
-	publisher := &nats.Publisher{Conn: m.conn, Stream: cfg.Stream}
+	recreated := prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_ingest_nats_recreated_total",
+		Help: "Times the stream was found gone (NATS rebuilt with empty storage) and created again."})
+	publisher := &nats.Publisher{Conn: m.conn, Stream: cfg.Stream, OnRecreate: func() {
+		recreated.Inc()
+		m.Logger.Warn().Str("stream", cfg.Stream.Name).Msg("stream was gone from NATS (rebuilt empty?); created it again")
+	}}
 	if m.conn.Connected() {
 		// Create or update the stream now; if that fails it is retried at the
 		// first publish, and webhooks are spooled meanwhile.
@@ -116,7 +121,7 @@ func (m *Main) Open() (err error) {
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		forwarded, quarantined, skipped, readErrors,
+		forwarded, quarantined, skipped, readErrors, recreated,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ottu_ingest_spool_backlog", Help: "Webhooks waiting in the local spool for the stream."},
 			func() float64 { return float64(m.spool.Len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ottu_ingest_spool_bytes", Help: "Size of the local spool backlog."},

@@ -1,7 +1,6 @@
 package ledger
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -140,7 +139,8 @@ type Reconciler struct {
 	// asked last, after every finding is written and alerted.
 	InquiryBudget time.Duration
 	// Reserve is the time kept back from the pass's deadline to record what
-	// it did (default 2s): alerting and asking stop that much earlier.
+	// it did (default a tenth of the time left, at most 2s): alerting and
+	// asking stop that much earlier.
 	Reserve time.Duration
 	// FullEvery is the longest time between two full passes
 	// (RECON_FULL_EVERY); 0 never forces one after the first.
@@ -343,7 +343,11 @@ func (r *Reconciler) withReserve(ctx context.Context) (context.Context, context.
 	if !ok {
 		return context.WithCancel(ctx)
 	}
-	return context.WithDeadline(ctx, deadline.Add(-cmp.Or(r.Reserve, 2*time.Second)))
+	reserve := r.Reserve
+	if reserve <= 0 {
+		reserve = min(2*time.Second, time.Until(deadline)/10)
+	}
+	return context.WithDeadline(ctx, deadline.Add(-reserve))
 }
 
 // evaluate runs the rules on p, turning a parent the store could not read,

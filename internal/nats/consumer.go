@@ -41,7 +41,14 @@ type Consumer struct {
 	// OnError, if set, is told about each failed attempt at a batch and each
 	// failed ack; the consumer goes on.
 	OnError func(err error, attempt int)
-	Metrics *ConsumerMetrics
+	// OnRecreate, if set, is told when the consumer (or its stream) was gone
+	// from the server (NATS rebuilt with empty storage, deleted by hand) and
+	// was created again.
+	OnRecreate func(what string)
+	// MaxBytes bounds the bytes of one fetch (default 64 MiB, and never below
+	// twice the server's largest message); BatchSize bounds its messages.
+	MaxBytes int
+	Metrics  *ConsumerMetrics
 
 	cons jetstream.Consumer
 }
@@ -54,6 +61,7 @@ type ConsumerMetrics struct {
 	Redeliveries  prometheus.Counter
 	Terminated    prometheus.Counter
 	Failures      prometheus.Counter
+	Recreated     *prometheus.CounterVec
 }
 
 // NewConsumerMetrics registers the consumer metrics with reg.
@@ -71,8 +79,10 @@ func NewConsumerMetrics(reg prometheus.Registerer) *ConsumerMetrics {
 			Help: "Messages terminated in the stream: not envelopes (kept in rejected_webhooks) or refused by the database (kept in unreadable_webhooks)."}),
 		Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_store_failures_total",
 			Help: "Failed attempts to store a batch (each is retried)."}),
+		Recreated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_nats_recreated_total",
+			Help: "JetStream state found gone and created again (stream, consumer, lease_bucket, findings_stream)."}, []string{"what"}),
 	}
-	reg.MustRegister(m.Pending, m.BatchSize, m.HandleSeconds, m.Redeliveries, m.Terminated, m.Failures)
+	reg.MustRegister(m.Pending, m.BatchSize, m.HandleSeconds, m.Redeliveries, m.Terminated, m.Failures, m.Recreated)
 	return m
 }
 
@@ -96,22 +106,28 @@ func (c *Consumer) defaults() {
 		c.RetryMax = 15 * time.Second
 	}
 	c.RetryMax = min(c.RetryMax, c.AckWait/2)
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = 64 << 20
+	}
 	if c.Metrics == nil {
 		c.Metrics = NewConsumerMetrics(prometheus.NewRegistry())
 	}
 }
 
 // ensureStreamExists creates the stream with cfg if ingest has not yet, and
-// leaves an existing stream as ingest configured it.
-func (c *Conn) ensureStreamExists(ctx context.Context, cfg StreamConfig) error {
+// leaves an existing stream as ingest configured it. It tells whether it
+// created it.
+func (c *Conn) ensureStreamExists(ctx context.Context, cfg StreamConfig) (bool, error) {
 	_, err := c.js.Stream(ctx, cfg.Name)
+	created := false
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = c.EnsureStream(ctx, cfg)
+		created = err == nil
 	}
 	if err != nil {
-		return fmt.Errorf("look up stream %s: %w", cfg.Name, err)
+		return false, fmt.Errorf("look up stream %s: %w", cfg.Name, err)
 	}
-	return nil
+	return created, nil
 }
 
 // Open creates or updates the durable consumer (and the stream, if missing).
@@ -120,8 +136,20 @@ func (c *Consumer) Open(ctx context.Context) error {
 		return errors.New("nats: Consumer needs Handle")
 	}
 	c.defaults()
-	if err := c.Conn.ensureStreamExists(ctx, c.Stream); err != nil {
-		return err
+	_, err := c.open(ctx)
+	return err
+}
+
+// open creates the stream if missing and the consumer, or updates it; it
+// tells what it had to create.
+func (c *Consumer) open(ctx context.Context) (created []string, err error) {
+	if made, err := c.Conn.ensureStreamExists(ctx, c.Stream); err != nil {
+		return nil, err
+	} else if made {
+		created = append(created, "stream")
+	}
+	if _, err := c.Conn.js.Consumer(ctx, c.Stream.Name, c.Durable); errors.Is(err, jetstream.ErrConsumerNotFound) {
+		created = append(created, "consumer")
 	}
 	cons, err := c.Conn.js.CreateOrUpdateConsumer(ctx, c.Stream.Name, jetstream.ConsumerConfig{
 		Durable:         c.Durable,
@@ -134,10 +162,37 @@ func (c *Consumer) Open(ctx context.Context) error {
 		DeliverPolicy:   jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("create or update consumer %s: %w", c.Durable, err)
+		return nil, fmt.Errorf("create or update consumer %s: %w", c.Durable, err)
 	}
 	c.cons = cons
-	return nil
+	return created, nil
+}
+
+// recover checks, after a failed fetch, whether the consumer is still on the
+// server; when it (or its stream) is gone, it creates them again, so storing
+// resumes by itself after NATS lost its state. Messages the new consumer
+// delivers again are dropped by Handle as duplicates.
+func (c *Consumer) recover(ctx context.Context) {
+	if !c.Conn.Connected() {
+		return // NATS away: the client reconnects by itself
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := c.cons.Info(ctx)
+	if err == nil || !Gone(err) {
+		return
+	}
+	created, err := c.open(ctx)
+	if err != nil {
+		c.report(fmt.Errorf("create the store consumer again: %w", err), 0)
+		return
+	}
+	for _, what := range created {
+		c.Metrics.Recreated.WithLabelValues(what).Inc()
+		if c.OnRecreate != nil {
+			c.OnRecreate(what)
+		}
+	}
 }
 
 // Run consumes until ctx ends. The batch in hand when ctx ends is still
@@ -152,12 +207,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 			c.report(fmt.Errorf("fetch (failure %d in a row): %w", failures+1, err), 0)
 		}
 		failures++
+		c.recover(ctx)
 		ok := sleep(ctx, wait)
 		wait = min(2*wait, c.RetryMax)
 		return ok
 	}
 	for ctx.Err() == nil {
-		batch, err := c.cons.Fetch(c.BatchSize, jetstream.FetchMaxWait(c.MaxWait))
+		batch, err := c.cons.Fetch(c.BatchSize, jetstream.FetchMaxWait(c.MaxWait), jetstream.FetchMaxBytes(c.maxBytes()))
 		if err != nil {
 			if !fetchFailed(err) {
 				break
@@ -183,6 +239,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// maxBytes is MaxBytes, but never so small that the server's largest
+// message could not be fetched.
+func (c *Consumer) maxBytes() int {
+	if c.Conn.nc != nil {
+		return max(c.MaxBytes, 2*int(c.Conn.nc.MaxPayload()))
+	}
+	return c.MaxBytes
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

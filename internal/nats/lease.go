@@ -33,13 +33,20 @@ type Lease struct {
 	// reason other than another holder (NATS away, a missing permission);
 	// once per distinct error, so a lasting fault does not flood the log.
 	OnError func(err error)
+	// OnRecreate, if set, is told when the bucket was gone (NATS rebuilt
+	// with empty storage) and was created again.
+	OnRecreate func()
+	// OnTTL, if set, is told when the bucket's TTL differs from TTL: the
+	// bucket's wins, so that every replica counts the lease alike.
+	OnTTL func(bucket time.Duration)
 
 	lastErr string
 
-	mu      sync.Mutex
-	held    bool
-	rev     uint64
-	renewed time.Time
+	mu        sync.Mutex
+	held      bool
+	rev       uint64
+	renewed   time.Time
+	bucketTTL time.Duration // the bucket's TTL, once read
 }
 
 const leaseKey = "pass"
@@ -49,7 +56,7 @@ const leaseKey = "pass"
 func (l *Lease) Held() (bool, uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.held && time.Since(l.renewed) > l.TTL*2/3 {
+	if l.held && time.Since(l.renewed) > l.ttl()*2/3 {
 		l.set(false, 0)
 	}
 	return l.held, l.rev
@@ -74,6 +81,17 @@ func (l *Lease) set(held bool, rev uint64) {
 	}
 }
 
+// ttl is the lease's TTL: the bucket's once known. Call with mu held.
+func (l *Lease) ttl() time.Duration {
+	if l.bucketTTL > 0 {
+		return l.bucketTTL
+	}
+	if l.TTL > 0 {
+		return l.TTL
+	}
+	return 30 * time.Second
+}
+
 // Run takes and keeps the lease until ctx ends, then gives it up.
 func (l *Lease) Run(ctx context.Context) {
 	if l.TTL <= 0 {
@@ -82,15 +100,25 @@ func (l *Lease) Run(ctx context.Context) {
 	var kv jetstream.KeyValue
 	tick := time.NewTicker(l.TTL / 3)
 	defer tick.Stop()
+	seen := false // the bucket existed once: finding it gone later is a rebuild
 	for {
 		if kv == nil {
 			var err error
-			if kv, err = l.bucket(ctx); err != nil {
+			var created bool
+			if kv, created, err = l.bucket(ctx); err != nil {
 				l.report(err)
+			} else {
+				if created && seen && l.OnRecreate != nil {
+					l.OnRecreate()
+				}
+				seen = true
+				l.mu.Lock()
+				tick.Reset(l.ttl() / 3)
+				l.mu.Unlock()
 			}
 		}
-		if kv != nil {
-			l.step(ctx, kv)
+		if kv != nil && !l.step(ctx, kv) {
+			kv = nil // the bucket is gone: create it again next time
 		}
 		select {
 		case <-ctx.Done():
@@ -101,25 +129,49 @@ func (l *Lease) Run(ctx context.Context) {
 	}
 }
 
-func (l *Lease) bucket(ctx context.Context) (jetstream.KeyValue, error) {
+// bucket opens the lease bucket, or creates it with TTL when missing. An
+// existing bucket keeps its TTL, which becomes this replica's: every replica
+// counts the lease with the same TTL whatever RECON_LEASE_TTL each was given.
+func (l *Lease) bucket(ctx context.Context) (kv jetstream.KeyValue, created bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, l.TTL/3)
 	defer cancel()
-	kv, err := l.Conn.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LeaseBucket,
-		Description: "ottu-recon: which reconcile replica runs the passes", TTL: l.TTL, History: 1,
-		Replicas: max(l.Replicas, 1), Storage: jetstream.FileStorage})
-	if err != nil {
-		return nil, fmt.Errorf("lease bucket: %w", err)
+	kv, err = l.Conn.js.KeyValue(ctx, LeaseBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = l.Conn.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LeaseBucket,
+			Description: "ottu-recon: which reconcile replica runs the passes", TTL: l.TTL, History: 1,
+			Replicas: max(l.Replicas, 1), Storage: jetstream.FileStorage})
+		created = err == nil
+		if errors.Is(err, jetstream.ErrBucketExists) { // another replica created it meanwhile
+			kv, err = l.Conn.js.KeyValue(ctx, LeaseBucket)
+			created = false
+		}
 	}
-	return kv, nil
+	if err != nil {
+		return nil, false, fmt.Errorf("lease bucket: %w", err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("lease bucket status: %w", err)
+	}
+	l.mu.Lock()
+	if ttl := st.TTL(); ttl > 0 && ttl != l.bucketTTL {
+		l.bucketTTL = ttl
+		if ttl != l.TTL && l.OnTTL != nil {
+			l.OnTTL(ttl)
+		}
+	}
+	l.mu.Unlock()
+	return kv, created, nil
 }
 
-// step renews the lease when held, else tries to take it.
-func (l *Lease) step(ctx context.Context, kv jetstream.KeyValue) {
-	ctx, cancel := context.WithTimeout(ctx, l.TTL/3)
-	defer cancel()
+// step renews the lease when held, else tries to take it. It returns false
+// when the bucket is gone.
+func (l *Lease) step(ctx context.Context, kv jetstream.KeyValue) bool {
 	l.mu.Lock()
-	held, rev := l.held, l.rev
+	held, rev, ttl := l.held, l.rev, l.ttl()
 	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, ttl/3)
+	defer cancel()
 	var (
 		next uint64
 		err  error
@@ -138,11 +190,15 @@ func (l *Lease) step(ctx context.Context, kv jetstream.KeyValue) {
 		if held {
 			l.set(false, 0) // someone else has it: ours expired
 		}
+	case Gone(err):
+		l.report(fmt.Errorf("pass lease: bucket gone: %w", err))
+		return false
 	default:
 		// NATS away, a missing permission: keep what we had (Held lets it
 		// lapse), and say so.
 		l.report(fmt.Errorf("pass lease: %w", err))
 	}
+	return true
 }
 
 // report tells OnError about err unless it said the same last time.

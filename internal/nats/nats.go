@@ -246,8 +246,12 @@ func Envelope(h nats.Header, data []byte) (events.Envelope, error) {
 type Publisher struct {
 	Conn   *Conn
 	Stream StreamConfig
+	// OnRecreate, if set, is told when the stream was found gone (NATS
+	// rebuilt with empty storage) and was created again.
+	OnRecreate func()
 
 	ready atomic.Bool
+	lost  atomic.Bool
 }
 
 var _ interface {
@@ -268,8 +272,9 @@ func (p *Publisher) Publish(ctx context.Context, env events.Envelope) (events.Pu
 		if errors.Is(err, nats.ErrMaxPayload) {
 			return events.PublishResult{}, fmt.Errorf("publish %s: %w: %w", env.ID, ErrTooLarge, err)
 		}
-		if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		if Gone(err) {
 			p.ready.Store(false) // re-create it next time (a new, empty server)
+			p.lost.Store(true)
 		}
 		return events.PublishResult{}, fmt.Errorf("publish %s: %w", env.ID, err)
 	}
@@ -285,6 +290,9 @@ func (p *Publisher) Ensure(ctx context.Context) error {
 		return err
 	}
 	p.ready.Store(true)
+	if p.lost.Swap(false) && p.OnRecreate != nil {
+		p.OnRecreate()
+	}
 	return nil
 }
 
@@ -349,8 +357,8 @@ func (p *FindingsPublisher) Publish(ctx context.Context, id string, body []byte)
 	msg.Data = body
 	msg.Header.Set(nats.MsgIdHdr, id)
 	if _, err := p.Conn.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(FindingsStream)); err != nil {
-		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
-			p.ready.Store(false)
+		if Gone(err) {
+			p.ready.Store(false) // created again at the next publish
 		}
 		return fmt.Errorf("publish %s: %w", FindingsSubject, err)
 	}

@@ -112,10 +112,14 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	m.Registry.MustRegister(stored, m.depRetries, m.parentErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	storeLog := m.component("store")
+	consumerMetrics := nats.NewConsumerMetrics(m.Registry)
 	m.consumer = &nats.Consumer{
 		Conn: m.conn, Stream: m.Config.Stream, Durable: m.Config.Consumer,
 		BatchSize: m.Config.BatchSize, MaxWait: m.Config.BatchWait,
-		Metrics: nats.NewConsumerMetrics(m.Registry),
+		Metrics: consumerMetrics,
+		OnRecreate: func(what string) {
+			storeLog.Warn().Str("created", what).Msg("the store consumer's " + what + " was gone from NATS (rebuilt empty?); created it again")
+		},
 		Handle: func(ctx context.Context, msgs []events.StreamMessage) error {
 			res, err := writer.Write(ctx, msgs)
 			if err != nil {
@@ -165,6 +169,14 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		},
 		OnError: func(err error) {
 			leaseLog.Warn().Err(err).Msg("pass lease not taken or kept: scheduled passes wait for it")
+		},
+		OnRecreate: func() {
+			consumerMetrics.Recreated.WithLabelValues("lease_bucket").Inc()
+			leaseLog.Warn().Msg("the lease bucket was gone from NATS (rebuilt empty?); created it again")
+		},
+		OnTTL: func(ttl time.Duration) {
+			leaseLog.Warn().Dur("bucket_ttl", ttl).Dur("RECON_LEASE_TTL", m.Config.LeaseTTL).
+				Msg("the lease bucket has another TTL than RECON_LEASE_TTL; the bucket's is used, so that every replica counts alike")
 		}}
 
 	// The schedule: UTC, never two passes at once, a panic is a failed pass.
