@@ -19,7 +19,8 @@ type Config struct {
 	AdminListen string   // INGEST_ADMIN_LISTEN: health and metrics here, not on Listen
 	HMACKeys    [][]byte // never logged
 
-	MaxConnections      int    // INGEST_MAX_CONNECTIONS
+	MaxConnections      int    // INGEST_MAX_CONNECTIONS: requests in progress (idle keep-alives make room)
+	MaxBodyBytes        int64  // INGEST_MAX_BODY_BYTES_IN_FLIGHT: bytes of bodies being read at once
 	TLSCertFile         string // INGEST_TLS_CERT_FILE
 	TLSKeyFile          string // INGEST_TLS_KEY_FILE
 	RejectedBytesPerMin int    // INGEST_REJECTED_BYTES_PER_MINUTE: rejected bodies kept; 0 keeps all
@@ -44,6 +45,7 @@ func DefaultConfig() Config {
 	return Config{
 		Listen:              ":8080",
 		MaxConnections:      1024,
+		MaxBodyBytes:        64 << 20,
 		RejectedBytesPerMin: 64 << 20,
 		NATSURL:             "nats://127.0.0.1:4222",
 		NATSListen:          "127.0.0.1:4222",
@@ -65,7 +67,7 @@ var knownVars = nats.WithAuthVars(map[string]bool{
 	"NATS_STREAM_REPLICAS": true, "NATS_STREAM_MAX_AGE": true, "NATS_STREAM_MAX_BYTES": true,
 	"NATS_DEDUP_WINDOW": true, "INGEST_SPOOL_DIR": true, "INGEST_SPOOL_MAX_BYTES": true,
 	"INGEST_PUBLISH_TIMEOUT": true, "INGEST_SHUTDOWN_TIMEOUT": true, "LOG_LEVEL": true,
-	"INGEST_ADMIN_LISTEN": true, "INGEST_MAX_CONNECTIONS": true, "INGEST_TLS_CERT_FILE": true,
+	"INGEST_ADMIN_LISTEN": true, "INGEST_MAX_CONNECTIONS": true, "INGEST_MAX_BODY_BYTES_IN_FLIGHT": true, "INGEST_TLS_CERT_FILE": true,
 	"INGEST_TLS_KEY_FILE": true, "INGEST_REJECTED_BYTES_PER_MINUTE": true,
 })
 
@@ -76,6 +78,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.String(&c.Listen, "INGEST_LISTEN")
 	env.String(&c.AdminListen, "INGEST_ADMIN_LISTEN")
 	env.Int(&c.MaxConnections, "INGEST_MAX_CONNECTIONS")
+	env.Int64(&c.MaxBodyBytes, "INGEST_MAX_BODY_BYTES_IN_FLIGHT")
 	env.String(&c.TLSCertFile, "INGEST_TLS_CERT_FILE")
 	env.String(&c.TLSKeyFile, "INGEST_TLS_KEY_FILE")
 	env.Int(&c.RejectedBytesPerMin, "INGEST_REJECTED_BYTES_PER_MINUTE")
@@ -117,6 +120,9 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	}
 	if c.MaxConnections < 1 {
 		env.Check("INGEST_MAX_CONNECTIONS", errors.New("must be at least 1"))
+	}
+	if c.MaxBodyBytes < 1<<20 {
+		env.Check("INGEST_MAX_BODY_BYTES_IN_FLIGHT", errors.New("must be at least 1048576 (one body of the largest size)"))
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		env.Check("INGEST_TLS_CERT_FILE", errors.New("set it and INGEST_TLS_KEY_FILE together, or neither"))

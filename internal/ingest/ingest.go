@@ -135,14 +135,15 @@ func (m *Main) Open() (err error) {
 		handler.KeepBudget = rate.NewLimiter(rate.Limit(float64(cfg.RejectedBytesPerMin)/60), cfg.RejectedBytesPerMin)
 	}
 	m.http = &webhook.Server{
-		Addr:           cfg.Listen,
-		Handler:        handler,
-		NoAdmin:        cfg.AdminListen != "",
-		Ready:          m.Ready,
-		Gatherer:       m.Registry,
-		MaxConnections: cfg.MaxConnections,
-		CertFile:       cfg.TLSCertFile,
-		KeyFile:        cfg.TLSKeyFile,
+		Addr:                 cfg.Listen,
+		Handler:              handler,
+		NoAdmin:              cfg.AdminListen != "",
+		Ready:                m.Ready,
+		Gatherer:             m.Registry,
+		MaxConnections:       cfg.MaxConnections,
+		MaxBodyBytesInFlight: cfg.MaxBodyBytes,
+		CertFile:             cfg.TLSCertFile,
+		KeyFile:              cfg.TLSKeyFile,
 	}
 	if err := m.http.Open(); err != nil {
 		return err

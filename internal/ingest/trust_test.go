@@ -104,45 +104,62 @@ func TestIngest_AdminListen(t *testing.T) {
 	}
 }
 
-// TestIngest_MaxConnections: past INGEST_MAX_CONNECTIONS, a connection waits
-// until another closes.
+// TestIngest_MaxConnections: INGEST_MAX_CONNECTIONS counts connections at
+// work. Clients that asked once and went quiet on keep-alive connections
+// (here eight, the limit) do not lock Ottu out: a signed webhook is answered
+// 200 at once, an idle connection closed to make room. Connections busy with
+// a request (a body still arriving) do hold their slot: past the limit, a
+// new one waits until one of them is done.
 func TestIngest_MaxConnections(t *testing.T) {
 	ns := natstest.MustOpenServer(t, "", "")
 	cfg := testConfig(t, ns.ClientURL())
-	cfg.MaxConnections = 2
+	cfg.MaxConnections = 8
 	m := MustOpenMain(t, cfg)
 	addr := strings.TrimPrefix(m.URL(), "http://")
-	var held []net.Conn
-	for range 2 {
+	dial := func() net.Conn {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		held = append(held, c)
-		// A request on it, so the server has surely accepted it.
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	for range 8 { // idle keep-alive clients
+		c := dial()
 		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 		buf := make([]byte, 12)
 		if _, err := io.ReadFull(c, buf); err != nil || !strings.Contains(string(buf), "200") {
-			t.Fatalf("held connection: %q %v", buf, err)
+			t.Fatalf("idle client: %q %v", buf, err)
 		}
 	}
-	client := &http.Client{Timeout: 300 * time.Millisecond}
-	if _, err := client.Get(m.URL() + "/healthz"); err == nil {
-		t.Fatal("a third connection was served while two were held")
+	ottu := &http.Client{Timeout: 5 * time.Second} // well below the 15 s Ottu waits
+	resp, err := ottu.Post(m.URL()+"/webhooks/ottu", "application/json", bytes.NewReader(payment(t, 1, testKey)))
+	if err != nil {
+		t.Fatalf("a signed webhook behind 8 idle clients: %v", err)
 	}
-	held[0].Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := (&http.Client{Timeout: 2 * time.Second}).Get(m.URL() + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not served after a connection closed: %v", err)
-		}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("a signed webhook behind 8 idle clients: %d", resp.StatusCode)
 	}
-	held[1].Close()
+
+	// Eight connections in the middle of a request: the ninth waits.
+	var busy []net.Conn
+	for range 8 {
+		c := dial()
+		fmt.Fprintf(c, "POST /webhooks/ottu HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+		busy = append(busy, c)
+	}
+	// Longer than a silent connection keeps its slot: these are at work.
+	if resp, err := (&http.Client{Timeout: 2 * time.Second}).Get(m.URL() + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatal("a ninth connection was served while eight were busy")
+	}
+	busy[0].Close() // one is done
+	resp, err = ottu.Get(m.URL() + "/healthz")
+	if err != nil {
+		t.Fatalf("not served after a busy connection closed: %v", err)
+	}
+	resp.Body.Close()
 }
 
 // TestIngest_RejectedBodyBudget: rejected bodies are kept up to the byte

@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/net/netutil"
 )
 
 // WebhookPath is where Ottu posts (docs/product.md).
@@ -33,9 +33,14 @@ type Server struct {
 	Ready      func() error
 	ShowErrors bool
 	Gatherer   prometheus.Gatherer
-	// MaxConnections caps the connections served at once (0: no cap); more
-	// wait in the kernel's backlog.
+	// MaxConnections caps the requests in progress at once, and the
+	// connections held open (0: no cap). Idle keep-alive connections do not
+	// hold a slot when a new client needs one (they are closed); over HTTP/2
+	// it also caps a connection's concurrent streams.
 	MaxConnections int
+	// MaxBodyBytesInFlight caps the bytes of request bodies being read at
+	// once (default 64 MiB); a request waits for its share.
+	MaxBodyBytesInFlight int64
 	// CertFile and KeyFile, when set, make the server speak HTTPS.
 	CertFile, KeyFile string
 
@@ -49,7 +54,11 @@ type Server struct {
 func (s *Server) Open() error {
 	mux := http.NewServeMux()
 	if s.Handler != nil {
-		mux.Handle(WebhookPath, s.Handler)
+		var h http.Handler = s.Handler
+		if s.MaxConnections > 0 {
+			h = limitRequests(h, s.MaxConnections, cmp.Or(s.MaxBodyBytesInFlight, 64<<20))
+		}
+		mux.Handle(WebhookPath, h)
 	}
 	if !s.NoAdmin {
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -76,8 +85,10 @@ func (s *Server) Open() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.Addr, err)
 	}
+	var limiter *connLimiter
 	if s.MaxConnections > 0 {
-		ln = netutil.LimitListener(ln, s.MaxConnections)
+		limiter = newConnLimiter(ln, s.MaxConnections)
+		ln = limiter
 	}
 	s.ln = ln
 	// Timeouts against slow clients; Ottu itself waits 15 s by default (§5).
@@ -88,6 +99,10 @@ func (s *Server) Open() error {
 		WriteTimeout:      20 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    64 << 10,
+	}
+	if limiter != nil {
+		s.srv.ConnState = limiter.track
+		s.srv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: min(s.MaxConnections, 250)}
 	}
 	s.err = make(chan error, 1)
 	if s.CertFile != "" {
