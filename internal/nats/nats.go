@@ -366,11 +366,16 @@ func (p *FindingsPublisher) Publish(ctx context.Context, id string, body []byte)
 }
 
 // RedactURL renders a NATS URL list (comma-separated) without credentials:
-// a user and password, or a token, in a URL's user part.
+// a user and password, or a token, in a URL's user part, with or without a
+// scheme (nats.go reads "alice:secret@host:4222" as nats://alice:secret@...).
 func RedactURL(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
+		p = strings.TrimSpace(p)
+		if !strings.Contains(p, "://") {
+			p = "nats://" + p // as nats.go reads it; else "alice" would parse as the scheme
+		}
+		u, err := url.Parse(p)
 		if err != nil {
 			parts[i] = "(a URL, not shown)"
 			continue

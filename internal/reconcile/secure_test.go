@@ -6,8 +6,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,8 +59,27 @@ func TestSecure_Compose(t *testing.T) {
 		alertToken  = "xoxb-S3CRET-4"
 		alertQuery  = "S3CRET-5"
 		alertKey    = "alert-S3CRET-6"
+		ottuKey     = "ottu-api-S3CRET-7"
 	)
-	secrets := []string{hmacKey, ingestPW, reconcilePW, alertToken, alertQuery, alertKey, chtest.SecretPassword}
+	secrets := []string{hmacKey, ingestPW, reconcilePW, alertToken, alertQuery, alertKey, chtest.SecretPassword, ottuKey}
+	// Every secret that can come from a file does, in one daemon or the other.
+	file := func(secret string) string {
+		p := filepath.Join(t.TempDir(), "secret")
+		if err := os.WriteFile(p, []byte(secret+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Ottu's API: asked about the parent below; it must see the key, no log may.
+	var ottuAsked atomic.Int32
+	ottuAPI := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "Api-Key "+ottuKey {
+			ottuAsked.Add(1)
+		}
+		w.WriteHeader(http.StatusBadGateway) // no verdict: recorded with its reason
+		_, _ = io.WriteString(w, "<html>bad gateway</html>")
+	}))
+	defer ottuAPI.Close()
 	t.Setenv("NATS_INGEST_PASSWORD", ingestPW)
 	t.Setenv("NATS_RECONCILE_PASSWORD", reconcilePW)
 	natsURL := natstest.MustOpenServerFromConfig(t, "../../deploy/nats.conf")
@@ -72,9 +94,10 @@ func TestSecure_Compose(t *testing.T) {
 	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) }))
 	defer failing.Close()
 
-	// ingest: the credentials in the URL.
+	// ingest: the credentials in the URLs, with and without a scheme (as
+	// nats.go accepts them), the HMAC key from a file.
 	icfg, err := ingest.LoadConfig(envconfig.Map(map[string]string{
-		"OTTU_HMAC_KEYS": hmacKey, "NATS_URL": "nats://ingest:" + ingestPW + "@" + host,
+		"OTTU_HMAC_KEYS_FILE": file(hmacKey), "NATS_URL": "ingest:" + ingestPW + "@" + host + ",nats://ingest:" + ingestPW + "@" + host,
 		"INGEST_LISTEN": "127.0.0.1:0", "INGEST_SPOOL_DIR": t.TempDir(),
 	}))
 	if err != nil {
@@ -88,12 +111,14 @@ func TestSecure_Compose(t *testing.T) {
 	}
 	defer im.Close(context.Background())
 
-	// reconcile: user and password, a ClickHouse password, an alert URL with tokens.
+	// reconcile: user and password, a ClickHouse password, an alert URL
+	// with tokens, Ottu's API key, each secret from a file.
 	db := "ottu_secure_test"
 	rcfg, err := LoadConfig(envconfig.Map(map[string]string{
-		"NATS_URL": natsURL, "NATS_USER": "reconcile", "NATS_PASSWORD": reconcilePW,
-		"CLICKHOUSE_ADDR": ch.Addr, "CLICKHOUSE_USERNAME": chtest.SecretUser, "CLICKHOUSE_PASSWORD": chtest.SecretPassword,
-		"CLICKHOUSE_DATABASE": db, "ALERT_HMAC_KEY": alertKey,
+		"NATS_URL": natsURL, "NATS_USER": "reconcile", "NATS_PASSWORD_FILE": file(reconcilePW),
+		"CLICKHOUSE_ADDR": ch.Addr, "CLICKHOUSE_USERNAME": chtest.SecretUser, "CLICKHOUSE_PASSWORD_FILE": file(chtest.SecretPassword),
+		"CLICKHOUSE_DATABASE": db, "ALERT_HMAC_KEY_FILE": file(alertKey),
+		"OTTU_API_URL": ottuAPI.URL, "OTTU_API_KEY_FILE": file(ottuKey), "OTTU_HMAC_KEYS": "another-key",
 		"ALERT_WEBHOOK_URL": failing.URL + "/services/T000/B000/" + alertToken + "?token=" + alertQuery,
 		"RECON_LISTEN":      "127.0.0.1:0", "RECON_SCHEDULE": "@every 1h", "RECON_BATCH_WAIT": "50ms",
 	}))
@@ -120,7 +145,8 @@ func TestSecure_Compose(t *testing.T) {
 		return resp.StatusCode
 	}
 	key := []byte(hmacKey)
-	for _, m := range []map[string]any{payment("sec-1", map[string]any{"is_sandbox": true}), pgRefund("sec-1")} {
+	anHourAgo := time.Now().Add(-time.Hour).UTC().Format("2006-01-02 15:04:05") // old enough to ask Ottu about
+	for _, m := range []map[string]any{payment("sec-1", map[string]any{"is_sandbox": true, "timestamp_utc": anHourAgo}), pgRefund("sec-1")} {
 		if code := post(ottusim.Sign(m, events.SchemeA, key)); code != http.StatusOK {
 			t.Fatalf("signed webhook: %d", code)
 		}
@@ -150,6 +176,9 @@ func TestSecure_Compose(t *testing.T) {
 	}
 	if rep.Raised != 2 || strings.Contains(rep.AlertError, "publish") || !strings.Contains(rep.AlertError, "502") {
 		t.Fatalf("pass: %+v (want 2 raised, announced on recon.findings, the alert refused with 502)", rep)
+	}
+	if ottuAsked.Load() == 0 || rep.InquiryErrors == 0 {
+		t.Fatalf("Ottu's API was not asked with the key (%d, %+v): the check below would prove nothing of it", ottuAsked.Load(), rep)
 	}
 
 	// Each daemon is refused what it has no business doing.
