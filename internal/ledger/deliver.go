@@ -91,15 +91,18 @@ var ErrOutOfTime = errors.New("out of time: the rest is left for the next pass")
 // and alerts what was not alerted yet (most severe, then oldest, first). Each
 // part is recorded on its findings the moment it is delivered, by a write the
 // pass's deadline cannot cancel: a pass that runs out of time stops sending
-// and forgets nothing it sent.
-func (r *Reconciler) deliver(ctx context.Context, run *Run, owed []Record, t time.Time) error {
+// and forgets nothing it sent. No part is started once phase has ended, nor
+// when the time left in phase is shorter than the slowest part so far; a part
+// under way may use the pass's reserve (ctx) to finish, so that a receiver
+// that took it is not sent it again.
+func (r *Reconciler) deliver(ctx, phase context.Context, run *Run, owed []Record, t time.Time) error {
 	if err := r.guard(); err != nil {
 		return err
 	}
 	slices.SortFunc(owed, alertOrder)
 	var failures []string
 	if r.Publisher != nil {
-		switch err := r.publish(ctx, run, owed, t); {
+		switch err := r.publish(phase, run, owed, t); {
 		case err == nil:
 		case errors.Is(err, errMark), errors.Is(err, errFenced):
 			return err
@@ -108,7 +111,7 @@ func (r *Reconciler) deliver(ctx context.Context, run *Run, owed []Record, t tim
 		}
 	}
 	if r.Notifier != nil {
-		errs, err := r.alert(ctx, run, owed, t)
+		errs, err := r.alert(ctx, phase, run, owed, t)
 		if err != nil {
 			return err
 		}
@@ -189,7 +192,7 @@ func (r *Reconciler) publish(ctx context.Context, run *Run, owed []Record, t tim
 // findings it refuses stand alone; those are parked (ParkFor), not sent at
 // every pass. Any other failure, the pass's time or the lease ends this
 // pass's alerting: the rest is owed to the next pass.
-func (r *Reconciler) alert(ctx context.Context, run *Run, owed []Record, t time.Time) (errs []error, fatal error) {
+func (r *Reconciler) alert(ctx, phase context.Context, run *Run, owed []Record, t time.Time) (errs []error, fatal error) {
 	var idx []int
 	for i, rec := range owed {
 		switch {
@@ -205,8 +208,9 @@ func (r *Reconciler) alert(ctx context.Context, run *Run, owed []Record, t time.
 	pending := len(idx)
 	size := r.Parts.get(limit, t)
 	defer func() { run.AlertsPending = pending }()
+	var slowest time.Duration
 	for len(idx) > 0 {
-		if ctx.Err() != nil {
+		if !hasTime(phase, slowest) {
 			errs = append(errs, fmt.Errorf("%d finding(s) not sent: %w", len(idx), ErrOutOfTime))
 			return errs, nil
 		}
@@ -214,7 +218,9 @@ func (r *Reconciler) alert(ctx context.Context, run *Run, owed []Record, t time.
 			return errs, err
 		}
 		part := idx[:min(len(idx), size)]
+		start := time.Now()
 		err := r.notify(ctx, Alert{RunID: run.ID, Findings: pick(owed, part)})
+		slowest = max(slowest, time.Since(start))
 		switch {
 		case err == nil:
 			for _, i := range part {
@@ -249,6 +255,15 @@ func (r *Reconciler) alert(ctx context.Context, run *Run, owed []Record, t time.
 		}
 	}
 	return errs, nil
+}
+
+// hasTime tells whether ctx is not done and has at least d left.
+func hasTime(ctx context.Context, d time.Duration) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	deadline, ok := ctx.Deadline()
+	return !ok || time.Until(deadline) >= d
 }
 
 // notify delivers one alert, trying a retryable failure again (with back-off)

@@ -328,7 +328,7 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 	// recorded, and what it did not finish is owed to the next pass.
 	phase, cancel := r.withReserve(ctx)
 	defer cancel()
-	if err := r.deliver(phase, run, owed, t); err != nil {
+	if err := r.deliver(ctx, phase, run, owed, t); err != nil {
 		return err
 	}
 	if r.Inquirer != nil {
