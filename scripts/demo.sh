@@ -118,8 +118,12 @@ env OTTU_API_KEY=demo-api-key OTTU_HMAC_KEYS="$KEY" "$bin/ottusim" ottu-api -lis
   -truth "$work/truth.json" >"$work/ottu-api.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 50); do grep -q "simulated Ottu API" "$work/ottu-api.log" && break; sleep 0.1; done
-OTTU_API_URL="http://127.0.0.1:$api_port" OTTU_API_KEY=demo-api-key OTTU_HMAC_KEYS="$KEY" LOG_LEVEL=info \
-  "$bin/reconcile" run-once 2>&1 | grep "reconciliation pass" | sed -E "s/.*\"raised\":([0-9]*).*\"inquiries\":([0-9]*).*/pass: \2 questions answered by Ottu's Payment Status Query, \1 findings raised/"
+# A pass asks Ottu last (after its findings are written and alerted); the
+# next pass reads what Ottu answered.
+for step in "asks" "reads the answers"; do
+  OTTU_API_URL="http://127.0.0.1:$api_port" OTTU_API_KEY=demo-api-key OTTU_HMAC_KEYS="$KEY" LOG_LEVEL=info \
+    "$bin/reconcile" run-once 2>&1 | grep "reconciliation pass" | sed -E "s/.*\"raised\":([0-9]*).*\"inquiries\":([0-9]*).*/pass that $step: \2 questions answered by Ottu's Payment Status Query, \1 findings raised/"
+done
 clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
   --query "SELECT code, substring(confirmation, 1, 12) AS ottu_says, count() AS findings FROM findings
     WHERE confirmation != '' GROUP BY code, ottu_says ORDER BY ottu_says, code FORMAT PrettyCompact"

@@ -178,8 +178,10 @@ func (c *Consumer) recover(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	// Only the server's own "not found" counts: during a leader election the
+	// API answers nothing for a while, and the consumer is still there.
 	_, err := c.cons.Info(ctx)
-	if err == nil || !Gone(err) {
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return
 	}
 	created, err := c.open(ctx)
@@ -213,18 +215,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return ok
 	}
 	for ctx.Err() == nil {
-		batch, err := c.cons.Fetch(c.BatchSize, jetstream.FetchMaxWait(c.MaxWait), jetstream.FetchMaxBytes(c.maxBytes()))
+		raw, err := c.fetch()
 		if err != nil {
-			if !fetchFailed(err) {
-				break
-			}
-			continue
-		}
-		var raw []jetstream.Msg
-		for msg := range batch.Messages() {
-			raw = append(raw, msg)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && len(raw) == 0 {
 			if !fetchFailed(err) {
 				break
 			}
@@ -241,13 +233,57 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
-// maxBytes is MaxBytes, but never so small that the server's largest
-// message could not be fetched.
-func (c *Consumer) maxBytes() int {
+// fetch gathers one batch: at most BatchSize messages and MaxBytes bytes,
+// waiting at most MaxWait for it to fill. The byte bound is kept on this
+// side: each request asks for no more messages than the bytes left can hold
+// at the server's largest message size. (Pull requests with max_bytes stall
+// for an AckWait when a clustered stream changes leader: measured by
+// TestScaleOut_NATSCluster.)
+func (c *Consumer) fetch() ([]jetstream.Msg, error) {
+	largest := 1 << 20
 	if c.Conn.nc != nil {
-		return max(c.MaxBytes, 2*int(c.Conn.nc.MaxPayload()))
+		largest = int(c.Conn.nc.MaxPayload())
 	}
-	return c.MaxBytes
+	left := max(c.MaxBytes, largest)
+	deadline := time.Now().Add(c.MaxWait)
+	var raw []jetstream.Msg
+	for len(raw) < c.BatchSize {
+		n := min(c.BatchSize-len(raw), left/largest)
+		wait := time.Until(deadline)
+		if n < 1 || (len(raw) > 0 && wait < time.Millisecond) {
+			break
+		}
+		batch, err := c.cons.Fetch(n, jetstream.FetchMaxWait(max(wait, time.Millisecond)))
+		if err != nil {
+			if len(raw) > 0 {
+				break // what was fetched is processed; the error shows again at the next fetch
+			}
+			return nil, err
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			raw = append(raw, msg)
+			left -= len(msg.Data()) + headerBytes(msg)
+			got++
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && len(raw) == 0 {
+			return nil, err
+		}
+		if got < n {
+			break // the wait ran out with fewer messages: the batch is what there is
+		}
+	}
+	return raw, nil
+}
+
+func headerBytes(msg jetstream.Msg) int {
+	n := 0
+	for k, vs := range msg.Headers() {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -61,6 +61,7 @@ var _ ledger.Inquirer = (*inquirer)(nil)
 
 // Ottu's overall limit on the Payment Status Query (docs/ottu-webhooks.md §7.1).
 const (
+	psqRateKey         = "ottu-payment-status-query" // its entry in nats.LimitsBucket
 	ottuCallsPerMinute = 30
 	circuitFailures    = 3               // consecutive questions with no answer that open the circuit
 	circuitOpenFor     = 5 * time.Minute // then one question is tried again

@@ -331,8 +331,12 @@ func (m *Main) pass(ctx context.Context, guard func() error) (ledger.Report, err
 	if rep.AlertError != "" {
 		ev = ev.Str("alert_error", rep.AlertError)
 	}
+	if rep.InquiryError != "" {
+		ev = ev.Str("inquiry_error", rep.InquiryError)
+	}
 	ev.Str("run_id", rep.ID).Bool("full", rep.Full).Int("parents", rep.ParentsEvaluated).Int("raised", rep.Raised).
-		Int("resolved", rep.Resolved).Int("open", rep.Open).Int("alerted", rep.Alerted).Int("inquiries", rep.Inquiries).
+		Int("resolved", rep.Resolved).Int("open", rep.Open).Int("alerted", rep.Alerted).Int("alerts_pending", rep.AlertsPending).
+		Int("alerts_parked", rep.AlertsParked).Int("inquiries", rep.Inquiries).Int("inquiries_unanswered", rep.InquiryErrors).
 		Dur("took", time.Since(start)).Msg("reconciliation pass")
 	return rep, err
 }
@@ -364,7 +368,7 @@ func (m *Main) reconciler() *ledger.Reconciler {
 		m.inquirerOnce.Do(func() {
 			var shared *nats.SharedRate
 			if m.conn != nil {
-				shared = &nats.SharedRate{Conn: m.conn, Key: "ottu-payment-status-query", Limit: ottuCallsPerMinute,
+				shared = &nats.SharedRate{Conn: m.conn, Key: psqRateKey, Limit: ottuCallsPerMinute,
 					Window: time.Minute, Replicas: m.Config.Stream.Replicas}
 			}
 			m.inquirer = newInquirer(&ottuapi.Client{URL: m.Config.OttuAPIURL, APIKey: m.Config.OttuAPIKey},
@@ -394,6 +398,7 @@ type passMetrics struct {
 	resolved prometheus.Counter
 	alertErr prometheus.Counter
 	parents  prometheus.Gauge
+	parked   prometheus.Gauge
 }
 
 // newID returns 8 random hex characters.
@@ -419,8 +424,10 @@ func newPassMetrics(reg prometheus.Registerer) *passMetrics {
 			Help: "Passes whose alert or findings announcement failed (retried at the next pass)."}),
 		parents: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_parents_evaluated",
 			Help: "Parents evaluated by the last pass."}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_alerts_parked",
+			Help: "Open findings the alert receiver refused on their own, waiting out their back-off (last pass)."}),
 	}
-	reg.MustRegister(p.passes, p.seconds, p.open, p.raised, p.resolved, p.alertErr, p.parents)
+	reg.MustRegister(p.passes, p.seconds, p.open, p.raised, p.resolved, p.alertErr, p.parents, p.parked)
 	return p
 }
 
@@ -435,6 +442,7 @@ func (p *passMetrics) observe(r ledger.Report, err error, took time.Duration) {
 	p.raised.Add(float64(r.Raised))
 	p.resolved.Add(float64(r.Resolved))
 	p.parents.Set(float64(r.ParentsEvaluated))
+	p.parked.Set(float64(r.AlertsParked))
 	if r.AlertError != "" {
 		p.alertErr.Inc()
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/envconfig"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ingest"
+	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
 	"github.com/ottu-recon/ottu-recon/internal/ottusim"
 )
@@ -198,6 +199,12 @@ func TestSecure_Compose(t *testing.T) {
 	}
 	if _, err := as("reconcile", reconcilePW).Publish(short, "ottu.webhooks.payment", []byte(`{}`)); err == nil {
 		t.Error("reconcile's user may publish webhooks")
+	}
+	// Ottu's rate is shared through NATS under these permissions too.
+	if kv, err := as("reconcile", reconcilePW).KeyValue(short, nats.LimitsBucket); err != nil {
+		t.Errorf("the shared rate's bucket: %v", err)
+	} else if _, err := kv.Get(short, psqRateKey); err != nil {
+		t.Errorf("the shared rate of Ottu's API was not kept in NATS: %v", err)
 	}
 
 	// No secret anywhere.
