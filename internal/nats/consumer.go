@@ -45,9 +45,13 @@ type Consumer struct {
 	// from the server (NATS rebuilt with empty storage, deleted by hand) and
 	// was created again.
 	OnRecreate func(what string)
-	// MaxBytes bounds the bytes of one fetch (default 64 MiB, and never below
-	// twice the server's largest message); BatchSize bounds its messages.
+	// MaxBytes bounds the bytes of one batch (default 256 MiB); BatchSize
+	// bounds its messages.
 	MaxBytes int
+	// MaxMessageBytes is the largest message the stream holds (default: the
+	// server's max payload); a fetch asks for no more messages than MaxBytes
+	// can hold at this size.
+	MaxMessageBytes int
 	Metrics  *ConsumerMetrics
 
 	cons jetstream.Consumer
@@ -107,7 +111,7 @@ func (c *Consumer) defaults() {
 	}
 	c.RetryMax = min(c.RetryMax, c.AckWait/2)
 	if c.MaxBytes <= 0 {
-		c.MaxBytes = 64 << 20
+		c.MaxBytes = 256 << 20
 	}
 	if c.Metrics == nil {
 		c.Metrics = NewConsumerMetrics(prometheus.NewRegistry())
@@ -236,14 +240,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 // fetch gathers one batch: at most BatchSize messages and MaxBytes bytes,
 // waiting at most MaxWait for it to fill. The byte bound is kept on this
 // side: each request asks for no more messages than the bytes left can hold
-// at the server's largest message size. (Pull requests with max_bytes stall
+// at MaxMessageBytes each. (Pull requests with max_bytes stall
 // for an AckWait when a clustered stream changes leader: measured by
 // TestScaleOut_NATSCluster.)
 func (c *Consumer) fetch() ([]jetstream.Msg, error) {
-	largest := 1 << 20
-	if c.Conn.nc != nil {
+	largest := c.MaxMessageBytes
+	if largest <= 0 && c.Conn.nc != nil {
 		largest = int(c.Conn.nc.MaxPayload())
 	}
+	largest = max(largest, 1<<10)
 	left := max(c.MaxBytes, largest)
 	deadline := time.Now().Add(c.MaxWait)
 	var raw []jetstream.Msg

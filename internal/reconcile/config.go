@@ -50,6 +50,7 @@ type Config struct {
 	Listen          string
 	Consumer        string
 	BatchSize       int
+	BatchMaxBytes   int // RECON_BATCH_MAX_BYTES
 	BatchWait       time.Duration
 	ShutdownTimeout time.Duration
 	LogLevel        zerolog.Level
@@ -74,6 +75,7 @@ func DefaultConfig() Config {
 		Listen:             ":8081",
 		Consumer:           "ottu-recon-store",
 		BatchSize:          5000,
+		BatchMaxBytes:      256 << 20,
 		BatchWait:          time.Second,
 		ShutdownTimeout:    30 * time.Second,
 		LogLevel:           zerolog.InfoLevel,
@@ -84,7 +86,7 @@ var knownVars = nats.WithAuthVars(map[string]bool{
 	"NATS_URL": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true, "NATS_STREAM_REPLICAS": true,
 	"CLICKHOUSE_ADDR": true, "CLICKHOUSE_DATABASE": true, "CLICKHOUSE_TLS": true, "CLICKHOUSE_TLS_CA_FILE": true, "CLICKHOUSE_CLUSTER": true, "CLICKHOUSE_USERNAME": true, "CLICKHOUSE_PASSWORD": true,
 	"RECON_SCHEDULE": true, "RECON_GRACE": true, "RECON_STALE_AUTHORIZATION": true, "RECON_STUCK_REFUND": true,
-	"RECON_PASS_TIMEOUT": true, "RECON_FULL_EVERY": true, "RECON_LEASE_TTL": true, "RECON_LISTEN": true, "RECON_CONSUMER": true, "RECON_BATCH_SIZE": true,
+	"RECON_PASS_TIMEOUT": true, "RECON_FULL_EVERY": true, "RECON_LEASE_TTL": true, "RECON_LISTEN": true, "RECON_CONSUMER": true, "RECON_BATCH_SIZE": true, "RECON_BATCH_MAX_BYTES": true,
 	"RECON_BATCH_WAIT": true, "RECON_SHUTDOWN_TIMEOUT": true, "OTTU_ENVIRONMENT": true,
 	"ALERT_WEBHOOK_URL": true, "ALERT_HMAC_KEY": true, "LOG_LEVEL": true,
 	"OTTU_API_URL": true, "OTTU_API_KEY": true, "OTTU_HMAC_KEYS": true,
@@ -126,6 +128,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.String(&c.Listen, "RECON_LISTEN")
 	env.String(&c.Consumer, "RECON_CONSUMER")
 	env.Int(&c.BatchSize, "RECON_BATCH_SIZE")
+	env.Int(&c.BatchMaxBytes, "RECON_BATCH_MAX_BYTES")
 	env.Duration(&c.BatchWait, "RECON_BATCH_WAIT")
 	env.Duration(&c.ShutdownTimeout, "RECON_SHUTDOWN_TIMEOUT")
 	env.String(&level, "LOG_LEVEL")
@@ -150,6 +153,9 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 		if u, err := url.Parse(c.AlertURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			env.Check("ALERT_WEBHOOK_URL", errors.New("want an http(s) URL")) // the URL itself may hold a token: not repeated
 		}
+	}
+	if c.BatchMaxBytes < 4<<20 {
+		env.Check("RECON_BATCH_MAX_BYTES", fmt.Errorf("want at least 4194304 (a few of the largest webhooks), got %d", c.BatchMaxBytes))
 	}
 	if c.AlertHMACKey != "" {
 		env.Check("ALERT_HMAC_KEY", alert.CheckKey([]byte(c.AlertHMACKey)))

@@ -116,6 +116,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	m.consumer = &nats.Consumer{
 		Conn: m.conn, Stream: m.Config.Stream, Durable: m.Config.Consumer,
 		BatchSize: m.Config.BatchSize, MaxWait: m.Config.BatchWait,
+		MaxBytes: m.Config.BatchMaxBytes, MaxMessageBytes: webhook.MaxBodyBytes + 64<<10, // ingest's largest body and its headers
 		Metrics: consumerMetrics,
 		OnRecreate: func(what string) {
 			storeLog.Warn().Str("created", what).Msg("the store consumer's " + what + " was gone from NATS (rebuilt empty?); created it again")
