@@ -131,6 +131,19 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-orphan", AskedAt: now.Add(-time.Minute), Status: 404, Verdict: clickhouse.VerdictNotFound}); err != nil {
 		t.Fatal(err)
 	}
+	// A record with every value a confirmation compares, and an answer that is no verdict.
+	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-q", AskedAt: now.Add(-time.Minute), Status: 200, Verdict: clickhouse.VerdictFound,
+		State: "paid", Amount: "10.000", Currency: "KWD", Sandbox: true, Children: []events.Child{{SessionID: "c-q", State: "refunded",
+			Amount: events.NewAmount("1.000"), CurrencyCode: "KWD"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-delim", AskedAt: now.Add(-time.Minute), Status: 404,
+		Error: "ottu: answered 404: not Ottu's documented answer", Body: []byte("<html>|\n\x00</html>")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.PaymentKeys(ctx, "s-null"); err != nil {
+		t.Fatal(err)
+	}
 	if rep, err := r.Run(ctx); err != nil || rep.ParentsFailed != 0 {
 		t.Fatalf("pass 3 on 18.16: %+v %v", rep, err)
 	}
