@@ -52,7 +52,7 @@ type Consumer struct {
 	// server's max payload); a fetch asks for no more messages than MaxBytes
 	// can hold at this size.
 	MaxMessageBytes int
-	Metrics  *ConsumerMetrics
+	Metrics         *ConsumerMetrics
 
 	cons jetstream.Consumer
 }
