@@ -201,9 +201,11 @@ func TestSecure_Compose(t *testing.T) {
 		t.Error("reconcile's user may publish webhooks")
 	}
 	// Ottu's rate is shared through NATS under these permissions too.
-	if kv, err := as("reconcile", reconcilePW).KeyValue(short, nats.LimitsBucket); err != nil {
+	kvCtx, cancelKV := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelKV()
+	if kv, err := as("reconcile", reconcilePW).KeyValue(kvCtx, nats.LimitsBucket); err != nil {
 		t.Errorf("the shared rate's bucket: %v", err)
-	} else if _, err := kv.Get(short, psqRateKey); err != nil {
+	} else if _, err := kv.Get(kvCtx, psqRateKey); err != nil {
 		t.Errorf("the shared rate of Ottu's API was not kept in NATS: %v", err)
 	}
 
