@@ -290,124 +290,32 @@ func (s *Store) sharedRefs(ctx context.Context, sel ledger.Selection) (map[strin
 	return out, nil
 }
 
-// rank orders the deliveries of one parent or of one operation exactly as
-// the views and the latest SQL expression do (see latest): a delivery whose
-// timestamp_utc is not in the future of its arrival, then terminal, then the
-// later timestamp_utc, the higher state rank, the later arrival, the later
-// stream sequence.
-type rank struct {
-	fresh     bool
-	terminal  uint8
-	timestamp uint32
-	stateRank uint8
-	received  uint32
-	seq       uint64
-}
-
-func newRank(timestamp, received uint32, terminal, stateRank uint8, seq uint64) rank {
-	return rank{fresh: uint64(timestamp) <= uint64(received)+300, terminal: terminal, timestamp: timestamp,
-		stateRank: stateRank, received: received, seq: seq}
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// after reports whether r ranks strictly after o.
-func (r rank) after(o rank) bool {
-	return cmp.Or(
-		cmp.Compare(b2i(r.fresh), b2i(o.fresh)),
-		cmp.Compare(r.terminal, o.terminal),
-		cmp.Compare(r.timestamp, o.timestamp),
-		cmp.Compare(r.stateRank, o.stateRank),
-		cmp.Compare(r.received, o.received),
-		cmp.Compare(r.seq, o.seq),
-	) > 0
-}
-
-// folding holds one chunk's parents while its deliveries are folded in.
-// Payments fold into parents and latest, operations into ops, byParent and
-// slab, at the same time.
-type folding struct {
-	parents  map[string]*ledger.Parent
-	latest   map[string]rank        // of each parent's payment deliveries
-	ops      map[opKey]*foldedOp    // of each operation
-	byParent map[string][]*foldedOp // each parent's operations
-	slab     []foldedOp             // where foldedOps are allocated, a block at a time
-}
-
-// newOp returns a new operation of session, from the slab: one allocation
-// for many operations, and none moved once handed out.
-func (f *folding) newOp(session string) *foldedOp {
-	if len(f.slab) == cap(f.slab) {
-		f.slab = make([]foldedOp, 0, 1024)
-	}
-	f.slab = f.slab[:len(f.slab)+1]
-	o := &f.slab[len(f.slab)-1]
-	f.byParent[session] = append(f.byParent[session], o)
-	return o
-}
-
-type opKey struct{ session, reference string }
-
-type foldedOp struct {
-	session string
-	op      ledger.Operation
-	latest  rank
-	set     bool // latest holds a delivery
-}
-
-func (f *folding) parent(id string) *ledger.Parent {
-	p := f.parents[id]
-	if p == nil {
-		p = &ledger.Parent{SessionID: id}
-		f.parents[id] = p
-	}
-	return p
-}
-
-// readChunk reads the parents of one chunk, in session_id order.
+// readChunk reads the parents of one chunk, in session_id order: it streams
+// each table's rows of the chunk into a ledger.Fold, which decides what the
+// parents are.
 func (s *Store) readChunk(ctx context.Context, c chunk) ([]*ledger.Parent, error) {
 	hint := len(c.sessions)
 	if c.sessions == nil {
 		hint = cmp.Or(s.ChunkRows, DefaultChunkRows) / 4
 	}
-	f := &folding{parents: make(map[string]*ledger.Parent, hint), latest: make(map[string]rank, hint),
-		ops: make(map[opKey]*foldedOp, 2*hint), byParent: make(map[string][]*foldedOp, hint)}
-	// Payments and operations fold into their own maps, each on a core of
-	// its own; the rest attaches to the parents they made.
+	f := ledger.NewFold(hint)
+	// Payments and operations fold at once, each on a core of its own (the
+	// fold keeps them apart); the rest attaches to the parents they made.
 	opsDone := make(chan error, 1)
-	go func() { opsDone <- s.foldOperations(ctx, c, f) }()
-	err := s.foldPayments(ctx, c, f)
+	go func() { opsDone <- s.streamOperations(ctx, c, f) }()
+	err := s.streamPayments(ctx, c, f)
 	if opsErr := <-opsDone; err == nil {
 		err = opsErr
 	}
 	if err != nil {
 		return nil, err
 	}
-	for _, step := range []func(context.Context, chunk, *folding) error{s.foldOrders, s.foldUnreadable, s.foldOttu} {
+	for _, step := range []func(context.Context, chunk, *ledger.Fold) error{s.streamOrders, s.streamUnreadable, s.streamOttu} {
 		if err := step(ctx, c, f); err != nil {
 			return nil, err
 		}
 	}
-	for session, ops := range f.byParent {
-		p := f.parent(session)
-		slices.SortFunc(ops, func(a, b *foldedOp) int { return cmp.Compare(a.op.ReferenceNumber, b.op.ReferenceNumber) })
-		p.Operations = make([]ledger.Operation, len(ops))
-		for i, o := range ops {
-			p.Operations[i] = o.op
-			p.Sandbox = p.Sandbox || o.op.Sandbox
-		}
-	}
-	out := make([]*ledger.Parent, 0, len(f.parents))
-	for _, p := range f.parents {
-		out = append(out, p)
-	}
-	slices.SortFunc(out, func(a, b *ledger.Parent) int { return cmp.Compare(a.SessionID, b.SessionID) })
-	return out, nil
+	return f.Parents(), nil
 }
 
 // amount turns a scanned Nullable(Decimal) into an Amount.
@@ -425,10 +333,7 @@ func unixTime(sec uint32) time.Time {
 	return time.Unix(int64(sec), 0).UTC()
 }
 
-// before reports whether t is set and earlier than u (or u is not set).
-func before(t, u time.Time) bool { return !t.IsZero() && (u.IsZero() || t.Before(u)) }
-
-func (s *Store) foldPayments(ctx context.Context, c chunk, f *folding) error {
+func (s *Store) streamPayments(ctx context.Context, c chunk, f *ledger.Fold) error {
 	where, args := c.cond("session_id")
 	rows, err := s.DB.conn.Query(ctx, `
 SELECT session_id, order_no, state, amount, currency_code, refunded_amount, voided_amount, toUInt32(timestamp_utc),
@@ -440,49 +345,20 @@ PREWHERE `+where, args...)
 	}
 	defer rows.Close()
 	var (
-		session, orderNo, state, currency string
-		amt, refunded, voided             *decimal.Decimal
-		timestamp, received               uint32
-		terminal, stateRank, sandbox      uint8
-		seq                               uint64
-		children                          []string
-		p                                 *ledger.Parent
+		r                            ledger.PaymentRow
+		amt, refunded, voided        *decimal.Decimal
+		timestamp, received          uint32
+		terminal, stateRank, sandbox uint8
+		seq                          uint64
 	)
 	for rows.Next() {
-		if err := rows.Scan(&session, &orderNo, &state, &amt, &currency, &refunded, &voided, &timestamp, &received,
-			&terminal, &stateRank, &seq, &children, &sandbox); err != nil {
+		if err := rows.Scan(&r.SessionID, &r.OrderNo, &r.State, &amt, &r.Currency, &refunded, &voided, &timestamp, &received,
+			&terminal, &stateRank, &seq, &r.Children, &sandbox); err != nil {
 			return fmt.Errorf("scan payment delivery: %w", err)
 		}
-		if p == nil || session != p.SessionID { // rows of a parent mostly come together
-			p = f.parent(session)
-		}
-		r := newRank(timestamp, received, terminal, stateRank, seq)
-		if best, ok := f.latest[session]; !ok || r.after(best) {
-			f.latest[session] = r
-			p.OrderNo, p.State, p.Amount, p.Currency = orderNo, state, amount(amt), currency
-			p.RefundedAmount, p.VoidedAmount = amount(refunded), amount(voided)
-		}
-		p.HasPayment = true
-		if p.Reached == nil {
-			p.Reached = map[string]bool{}
-		}
-		p.Reached[state] = true
-		at := unixTime(received)
-		if state == events.StateAuthorized && before(unixTime(timestamp), p.AuthorizedAt) {
-			p.AuthorizedAt = unixTime(timestamp)
-		}
-		if at.After(p.LastPaymentAt) {
-			p.LastPaymentAt = at
-		}
-		for _, child := range children {
-			if p.Listed == nil {
-				p.Listed = map[string]time.Time{}
-			}
-			if first, ok := p.Listed[child]; !ok || at.Before(first) {
-				p.Listed[child] = at
-			}
-		}
-		p.Sandbox = p.Sandbox || sandbox == 1
+		r.Amount, r.RefundedAmount, r.VoidedAmount = amount(amt), amount(refunded), amount(voided)
+		r.Rank, r.Sandbox = ledger.NewRank(timestamp, received, terminal == 1, stateRank, seq), sandbox == 1
+		f.AddPayment(&r)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read payment deliveries: %w", err)
@@ -490,7 +366,7 @@ PREWHERE `+where, args...)
 	return nil
 }
 
-func (s *Store) foldOperations(ctx context.Context, c chunk, f *folding) error {
+func (s *Store) streamOperations(ctx context.Context, c chunk, f *ledger.Fold) error {
 	where, args := c.cond("session_id")
 	rows, err := s.DB.conn.Query(ctx, `
 SELECT session_id, reference_number, child_session_id, operation, source, txn_state, txn_currency_code, amount, txn_amount,
@@ -502,44 +378,20 @@ PREWHERE `+where, args...)
 	}
 	defer rows.Close()
 	var (
-		v                            ledger.Variant
-		session, reference           string
+		r                            ledger.OperationRow
 		amt, txnAmount               *decimal.Decimal
 		timestamp, received          uint32
 		terminal, stateRank, sandbox uint8
 		seq                          uint64
-		o                            *foldedOp
 	)
 	for rows.Next() {
-		if err := rows.Scan(&session, &reference, &v.Child, &v.Operation, &v.Source, &v.TxnState, &v.Currency, &amt,
+		if err := rows.Scan(&r.SessionID, &r.ReferenceNumber, &r.Child, &r.Operation, &r.Source, &r.TxnState, &r.Currency, &amt,
 			&txnAmount, &timestamp, &received, &terminal, &stateRank, &seq, &sandbox); err != nil {
 			return fmt.Errorf("scan operation delivery: %w", err)
 		}
-		v.Amount, v.TxnAmount = amount(amt), amount(txnAmount)
-		r := newRank(timestamp, received, terminal, stateRank, seq)
-		if o == nil || reference != o.op.ReferenceNumber || session != o.session { // mostly together too
-			k := opKey{session, reference}
-			if o = f.ops[k]; o == nil {
-				o = f.newOp(session)
-				o.session, o.op.ReferenceNumber = session, reference
-				f.ops[k] = o
-			}
-		}
-		if !o.set || r.after(o.latest) {
-			o.latest, o.set = r, true
-			o.op.ChildSessionID, o.op.Operation, o.op.Source, o.op.TxnState = v.Child, v.Operation, v.Source, v.TxnState
-			o.op.TxnCurrency, o.op.Amount, o.op.TxnAmount = v.Currency, v.Amount, v.TxnAmount
-		}
-		if at := unixTime(received); before(at, o.op.FirstReceived) {
-			o.op.FirstReceived = at
-		}
-		if v.TxnState == "refund_queued" || v.TxnState == "refund-queued" {
-			if at := unixTime(timestamp); before(at, o.op.QueuedSince) {
-				o.op.QueuedSince = at
-			}
-		}
-		o.op.Sandbox = o.op.Sandbox || sandbox == 1
-		o.op.Seen.Add(v)
+		r.Amount, r.TxnAmount = amount(amt), amount(txnAmount)
+		r.Rank, r.Sandbox = ledger.NewRank(timestamp, received, terminal == 1, stateRank, seq), sandbox == 1
+		f.AddOperation(&r)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read operation deliveries: %w", err)
@@ -547,16 +399,10 @@ PREWHERE `+where, args...)
 	return nil
 }
 
-// foldOrders attaches each parent's merchant order (the latest row of its
-// order_no).
-func (s *Store) foldOrders(ctx context.Context, c chunk, f *folding) error {
-	byOrder := map[string][]*ledger.Parent{}
-	for _, p := range f.parents {
-		if p.HasPayment && p.OrderNo != "" {
-			byOrder[p.OrderNo] = append(byOrder[p.OrderNo], p)
-		}
-	}
-	if len(byOrder) == 0 {
+// streamOrders reads the merchant order (the latest row of each order_no) of
+// the chunk's parents.
+func (s *Store) streamOrders(ctx context.Context, c chunk, f *ledger.Fold) error {
+	if !f.WantsOrders() {
 		return nil
 	}
 	where, args := c.cond("session_id")
@@ -571,15 +417,14 @@ GROUP BY order_no`, args...)
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			orderNo, currency string
-			amt               decimal.Decimal
+			o   ledger.OrderRow
+			amt decimal.Decimal
 		)
-		if err := rows.Scan(&orderNo, &amt, &currency); err != nil {
+		if err := rows.Scan(&o.OrderNo, &amt, &o.Currency); err != nil {
 			return fmt.Errorf("scan merchant order: %w", err)
 		}
-		for _, p := range byOrder[orderNo] {
-			p.Order = &ledger.Order{Amount: events.Amount{Decimal: amt, Valid: true}, Currency: currency}
-		}
+		o.Amount = events.Amount{Decimal: amt, Valid: true}
+		f.AddOrder(o)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read merchant orders: %w", err)
@@ -587,7 +432,7 @@ GROUP BY order_no`, args...)
 	return nil
 }
 
-func (s *Store) foldUnreadable(ctx context.Context, c chunk, f *folding) error {
+func (s *Store) streamUnreadable(ctx context.Context, c chunk, f *ledger.Fold) error {
 	where, args := c.cond(unreadableKey)
 	rows, err := s.DB.conn.Query(ctx, `
 SELECT `+unreadableKey+` AS key, delivery_id, any(kind), any(field), any(reason), toUInt32(min(received_at))
@@ -609,8 +454,7 @@ ORDER BY key, delivery_id`, args...)
 			return fmt.Errorf("scan unreadable delivery: %w", err)
 		}
 		u.ReceivedAt = unixTime(at)
-		p := f.parent(key)
-		p.Unreadable = append(p.Unreadable, u)
+		f.AddUnreadable(key, u)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read unreadable deliveries: %w", err)
@@ -618,10 +462,10 @@ ORDER BY key, delivery_id`, args...)
 	return nil
 }
 
-// foldOttu reads Ottu's own record of each parent, as the last answer of
+// streamOttu reads Ottu's own record of each parent, as the last answer of
 // its Payment Status Query that was a verdict gave it (an answer that was
 // none never reaches the rules).
-func (s *Store) foldOttu(ctx context.Context, c chunk, f *folding) error {
+func (s *Store) streamOttu(ctx context.Context, c chunk, f *ledger.Fold) error {
 	where, args := c.cond("session_id")
 	rows, err := s.DB.conn.Query(ctx, `
 SELECT session_id, toUInt32(max(asked_at)), argMax(verdict, asked_at) = 'found', argMax(state, asked_at),
@@ -637,50 +481,16 @@ GROUP BY session_id`, args...)
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			session                             string
-			asked                               uint32
-			found, sandbox                      uint8
-			amount                              string
-			rec                                 ledger.OttuRecord
-			children, states, texts, currencies []string
+			r              ledger.InquiryRow
+			asked          uint32
+			found, sandbox uint8
 		)
-		if err := rows.Scan(&session, &asked, &found, &rec.State, &amount, &rec.Currency, &sandbox,
-			&children, &states, &texts, &currencies); err != nil {
+		if err := rows.Scan(&r.SessionID, &asked, &found, &r.State, &r.Amount, &r.Currency, &sandbox,
+			&r.ChildSessionIDs, &r.ChildStates, &r.ChildAmounts, &r.ChildCurrencies); err != nil {
 			return fmt.Errorf("scan Ottu's record: %w", err)
 		}
-		rec.AskedAt, rec.Found, rec.Sandbox = unixTime(asked), found == 1, sandbox == 1
-		p := f.parent(session)
-		fail := func(what string, err error) {
-			if p.Err == nil {
-				p.Err = fmt.Errorf("Ottu's record of %s: %s: %w", session, what, err)
-			}
-		}
-		if amount != "" {
-			a, err := events.ParseAmount(amount)
-			if err != nil {
-				fail("amount", err)
-			}
-			rec.Amount = a
-		}
-		rec.Children = make(map[string]ledger.OttuChild, len(children))
-		for i, child := range children {
-			c := ledger.OttuChild{}
-			if i < len(states) {
-				c.State = states[i]
-			}
-			if i < len(currencies) {
-				c.Currency = currencies[i]
-			}
-			if i < len(texts) {
-				a, err := events.ParseAmount(texts[i])
-				if err != nil {
-					fail("child "+child, err)
-				}
-				c.Amount = a
-			}
-			rec.Children[child] = c
-		}
-		p.Ottu = &rec
+		r.AskedAt, r.Found, r.Sandbox = unixTime(asked), found == 1, sandbox == 1
+		f.AddInquiry(r)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read Ottu's records: %w", err)

@@ -33,6 +33,15 @@ const (
 	OpVoid    = "void"
 )
 
+// RefundQueuedSpellings are the spellings of refund_queued in Ottu's
+// documents: GB spells it with a hyphen once (§8.9). SQL that selects queued
+// refunds uses the same list.
+var RefundQueuedSpellings = []string{TxnRefundQueued, "refund-queued"}
+
+// IsRefundQueued tells whether a txn.state is refund_queued, in either
+// spelling.
+func IsRefundQueued(state string) bool { return state == TxnRefundQueued || state == "refund-queued" }
+
 // PaymentStateOrder tells whether a parent state is terminal (§4.1) and ranks
 // states that share a timestamp: success beats failure beats not-yet-final.
 // Unknown states are non-terminal with rank 0.
@@ -76,7 +85,8 @@ func TxnStateOrder(state string) (terminal bool, rank uint8) {
 		return true, 2
 	case TxnPaid:
 		return true, 1
-	case TxnRefundQueued, "refund-queued": // GB spells it with a hyphen once (§8.9)
+	}
+	if IsRefundQueued(state) {
 		return false, 1
 	}
 	return false, 0
@@ -89,12 +99,12 @@ func (o *Operation) OperationKind() string {
 	if o.Operation != "" {
 		return o.Operation
 	}
-	switch o.Txn.State {
-	case TxnPaid:
+	switch s := o.Txn.State; {
+	case s == TxnPaid:
 		return OpCapture
-	case TxnRefunded, TxnRefundQueued, TxnRefundRejected, "refund-queued":
+	case s == TxnRefunded, s == TxnRefundRejected, IsRefundQueued(s):
 		return OpRefund
-	case TxnVoided:
+	case s == TxnVoided:
 		return OpVoid
 	}
 	return ""

@@ -404,7 +404,7 @@ func rangeText(r Range) string {
 }
 
 func queuedMove(from, to string) bool {
-	return (from == events.TxnRefundQueued || from == "refund-queued") &&
+	return events.IsRefundQueued(from) &&
 		slices.Contains([]string{events.TxnRefunded, events.TxnRefundRejected}, to)
 }
 
@@ -429,7 +429,7 @@ func staleAuthorization(p *Parent, cfg Config, now time.Time, fire fireFunc) {
 func stuckRefund(p *Parent, cfg Config, now time.Time, fire fireFunc) {
 	var stuck []string
 	for _, o := range p.Operations {
-		if o.TxnState != events.TxnRefundQueued && o.TxnState != "refund-queued" {
+		if !events.IsRefundQueued(o.TxnState) {
 			continue
 		}
 		since := o.QueuedSince
