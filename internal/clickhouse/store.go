@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
@@ -165,25 +166,53 @@ func (s *Store) SaveRun(ctx context.Context, r ledger.Run) error {
 	})
 }
 
-// latest orders the deliveries of one parent or operation as the views do:
-// terminal first, then the later timestamp_utc (docs/ottu-webhooks.md §4.1),
-// then the state's rank, then the later arrival. timestamp_utc is signed by
-// no scheme, and Ottu stamps it before it sends: a delivery whose
-// timestamp_utc is later than its arrival plus 5 minutes of clock skew ranks
-// below every other, so a re-posted body with a forged future time never
-// becomes the latest.
+// latest is ledger.Rank in SQL: the order the views, the report and the
+// queries below pick the latest delivery of a payment or an operation by. A
+// delivery whose timestamp_utc is later than its arrival plus
+// ledger.ClockSkew ranks below every other, so a re-posted body with a forged
+// future time never becomes the latest. TestLatest pins it (and the views'
+// copies) to ledger.Rank.
 const latest = "(toUInt32(timestamp_utc) <= toUInt32(received_at) + 300, is_terminal, timestamp_utc, state_rank, received_at, stream_seq)"
 
-// unreadableKey is what an unreadable delivery is filed under.
+// unreadableKey is ledger.UnreadableKey in SQL: what an unreadable delivery is
+// filed under. TestUnreadableKey pins it.
 const unreadableKey = "if(session_id != '', session_id, delivery_id)"
+
+// severityRank is ledger.SeverityRank in SQL, generated from it.
+var severityRank = func() string {
+	var b strings.Builder
+	b.WriteString("multiIf(")
+	for _, s := range ledger.Severities {
+		fmt.Fprintf(&b, "severity = %s, %d, ", sqlString(string(s)), ledger.SeverityRank(s))
+	}
+	b.WriteString("0)")
+	return b.String()
+}()
+
+// sqlString quotes s as a ClickHouse string literal.
+func sqlString(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
+
+// sqlStrings is a list of string literals, for IN.
+func sqlStrings(xs []string) string {
+	q := make([]string, len(xs))
+	for i, x := range xs {
+		q[i] = sqlString(x)
+	}
+	return strings.Join(q, ", ")
+}
 
 // anchorSQL maps each anchor of the ledger's time-based rules to the rows
 // that carry it: a table, and a condition with two placeholders (the window).
+// The states come from package events.
 var anchorSQL = map[ledger.Anchor]struct{ table, cond string }{
 	ledger.AnchorPaymentReceived:   {"payment_events", "received_at >= ? AND received_at <= ?"},
 	ledger.AnchorOperationReceived: {"operation_events", "received_at >= ? AND received_at <= ?"},
-	ledger.AnchorAuthorized:        {"payment_events", "state = 'authorized' AND timestamp_utc >= ? AND timestamp_utc <= ?"},
-	ledger.AnchorRefundQueued:      {"operation_events", "txn_state IN ('refund_queued', 'refund-queued') AND timestamp_utc >= ? AND timestamp_utc <= ?"},
+	ledger.AnchorAuthorized: {"payment_events",
+		"state = " + sqlString(events.StateAuthorized) + " AND timestamp_utc >= ? AND timestamp_utc <= ?"},
+	ledger.AnchorRefundQueued: {"operation_events",
+		"txn_state IN (" + sqlStrings(events.RefundQueuedSpellings) + ") AND timestamp_utc >= ? AND timestamp_utc <= ?"},
 }
 
 // inquiryCandidatesQuery picks the parents to ask Ottu about: an open
@@ -195,12 +224,13 @@ var anchorSQL = map[ledger.Anchor]struct{ table, cond string }{
 // less than 10 minutes ago has only deliveries received since: only those
 // parents are read to tell. A pending state is never terminal: only parents
 // with no terminal delivery (a cheap aggregation) are ranked by the latest.
-const inquiryCandidatesQuery = `
+var inquiryCandidatesQuery = strings.NewReplacer("{severity_rank}", severityRank,
+	"{pending_states}", sqlStrings(ledger.PendingStates)).Replace(`
 SELECT session_id
 FROM (
 	SELECT session_id, max(rank) AS rank
 	FROM (
-		SELECT session_id, multiIf(severity = 'critical', 3, severity = 'warning', 2, 1) AS rank
+		SELECT session_id, {severity_rank} AS rank
 		FROM findings WHERE status = 'open' AND code IN (SELECT arrayJoin(?))
 		UNION ALL
 		SELECT session_id, 1 AS rank
@@ -209,7 +239,7 @@ FROM (
 			WHERE session_id IN (SELECT session_id FROM payment_events GROUP BY session_id
 				HAVING max(is_terminal) = 0 AND max(received_at) <= ?)
 			GROUP BY session_id) AS latest_payments
-		WHERE st IN ('created', 'pending', 'attempted')
+		WHERE st IN ({pending_states})
 	) AS wanted
 	GROUP BY session_id
 ) AS c
@@ -225,7 +255,7 @@ AND session_id NOT IN (
 		WHERE session_id IN (SELECT session_id FROM payment_events WHERE received_at > ? UNION ALL SELECT session_id FROM operation_events WHERE received_at > ?)
 	) AS seen GROUP BY session_id HAVING min(first) > toUInt32(?))
 ORDER BY rank DESC, session_id
-LIMIT %d`
+LIMIT %d`)
 
 // InquiryCandidates returns the parents to ask Ottu about.
 func (s *Store) InquiryCandidates(ctx context.Context, q ledger.InquiryQuery) ([]string, error) {

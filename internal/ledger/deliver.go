@@ -301,15 +301,11 @@ func alertOrder(a, b Record) int {
 	)
 }
 
-// SeverityRank orders severities: critical 3, warning 2, info 1.
+// SeverityRank orders severities: the most severe ranks highest (critical
+// 3, warning 2, info 1), an unknown one 0.
 func SeverityRank(s Severity) int {
-	switch s {
-	case Critical:
-		return 3
-	case Warning:
-		return 2
-	case Info:
-		return 1
+	if i := slices.Index(Severities, s); i >= 0 {
+		return len(Severities) - i
 	}
 	return 0
 }

@@ -50,6 +50,9 @@ const (
 	Info     Severity = "info"
 )
 
+// Severities lists the severities, most severe first.
+var Severities = []Severity{Critical, Warning, Info}
+
 // Codes lists every code with its severity, in docs/product.md's order.
 var Codes = []struct {
 	Code     Code

@@ -46,6 +46,10 @@ type Inquirer interface {
 // spent: no more questions this pass.
 var ErrInquiryPaused = errors.New("inquiries paused")
 
+// PendingStates are the parent states of a payment still waiting for its
+// outcome: one that stays in them past the grace is worth asking Ottu about.
+var PendingStates = []string{events.StateCreated, events.StatePending, events.StateAttempted}
+
 // InquiryQuery asks the store which parents to ask Ottu about.
 type InquiryQuery struct {
 	Codes         []Code    // parents with an open finding of one of these codes
