@@ -43,12 +43,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return fmt.Errorf("unknown argument %q: ingest takes its configuration from the environment", args[0])
 	}
-	cfg, err := ingest.LoadConfig(envconfig.OS())
+	env := envconfig.OS()
+	cfg, err := ingest.LoadConfig(env)
 	if err != nil {
 		return err
 	}
 	logger := zerolog.New(os.Stderr).Level(cfg.LogLevel).With().Timestamp().Str("daemon", "ingest").Logger()
-	for _, v := range ingest.UnknownVars() {
+	for _, v := range env.Unknown(os.Environ(), ingest.VarPrefixes...) {
 		logger.Warn().Str("variable", v).Msg("unknown variable ignored; a typo?")
 	}
 	m := ingest.NewMain(cfg, logger)

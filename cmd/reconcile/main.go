@@ -58,12 +58,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return webhook.Probe(ctx, url)
 	}
-	cfg, err := reconcile.LoadConfig(envconfig.OS())
+	env := envconfig.OS()
+	cfg, err := reconcile.LoadConfig(env)
 	if err != nil {
 		return err
 	}
 	logger := zerolog.New(os.Stderr).Level(cfg.LogLevel).With().Timestamp().Str("daemon", "reconcile").Logger()
-	for _, v := range reconcile.UnknownVars() {
+	for _, v := range env.Unknown(os.Environ(), reconcile.VarPrefixes...) {
 		logger.Warn().Str("variable", v).Msg("unknown variable ignored; a typo?")
 	}
 	m := reconcile.NewMain(cfg, logger)

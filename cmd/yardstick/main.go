@@ -114,18 +114,13 @@ func ingest(ctx context.Context, listen string) error {
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
-		var m map[string]any
-		if err == nil {
-			m, err = events.ParseObject(body)
-		}
-		if err == nil {
-			_, err = events.Verify(m, events.Signature(m, r.Header.Get("Signature")), list)
+		if err == nil { // the production reader: shape, parse, verify, decode
+			_, err = events.Read(body, events.Verification{Keys: list, Header: r.Header.Get("Signature")})
 		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		_, _ = events.DecodeObject(m)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"stored"}` + "\n"))
 	})

@@ -34,7 +34,7 @@ func BenchmarkWriter_10k(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		res, err := w.Write(context.Background(), batch)
+		res, err := w.Write(context.Background(), batch, nil)
 		elapsed += time.Since(start)
 		if err != nil {
 			b.Fatal(err)

@@ -101,7 +101,7 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 	t.Helper()
 	ctx := context.Background()
 	w := &clickhouse.Writer{DB: db}
-	if _, err := w.Write(ctx, corpus(t, now)); err != nil {
+	if _, err := w.Write(ctx, corpus(t, now), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Conn().Exec(ctx, "INSERT INTO merchant_orders (order_no, amount, currency_code) SELECT 'o-s-order', toDecimal128('26', 8), 'KWD'"); err != nil {

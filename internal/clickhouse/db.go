@@ -252,20 +252,6 @@ func (db *DB) onCluster(stmt string) string {
 	return schema.OnCluster(schema.Qualify(stmt, db.Database), db.Cluster, db.Database)
 }
 
-// DropDatabase drops the database; for tests.
-func (db *DB) DropDatabase(ctx context.Context) error {
-	admin, err := db.dial("default")
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
-	drop := "DROP DATABASE IF EXISTS " + quoteIdent(db.Database)
-	if db.Cluster != "" {
-		drop += " ON CLUSTER " + quoteIdent(db.Cluster)
-	}
-	return admin.Exec(ctx, drop)
-}
-
 func quoteIdent(s string) string {
 	return "`" + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), "`", "\\`") + "`"
 }

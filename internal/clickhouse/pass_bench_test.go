@@ -92,7 +92,7 @@ func loadParents(b *testing.B, db *clickhouse.DB, n int) {
 				Txn: events.Txn{SessionID: "c" + ref, State: o.state, Amount: events.NewAmount(o.amount), CurrencyCode: "KWD"}}}, ref))
 		}
 		if len(batch) >= chunk || i == n-1 {
-			if _, err := w.Write(context.Background(), batch); err != nil {
+			if _, err := w.Write(context.Background(), batch, nil); err != nil {
 				b.Fatal(err)
 			}
 			batch = batch[:0]

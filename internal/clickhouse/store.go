@@ -76,14 +76,14 @@ const findingColumns = "session_id, code, toString(severity), toString(status), 
 
 // OpenFindings returns every open finding.
 func (s *Store) OpenFindings(ctx context.Context) ([]ledger.Record, error) {
-	return s.Findings(ctx, "status = 'open'")
+	return s.findings(ctx, ledger.StatusOpen)
 }
 
-// Findings returns findings matching a WHERE clause of the findings view.
-func (s *Store) Findings(ctx context.Context, where string, args ...any) ([]ledger.Record, error) {
+// findings returns the findings with status.
+func (s *Store) findings(ctx context.Context, status string) ([]ledger.Record, error) {
 	ctx, cancel := s.DB.timeout(ctx)
 	defer cancel()
-	rows, err := s.DB.conn.Query(ctx, "SELECT "+findingColumns+" FROM findings WHERE "+where+" ORDER BY session_id, code", args...)
+	rows, err := s.DB.conn.Query(ctx, "SELECT "+findingColumns+" FROM findings WHERE status = ? ORDER BY session_id, code", status)
 	if err != nil {
 		return nil, fmt.Errorf("query findings: %w", err)
 	}

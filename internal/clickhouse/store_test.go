@@ -253,7 +253,7 @@ func TestStore_Chunks(t *testing.T) {
 	db := chtest.MustOpenDB(t)
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
-	if _, err := (&clickhouse.Writer{DB: db}).Write(ctx, corpus(t, now)); err != nil {
+	if _, err := (&clickhouse.Writer{DB: db}).Write(ctx, corpus(t, now), nil); err != nil {
 		t.Fatal(err)
 	}
 	read := func(s *clickhouse.Store, sel ledger.Selection) []*ledger.Parent {
@@ -403,7 +403,7 @@ func TestStore_InquiryCandidates(t *testing.T) {
 		storedOperation("r-mixed", "s-finding-mixed", "refunded", ago(5*time.Minute), ago(5*time.Minute)),
 		storedPayment("s-asked", "pending", ago(2*time.Hour), ago(2*time.Hour)),
 		storedPayment("s-asked-thrice", "pending", ago(5*time.Hour), ago(5*time.Hour)),
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	var recs []ledger.Record

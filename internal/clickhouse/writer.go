@@ -24,9 +24,19 @@ type WriteResult struct {
 	Payments   int // payment deliveries stored
 	Operations int // operation deliveries stored
 	Unreadable int // authentic deliveries kept raw because a value cannot be read
-	Poisoned   int // deliveries the database refused, kept raw instead (their Poison is set)
+	Poisoned   int // deliveries the database refused, kept raw instead (listed in Refused)
 	Rejected   int // rejected or invalid messages inserted
 	Duplicates int // deliveries already stored (in this batch or before)
+	// Refused lists the messages the database refused as decoded: each was
+	// kept whole in unreadable_webhooks instead, and is never to be stored
+	// again (the stream may terminate it).
+	Refused []Refusal
+}
+
+// Refusal is a message the database refused: its index in the batch, and why.
+type Refusal struct {
+	Index  int
+	Reason string
 }
 
 func (r *WriteResult) add(o WriteResult) {
@@ -36,38 +46,48 @@ func (r *WriteResult) add(o WriteResult) {
 	r.Poisoned += o.Poisoned
 	r.Rejected += o.Rejected
 	r.Duplicates += o.Duplicates
+	r.Refused = append(r.Refused, o.Refused...)
 }
 
-// Write stores msgs exactly once by delivery id. When the database refuses
-// the batch for a reason retrying cannot fix (a value it cannot hold), the
-// batch is split in halves until the messages that cause it stand alone;
-// each of those is kept whole in unreadable_webhooks, with the reason, and
-// its Poison set; the rest is stored. Any other failure (the database away,
-// a timeout, too many parts) is returned: the caller retries the batch.
-func (w *Writer) Write(ctx context.Context, msgs []events.StreamMessage) (WriteResult, error) {
-	res, err := w.write(ctx, msgs)
+// Write stores msgs exactly once by delivery id. maybeStored[i] (nil for
+// none) tells that an earlier attempt may have stored part of msgs[i] (a
+// redelivery, a batch tried again): every table is checked for it then, not
+// only the commit markers. When the database refuses the batch for a reason
+// retrying cannot fix (a value it cannot hold), the batch is split in halves
+// until the messages that cause it stand alone; each of those is kept whole
+// in unreadable_webhooks, with the reason, and listed in Refused; the rest is
+// stored. Any other failure (the database away, a timeout, too many parts) is
+// returned: the caller retries the batch.
+func (w *Writer) Write(ctx context.Context, msgs []events.StreamMessage, maybeStored []bool) (WriteResult, error) {
+	return w.writeFrom(ctx, msgs, maybeStored, 0)
+}
+
+// writeFrom is Write for msgs that start at index base of the caller's batch.
+func (w *Writer) writeFrom(ctx context.Context, msgs []events.StreamMessage, maybeStored []bool, base int) (WriteResult, error) {
+	res, err := w.write(ctx, msgs, maybeStored)
 	if err == nil || !Permanent(err) {
 		return res, err
 	}
 	// Part of the batch may be written: every later attempt checks every table.
-	for i := range msgs {
-		msgs[i].Retry = true
+	all := make([]bool, len(msgs))
+	for i := range all {
+		all[i] = true
 	}
 	if len(msgs) == 1 {
-		return w.poison(ctx, &msgs[0], err)
+		return w.poison(ctx, msgs[0], base, err)
 	}
 	mid := len(msgs) / 2
-	res, err = w.Write(ctx, msgs[:mid])
+	res, err = w.writeFrom(ctx, msgs[:mid], all[:mid], base)
 	if err != nil {
 		return res, err
 	}
-	more, err := w.Write(ctx, msgs[mid:])
+	more, err := w.writeFrom(ctx, msgs[mid:], all[mid:], base+mid)
 	res.add(more)
 	return res, err
 }
 
 // poison keeps m whole in unreadable_webhooks, with why the database refused it.
-func (w *Writer) poison(ctx context.Context, m *events.StreamMessage, cause error) (WriteResult, error) {
+func (w *Writer) poison(ctx context.Context, m events.StreamMessage, index int, cause error) (WriteResult, error) {
 	u := &events.Unreadable{Kind: m.Kind, Reason: "the store refused it: " + cause.Error()}
 	if wh := m.Webhook; wh != nil {
 		if wh.Payment != nil {
@@ -78,18 +98,18 @@ func (w *Writer) poison(ctx context.Context, m *events.StreamMessage, cause erro
 	} else if m.Unreadable != nil {
 		u.SessionID, u.Field = m.Unreadable.SessionID, m.Unreadable.Field
 	}
-	kept := *m
+	kept := m
 	kept.Webhook, kept.Unreadable, kept.Invalid = nil, u, ""
 	if kept.ID == "" || kept.Rejected() {
 		kept.Reject = ""
 		kept.ID = events.RejectedID(m.Body, u.Reason)
 	}
-	res, err := w.write(ctx, []events.StreamMessage{kept})
+	res, err := w.write(ctx, []events.StreamMessage{kept}, []bool{true})
 	if err != nil {
 		return res, fmt.Errorf("keep refused delivery %s: %w (refused for: %v)", m.ID, err, cause)
 	}
-	m.Poison = u.Reason
 	res.Unreadable, res.Poisoned = 0, 1
+	res.Refused = []Refusal{{Index: index, Reason: u.Reason}}
 	return res, nil
 }
 
@@ -97,7 +117,7 @@ func (w *Writer) poison(ctx context.Context, m *events.StreamMessage, cause erro
 // webhooks_raw, which is the batch's commit marker: a message found there is
 // stored. A message marked Retry may have typed rows from an earlier attempt:
 // those tables are checked too, so no row is ever inserted twice by a retry.
-func (w *Writer) write(ctx context.Context, msgs []events.StreamMessage) (WriteResult, error) {
+func (w *Writer) write(ctx context.Context, msgs []events.StreamMessage, maybeStored []bool) (WriteResult, error) {
 	var res WriteResult
 	ctx, cancel := w.DB.timeout(ctx)
 	defer cancel()
@@ -123,7 +143,7 @@ func (w *Writer) write(ctx context.Context, msgs []events.StreamMessage) (WriteR
 	ids := map[string][]string{}
 	var retryPayments, retryOperations []string
 	keep := make([]events.StreamMessage, 0, len(msgs))
-	for _, m := range msgs {
+	for i, m := range msgs {
 		if m.Invalid != "" && m.ID == "" {
 			m.ID = events.RejectedID(m.Body, m.Invalid)
 		}
@@ -134,7 +154,7 @@ func (w *Writer) write(ctx context.Context, msgs []events.StreamMessage) (WriteR
 		}
 		seen[table][m.ID] = true
 		ids[table] = append(ids[table], m.ID)
-		if m.Retry && m.Webhook != nil {
+		if i < len(maybeStored) && maybeStored[i] && m.Webhook != nil {
 			if m.Webhook.Kind == events.KindPayment {
 				retryPayments = append(retryPayments, m.ID)
 			} else {

@@ -24,14 +24,14 @@ func message(tb testing.TB, obj map[string]any) events.StreamMessage {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	w, err := events.Decode(body)
-	if err != nil {
-		tb.Fatalf("decode %s: %v", body, err)
+	rd, err := events.Read(body, events.Verification{Trusted: true})
+	if err != nil || rd.Webhook == nil {
+		tb.Fatalf("read %s: %v %+v", body, err, rd.Unreadable)
 	}
-	m, _ := events.ParseObject(body)
+	w := rd.Webhook
 	seq++
 	return events.StreamMessage{
-		Envelope:  events.Envelope{ID: events.DeliveryID(w.Kind, m), Kind: w.Kind, ReceivedAt: time.Now().UTC(), Scheme: events.SchemeA, Body: body},
+		Envelope:  events.Envelope{ID: rd.DeliveryID(), Kind: w.Kind, ReceivedAt: time.Now().UTC(), Scheme: events.SchemeA, Body: body},
 		StreamSeq: seq,
 		Webhook:   w,
 	}
@@ -52,7 +52,7 @@ func operationObj(ref, parent, txnState, ts string) map[string]any {
 
 func mustWrite(tb testing.TB, w *clickhouse.Writer, msgs ...events.StreamMessage) clickhouse.WriteResult {
 	tb.Helper()
-	res, err := w.Write(context.Background(), msgs)
+	res, err := w.Write(context.Background(), msgs, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -218,20 +218,15 @@ func TestWriter_PoisonIsolated(t *testing.T) {
 	op := storedOperation("op-1", "ok-1", "refunded", now, now)
 	msgs = append(msgs, op)
 
-	res, err := w.Write(context.Background(), msgs)
+	res, err := w.Write(context.Background(), msgs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Poisoned != 1 || res.Payments != 9 || res.Operations != 1 {
 		t.Fatalf("result %+v, want 9 payments, 1 operation, 1 poisoned", res)
 	}
-	if msgs[5].Poison == "" || !strings.Contains(msgs[5].Poison, "the store refused it") {
-		t.Fatalf("the poison message is not marked: %+v", msgs[5].Poison)
-	}
-	for i, m := range msgs {
-		if i != 5 && m.Poison != "" {
-			t.Fatalf("message %d marked poison", i)
-		}
+	if len(res.Refused) != 1 || res.Refused[0].Index != 5 || !strings.Contains(res.Refused[0].Reason, "the store refused it") {
+		t.Fatalf("refused %+v, want message 5 alone", res.Refused)
 	}
 	if n := chtest.Count(t, db, "SELECT count() FROM unreadable_webhooks WHERE session_id = 'huge' AND body != ''"); n != 1 {
 		t.Fatalf("kept poison rows: %d, want 1", n)
@@ -242,11 +237,12 @@ func TestWriter_PoisonIsolated(t *testing.T) {
 		}
 	}
 	// The same batch again (a redelivery): nothing new.
-	for i := range msgs {
-		msgs[i].Retry, msgs[i].Poison = true, ""
+	all := make([]bool, len(msgs))
+	for i := range all {
+		all[i] = true
 	}
-	res, err = w.Write(context.Background(), msgs)
-	if err != nil || res.Payments+res.Operations != 0 || msgs[5].Poison == "" {
+	res, err = w.Write(context.Background(), msgs, all)
+	if err != nil || res.Payments+res.Operations != 0 || len(res.Refused) != 1 || res.Refused[0].Index != 5 {
 		t.Fatalf("redelivery: %+v %v (want nothing new stored, the poison marked again for termination)", res, err)
 	}
 	if n := chtest.Count(t, db, "SELECT count() FROM unreadable_webhooks"); n != 1 {
@@ -266,10 +262,7 @@ func TestWriter_RetryAfterPartialWrite(t *testing.T) {
 	if err := db.Conn().Exec(context.Background(), "INSERT INTO payment_events (delivery_id, session_id) SELECT ?, 'p1'", msgs[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	for i := range msgs {
-		msgs[i].Retry = true
-	}
-	if _, err := w.Write(context.Background(), msgs); err != nil {
+	if _, err := w.Write(context.Background(), msgs, []bool{true, true}); err != nil {
 		t.Fatal(err)
 	}
 	if n := chtest.Count(t, db, "SELECT count() FROM payment_events WHERE session_id = 'p1'"); n != 1 {

@@ -31,6 +31,7 @@ func (e *Error) Unwrap() []error { return []error{ErrInvalid, e.Err} }
 type Env struct {
 	Lookup func(string) (string, bool)
 	err    error
+	read   map[string]bool // every name asked for: the daemon's variables, listed once
 }
 
 // OS reads the process environment.
@@ -51,6 +52,10 @@ func (e *Env) fail(name string, err error) {
 }
 
 func (e *Env) get(name string) (string, bool) {
+	if e.read == nil {
+		e.read = map[string]bool{}
+	}
+	e.read[strings.TrimSuffix(name, "_FILE")] = true
 	v, ok := e.Lookup(name)
 	v = strings.TrimSpace(v)
 	return v, ok && v != ""
@@ -139,15 +144,16 @@ func (e *Env) Check(name string, err error) {
 	}
 }
 
-// Unknown lists variables in environ that start with one of prefixes but are
-// not in known: most likely typos, worth a warning.
-func Unknown(environ []string, prefixes []string, known map[string]bool) []string {
+// Unknown lists the variables in environ that start with one of prefixes but
+// that nothing read from e: most likely typos, worth a warning. Call it after
+// the configuration was loaded from e.
+func (e *Env) Unknown(environ []string, prefixes ...string) []string {
 	var out []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		name = strings.TrimSuffix(name, "_FILE")
 		for _, p := range prefixes {
-			if strings.HasPrefix(name, p) && !known[name] {
+			if strings.HasPrefix(name, p) && !e.read[name] {
 				out = append(out, name)
 				break
 			}

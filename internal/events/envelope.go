@@ -187,12 +187,4 @@ type StreamMessage struct {
 	Webhook    *Webhook
 	Unreadable *Unreadable
 	Invalid    string
-	// Poison is set by the store when it could not insert the message as
-	// decoded (a value the database refused): it was kept whole in
-	// unreadable_webhooks instead, and is terminated in the stream.
-	Poison string
-	// Retry is set when an earlier attempt to store the message may have
-	// written part of it (a redelivery, or a failed batch tried again): the
-	// writer then checks every table, not only the commit markers.
-	Retry bool
 }

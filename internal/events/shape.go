@@ -3,7 +3,6 @@ package events
 import (
 	"errors"
 	"fmt"
-	"sync/atomic"
 )
 
 // Bounds on what ingest reads of a body before its signature is checked:
@@ -76,11 +75,3 @@ func CheckShape(body []byte) error {
 func isNumberByte(c byte) bool {
 	return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E'
 }
-
-// decimalParses counts the decimals parsed from text: the only parse here
-// whose cost grows faster than its input. Tests read it to prove a body was
-// refused before any.
-var decimalParses atomic.Uint64
-
-// DecimalParses returns how many decimals this process parsed from text.
-func DecimalParses() uint64 { return decimalParses.Load() }

@@ -211,7 +211,6 @@ func skipFalsy(v any) bool {
 	case bool:
 		return !x
 	case json.Number:
-		decimalParses.Add(1)
 		d, err := decimal.NewFromString(x.String())
 		return err == nil && d.IsZero()
 	case []any:

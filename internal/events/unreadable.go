@@ -51,12 +51,3 @@ func GuessKind(m map[string]any) Kind {
 	}
 	return KindUnreadable
 }
-
-// Key is what an UNREADABLE_WEBHOOK finding is filed under: the parent's
-// session_id when it can be read, else the delivery id.
-func (u Unreadable) Key(deliveryID string) string {
-	if u.SessionID != "" {
-		return u.SessionID
-	}
-	return deliveryID
-}

@@ -106,15 +106,6 @@ func ParseObject(body []byte) (map[string]any, error) {
 	return m, nil
 }
 
-// Decode parses body and decodes it as a payment or an operation webhook.
-func Decode(body []byte) (*Webhook, error) {
-	m, err := ParseObject(body)
-	if err != nil {
-		return nil, err
-	}
-	return DecodeObject(m)
-}
-
 // KindOf tells which webhook m is. An operation webhook has a txn object or an
 // operation field (§2.2); a payment webhook has state and session_id (§1.2).
 func KindOf(m map[string]any) (Kind, error) {

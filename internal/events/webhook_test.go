@@ -10,7 +10,7 @@ import (
 )
 
 func TestDecode_Examples(t *testing.T) {
-	w, err := events.Decode(mustReadFile(t, "e1_payment_paid.json"))
+	w, err := decode(mustReadFile(t, "e1_payment_paid.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func TestDecode_Examples(t *testing.T) {
 		t.Fatal("unknown fields must be kept")
 	}
 
-	w, err = events.Decode(mustReadFile(t, "e2_operation_refund.json"))
+	w, err = decode(mustReadFile(t, "e2_operation_refund.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestDecode_Examples(t *testing.T) {
 		t.Fatalf("operation fields: got %+v", o)
 	}
 
-	w, err = events.Decode(mustReadFile(t, "e3_operation_void_pg.json"))
+	w, err = decode(mustReadFile(t, "e3_operation_void_pg.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestDecode_Tolerant(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w, err := events.Decode([]byte(tt.body))
+			w, err := decode([]byte(tt.body))
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
 			}
@@ -141,7 +141,7 @@ func TestDecode_Err(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := events.Decode([]byte(tt.body))
+			_, err := decode([]byte(tt.body))
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("got %v, want %v", err, tt.want)
 			}
@@ -152,7 +152,7 @@ func TestDecode_Err(t *testing.T) {
 // TestDecode_Bounds: the largest values the store holds are read; offsets
 // convert to UTC.
 func TestDecode_Bounds(t *testing.T) {
-	w, err := events.Decode([]byte(`{"session_id":"s","state":"paid","amount":"999999999999999999999999999999.99999999",` +
+	w, err := decode([]byte(`{"session_id":"s","state":"paid","amount":"999999999999999999999999999999.99999999",` +
 		`"settled_amount":"1.0000000000","paid_amount":0,"timestamp_utc":"2026-05-14T13:22:31+03:00"}`))
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +180,7 @@ func TestSalvage(t *testing.T) {
 	}
 	m = mustObject(t, `{"state":"paid","amount":"1"}`) // no session_id
 	_, err = events.DecodeObject(m)
-	if u = events.Salvage(m, err); u.Kind != events.KindPayment || u.SessionID != "" || u.Key("d1") != "d1" {
+	if u = events.Salvage(m, err); u.Kind != events.KindPayment || u.SessionID != "" {
 		t.Fatalf("got %+v", u)
 	}
 	m = mustObject(t, `{"amount":"1","hello":"x"}`)
@@ -245,4 +245,13 @@ func TestAmount_Format(t *testing.T) {
 			t.Errorf("Format(%q, %q): got %q, want %q", tt.amount, tt.code, got, tt.want)
 		}
 	}
+}
+
+// decode parses body and decodes it as a payment or an operation webhook.
+func decode(body []byte) (*events.Webhook, error) {
+	m, err := events.ParseObject(body)
+	if err != nil {
+		return nil, err
+	}
+	return events.DecodeObject(m)
 }

@@ -3,7 +3,6 @@ package ingest
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -58,18 +57,6 @@ func DefaultConfig() Config {
 		LogLevel:            zerolog.InfoLevel,
 	}
 }
-
-// knownVars are the variables ingest reads; other INGEST_* and NATS_STREAM_*
-// variables are reported as likely typos.
-var knownVars = nats.WithAuthVars(map[string]bool{
-	"INGEST_LISTEN": true, "OTTU_HMAC_KEYS": true, "NATS_URL": true, "NATS_EMBEDDED": true,
-	"NATS_LISTEN": true, "NATS_STORE_DIR": true, "NATS_SYNC_ALWAYS": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true,
-	"NATS_STREAM_REPLICAS": true, "NATS_STREAM_MAX_AGE": true, "NATS_STREAM_MAX_BYTES": true,
-	"NATS_DEDUP_WINDOW": true, "INGEST_SPOOL_DIR": true, "INGEST_SPOOL_MAX_BYTES": true,
-	"INGEST_PUBLISH_TIMEOUT": true, "INGEST_SHUTDOWN_TIMEOUT": true, "LOG_LEVEL": true,
-	"INGEST_ADMIN_LISTEN": true, "INGEST_MAX_CONNECTIONS": true, "INGEST_MAX_BODY_BYTES_IN_FLIGHT": true, "INGEST_TLS_CERT_FILE": true,
-	"INGEST_TLS_KEY_FILE": true, "INGEST_REJECTED_BYTES_PER_MINUTE": true,
-})
 
 // LoadConfig reads env on top of DefaultConfig and validates the result.
 func LoadConfig(env *envconfig.Env) (Config, error) {
@@ -136,10 +123,10 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	return c, nil
 }
 
-// UnknownVars lists likely typos in the process environment.
-func UnknownVars() []string {
-	return envconfig.Unknown(os.Environ(), []string{"INGEST_", "NATS_STREAM_", "OTTU_HMAC"}, knownVars)
-}
+// VarPrefixes are the prefixes of this daemon's own variables: a variable
+// with one of them that LoadConfig did not read is likely a typo
+// (envconfig.Env.Unknown).
+var VarPrefixes = []string{"INGEST_", "NATS_STREAM_", "OTTU_HMAC"}
 
 func (c Config) String() string {
 	return fmt.Sprintf("listen=%s keys=%d nats=%s embedded=%v stream=%s spool=%s",

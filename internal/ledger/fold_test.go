@@ -39,9 +39,13 @@ func TestRank(t *testing.T) {
 			rank(nil)},
 		{"terminal beats a later timestamp",
 			rank(func(_, _ *time.Time, terminal *bool, _ *uint8, _ *uint64) { *terminal = true }),
-			rank(func(ts, recv *time.Time, _ *bool, _ *uint8, _ *uint64) { *ts, *recv = at.Add(time.Minute), at.Add(time.Minute) })},
+			rank(func(ts, recv *time.Time, _ *bool, _ *uint8, _ *uint64) {
+				*ts, *recv = at.Add(time.Minute), at.Add(time.Minute)
+			})},
 		{"the later timestamp_utc beats a higher state rank",
-			rank(func(ts, recv *time.Time, _ *bool, _ *uint8, _ *uint64) { *ts, *recv = at.Add(time.Second), at.Add(time.Second) }),
+			rank(func(ts, recv *time.Time, _ *bool, _ *uint8, _ *uint64) {
+				*ts, *recv = at.Add(time.Second), at.Add(time.Second)
+			}),
 			rank(func(_, _ *time.Time, _ *bool, r *uint8, _ *uint64) { *r = 5 })},
 		{"the higher state rank beats a later arrival",
 			rank(func(_, _ *time.Time, _ *bool, r *uint8, _ *uint64) { *r = 2 }),

@@ -23,18 +23,6 @@ type Auth struct {
 	KeyFile      string
 }
 
-// AuthVars are the variables ReadAuth reads.
-var AuthVars = []string{"NATS_CREDS_FILE", "NATS_NKEY_SEED_FILE", "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN",
-	"NATS_TLS_CA_FILE", "NATS_TLS_CERT_FILE", "NATS_TLS_KEY_FILE"}
-
-// WithAuthVars adds AuthVars to a daemon's set of known variables.
-func WithAuthVars(known map[string]bool) map[string]bool {
-	for _, v := range AuthVars {
-		known[v] = true
-	}
-	return known
-}
-
 // ReadAuth reads Auth from env (secrets also from a _FILE) and checks it.
 func ReadAuth(env *envconfig.Env) Auth {
 	var a Auth

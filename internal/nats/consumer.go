@@ -21,8 +21,8 @@ import (
 //     stores it as rejected; it is then terminated, never retried forever and
 //     never dropped silently. A verified delivery whose body cannot be read is
 //     marked Unreadable; Handle keeps it raw, and it is acked.
-//   - A message Handle could not store as decoded and kept raw instead is
-//     marked Poison by Handle, and terminated.
+//   - A message Handle reports as kept elsewhere for good (stored raw
+//     because the database refused it as decoded) is terminated.
 //   - When Handle fails (ClickHouse away, too many parts) the same batch is
 //     retried with exponential back-off, the messages kept in progress so the
 //     server does not redeliver them meanwhile; nothing is acked.
@@ -37,7 +37,12 @@ type Consumer struct {
 	AckWait   time.Duration // default 60s; Handle is bounded by half of it
 	RetryMin  time.Duration // default 250ms
 	RetryMax  time.Duration // default 15s, below AckWait
-	Handle    func(ctx context.Context, msgs []events.StreamMessage) error
+	// Handle stores a batch. maybeStored[i] tells that an earlier attempt may
+	// have stored part of msgs[i] (a redelivery, a batch tried again). It
+	// returns the messages to terminate (kept for good, never to be
+	// delivered again); the others are acked. An error leaves the batch
+	// unacked, to be tried again.
+	Handle func(ctx context.Context, msgs []events.StreamMessage, maybeStored []bool) (terminate []bool, err error)
 	// OnError, if set, is told about each failed attempt at a batch and each
 	// failed ack; the consumer goes on.
 	OnError func(err error, attempt int)
@@ -320,41 +325,40 @@ func Decode(msg jetstream.Msg) events.StreamMessage {
 	if env.Rejected() {
 		return out
 	}
-	m, err := events.ParseObject(env.Body)
-	if err != nil {
-		out.Unreadable = &events.Unreadable{Kind: env.Kind, Reason: err.Error()}
-		return out
-	}
-	if at := env.ReceivedAt; at.Before(events.MinTimestamp) || at.After(events.MaxTimestamp) {
+	at := env.ReceivedAt
+	if at.Before(events.MinTimestamp) || at.After(events.MaxTimestamp) {
 		// The database would store another time in its place (the driver
 		// wraps DateTime): keep the delivery raw, stored now, and say why.
+		m, _ := events.ParseObject(env.Body)
 		u := events.Salvage(m, fmt.Errorf("envelope receive time %s outside %d–%d", at.Format(time.RFC3339),
 			events.MinTimestamp.Year(), events.MaxTimestamp.Year()))
 		u.Field = "received_at"
 		out.Unreadable, out.ReceivedAt = &u, time.Time{}
 		return out
 	}
-	w, err := events.DecodeObject(m)
+	rd, err := events.Read(env.Body, events.Verification{Trusted: true}) // ingest verified it
 	switch {
 	case err != nil:
-		u := events.Salvage(m, err)
-		out.Unreadable = &u
-	case w.Kind != env.Kind && env.Kind != events.KindUnreadable:
-		out.Invalid = fmt.Sprintf("body is a %s webhook, envelope says %s", w.Kind, env.Kind)
+		out.Unreadable = &events.Unreadable{Kind: env.Kind, Reason: err.Error()}
+	case rd.Unreadable != nil:
+		out.Unreadable = rd.Unreadable
+	case rd.Kind != env.Kind && env.Kind != events.KindUnreadable:
+		out.Invalid = fmt.Sprintf("body is a %s webhook, envelope says %s", rd.Kind, env.Kind)
 	default:
-		out.Webhook = w
+		out.Webhook = rd.Webhook
 	}
 	return out
 }
 
 func (c *Consumer) process(ctx context.Context, raw []jetstream.Msg) error {
 	msgs := make([]events.StreamMessage, len(raw))
+	maybeStored := make([]bool, len(raw))
 	for i, m := range raw {
 		msgs[i] = Decode(m)
 		if meta, err := m.Metadata(); err == nil {
 			if meta.NumDelivered > 1 {
 				c.Metrics.Redeliveries.Inc()
-				msgs[i].Retry = true // an earlier delivery may have been partly stored
+				maybeStored[i] = true // an earlier delivery may have been partly stored
 			}
 			if i == len(raw)-1 {
 				c.Metrics.Pending.Set(float64(meta.NumPending))
@@ -367,10 +371,12 @@ func (c *Consumer) process(ctx context.Context, raw []jetstream.Msg) error {
 	// and acked, or nak'ed for the next run.
 	wctx := context.WithoutCancel(ctx)
 	wait := c.RetryMin
+	var terminate []bool
 	for attempt := 1; ; attempt++ {
 		hctx, cancel := context.WithTimeout(wctx, c.AckWait/2)
 		start := time.Now()
-		err := c.Handle(hctx, msgs)
+		var err error
+		terminate, err = c.Handle(hctx, msgs, maybeStored)
 		cancel()
 		if err == nil {
 			c.Metrics.HandleSeconds.Observe(time.Since(start).Seconds())
@@ -378,8 +384,8 @@ func (c *Consumer) process(ctx context.Context, raw []jetstream.Msg) error {
 		}
 		c.Metrics.Failures.Inc()
 		c.report(err, attempt)
-		for i := range msgs {
-			msgs[i].Retry = true
+		for i := range maybeStored {
+			maybeStored[i] = true
 		}
 		if ctx.Err() != nil {
 			c.settle(raw, func(m jetstream.Msg) error { return m.Nak() })
@@ -394,7 +400,7 @@ func (c *Consumer) process(ctx context.Context, raw []jetstream.Msg) error {
 	}
 	for i, m := range raw {
 		var err error
-		if msgs[i].Invalid != "" || msgs[i].Poison != "" {
+		if msgs[i].Invalid != "" || (i < len(terminate) && terminate[i]) {
 			// Kept (rejected_webhooks or unreadable_webhooks); never redelivered.
 			c.Metrics.Terminated.Inc()
 			err = m.Term()

@@ -38,7 +38,7 @@ func TestConsumer_BatchBytes(t *testing.T) {
 	total := 0
 	c := &nats.Consumer{Conn: conn, Stream: nats.DefaultStreamConfig(), BatchSize: 1000, MaxBytes: maxBytes,
 		MaxWait: 100 * time.Millisecond,
-		Handle: func(_ context.Context, msgs []events.StreamMessage) error {
+		Handle: func(_ context.Context, msgs []events.StreamMessage, _ []bool) ([]bool, error) {
 			b := 0
 			for _, m := range msgs {
 				b += len(m.Body)
@@ -46,7 +46,7 @@ func TestConsumer_BatchBytes(t *testing.T) {
 			mu.Lock()
 			sizes, total = append(sizes, b), total+len(msgs)
 			mu.Unlock()
-			return nil
+			return nil, nil
 		}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

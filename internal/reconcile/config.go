@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -81,16 +80,6 @@ func DefaultConfig() Config {
 		LogLevel:           zerolog.InfoLevel,
 	}
 }
-
-var knownVars = nats.WithAuthVars(map[string]bool{
-	"NATS_URL": true, "NATS_STREAM": true, "NATS_SUBJECT_PREFIX": true, "NATS_STREAM_REPLICAS": true,
-	"CLICKHOUSE_ADDR": true, "CLICKHOUSE_DATABASE": true, "CLICKHOUSE_TLS": true, "CLICKHOUSE_TLS_CA_FILE": true, "CLICKHOUSE_CLUSTER": true, "CLICKHOUSE_USERNAME": true, "CLICKHOUSE_PASSWORD": true,
-	"RECON_SCHEDULE": true, "RECON_GRACE": true, "RECON_STALE_AUTHORIZATION": true, "RECON_STUCK_REFUND": true,
-	"RECON_PASS_TIMEOUT": true, "RECON_FULL_EVERY": true, "RECON_LEASE_TTL": true, "RECON_LISTEN": true, "RECON_CONSUMER": true, "RECON_BATCH_SIZE": true, "RECON_BATCH_MAX_BYTES": true,
-	"RECON_BATCH_WAIT": true, "RECON_SHUTDOWN_TIMEOUT": true, "OTTU_ENVIRONMENT": true,
-	"ALERT_WEBHOOK_URL": true, "ALERT_HMAC_KEY": true, "LOG_LEVEL": true,
-	"OTTU_API_URL": true, "OTTU_API_KEY": true, "OTTU_HMAC_KEYS": true,
-})
 
 // LoadConfig reads env on top of DefaultConfig and validates the result.
 func LoadConfig(env *envconfig.Env) (Config, error) {
@@ -196,7 +185,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 // cronParser accepts 5 fields, or 6 with seconds first (docs/product.md: "seconds optional").
 var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
-// UnknownVars lists likely typos in the process environment.
-func UnknownVars() []string {
-	return envconfig.Unknown(os.Environ(), []string{"RECON_", "CLICKHOUSE_", "ALERT_"}, knownVars)
-}
+// VarPrefixes are the prefixes of this daemon's own variables: a variable
+// with one of them that LoadConfig did not read is likely a typo
+// (envconfig.Env.Unknown).
+var VarPrefixes = []string{"RECON_", "CLICKHOUSE_", "ALERT_"}

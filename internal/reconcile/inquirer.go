@@ -203,24 +203,13 @@ func (q *inquirer) pause(ctx context.Context, until time.Time) {
 // judge decides whether Ottu's answer is a verdict about session, and if so
 // stores it as a delivery and fills rec. The error says why it is not.
 func (q *inquirer) judge(ctx context.Context, session string, body []byte, rec *clickhouse.Inquiry) error {
-	if err := events.CheckShape(body); err != nil {
-		return fmt.Errorf("answer not a payment object: %w", err)
-	}
-	m, err := events.ParseObject(body)
-	if err != nil {
-		return fmt.Errorf("answer not a payment object: %w", err)
-	}
-	match, err := events.Verify(m, events.Signature(m, ""), q.keys)
+	rd, err := events.Read(body, events.Verification{Keys: q.keys})
 	if err != nil {
 		return fmt.Errorf("answer not Ottu's: %w", err)
 	}
-	wh, err := events.DecodeObject(m)
+	p, err := rd.Payment()
 	if err != nil {
-		return fmt.Errorf("answer cannot be read: %w", err)
-	}
-	p := wh.Payment
-	if p == nil {
-		return errors.New("answer is not a payment")
+		return fmt.Errorf("answer %w", err)
 	}
 	if p.SessionID != session {
 		return fmt.Errorf("answer is about session_id %q, not the payment asked", p.SessionID)
@@ -239,10 +228,9 @@ func (q *inquirer) judge(ctx context.Context, session string, body []byte, rec *
 	if p.ReferenceNumber != "" && nonEmpty(refs) && !slices.Contains(refs, p.ReferenceNumber) {
 		return fmt.Errorf("answer has reference_number %q, none of this payment's attempts", p.ReferenceNumber)
 	}
-	msg := events.StreamMessage{Envelope: events.Envelope{Kind: events.KindPayment, ReceivedAt: rec.AskedAt,
-		Scheme: match.Scheme, KeyIndex: match.KeyIndex, Body: body, Source: "inquiry"}, Webhook: wh}
-	msg.ID = events.DeliveryID(events.KindPayment, m)
-	if _, err := q.writer.Write(ctx, []events.StreamMessage{msg}); err != nil {
+	msg := events.StreamMessage{Envelope: events.Envelope{ID: rd.DeliveryID(), Kind: events.KindPayment, ReceivedAt: rec.AskedAt,
+		Scheme: rd.Match.Scheme, KeyIndex: rd.Match.KeyIndex, Body: body, Source: "inquiry"}, Webhook: rd.Webhook}
+	if _, err := q.writer.Write(ctx, []events.StreamMessage{msg}, nil); err != nil {
 		return fmt.Errorf("store Ottu's answer: %w", err)
 	}
 	rec.Verdict, rec.DeliveryID = clickhouse.VerdictFound, msg.ID

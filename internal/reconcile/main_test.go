@@ -67,12 +67,11 @@ func publisher(tb testing.TB, url string) *nats.Publisher {
 
 func publish(tb testing.TB, p *nats.Publisher, body string) events.Envelope {
 	tb.Helper()
-	w, err := events.Decode([]byte(body))
-	if err != nil {
-		tb.Fatal(err)
+	rd, err := events.Read([]byte(body), events.Verification{Trusted: true})
+	if err != nil || rd.Webhook == nil {
+		tb.Fatalf("read %s: %v %+v", body, err, rd.Unreadable)
 	}
-	m, _ := events.ParseObject([]byte(body))
-	env := events.Envelope{ID: events.DeliveryID(w.Kind, m), Kind: w.Kind, ReceivedAt: time.Now().UTC(),
+	env := events.Envelope{ID: rd.DeliveryID(), Kind: rd.Kind, ReceivedAt: time.Now().UTC(),
 		Scheme: events.SchemeA, Body: []byte(body)}
 	if _, err := p.Publish(context.Background(), env); err != nil {
 		tb.Fatal(err)

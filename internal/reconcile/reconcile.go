@@ -121,10 +121,10 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		OnRecreate: func(what string) {
 			storeLog.Warn().Str("created", what).Msg("the store consumer's " + what + " was gone from NATS (rebuilt empty?); created it again")
 		},
-		Handle: func(ctx context.Context, msgs []events.StreamMessage) error {
-			res, err := writer.Write(ctx, msgs)
+		Handle: func(ctx context.Context, msgs []events.StreamMessage, maybeStored []bool) ([]bool, error) {
+			res, err := writer.Write(ctx, msgs, maybeStored)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			stored.WithLabelValues("payment").Add(float64(res.Payments))
 			stored.WithLabelValues("operation").Add(float64(res.Operations))
@@ -135,10 +135,18 @@ func (m *Main) Open(ctx context.Context) (err error) {
 			storeLog.Debug().Int("batch", len(msgs)).Int("payments", res.Payments).Int("operations", res.Operations).
 				Int("unreadable", res.Unreadable).Int("poisoned", res.Poisoned).
 				Int("rejected", res.Rejected).Int("duplicates", res.Duplicates).Msg("batch stored")
-			for _, msg := range msgs {
-				logStoredMessage(storeLog, msg)
+			terminate := make([]bool, len(msgs))
+			for _, r := range res.Refused {
+				terminate[r.Index] = true
+				storeLog.Error().Uint64("stream_seq", msgs[r.Index].StreamSeq).Str("delivery_id", msgs[r.Index].ID).Str("reason", r.Reason).
+					Msg("delivery refused by ClickHouse kept whole in unreadable_webhooks and terminated; raised as UNREADABLE_WEBHOOK")
 			}
-			return nil
+			for i, msg := range msgs {
+				if !terminate[i] {
+					logStoredMessage(storeLog, msg)
+				}
+			}
+			return terminate, nil
 		},
 		OnError: func(err error, attempt int) {
 			ev := storeLog.Warn()
@@ -207,9 +215,6 @@ func logStoredMessage(log zerolog.Logger, msg events.StreamMessage) {
 	case msg.Invalid != "":
 		log.Warn().Uint64("stream_seq", msg.StreamSeq).Str("reason", msg.Invalid).
 			Msg("message that is not an envelope kept in rejected_webhooks and terminated")
-	case msg.Poison != "":
-		log.Error().Uint64("stream_seq", msg.StreamSeq).Str("delivery_id", msg.ID).Str("reason", msg.Poison).
-			Msg("delivery refused by ClickHouse kept whole in unreadable_webhooks and terminated; raised as UNREADABLE_WEBHOOK")
 	case msg.Unreadable != nil:
 		log.Warn().Uint64("stream_seq", msg.StreamSeq).Str("delivery_id", msg.ID).
 			Str("field", msg.Unreadable.Field).Str("reason", msg.Unreadable.Reason).

@@ -121,36 +121,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// Before the signature is known good, nothing worse than linear runs on
-	// the body: one token scan bounds numbers, nesting and keys.
-	if err := events.CheckShape(body); err != nil {
-		h.reject(ctx, w, log, received, body, classify(err))
-		return
-	}
-	m, err := events.ParseObject(body)
+	// the body (events.Read bounds its shape first). Once it is, no value it
+	// carries makes the answer anything but 200 once it is stored: what
+	// cannot be read is kept raw and raised as UNREADABLE_WEBHOOK by the next
+	// pass.
+	rd, err := events.Read(body, events.Verification{Keys: h.Keys, Header: r.Header.Get("Signature")})
 	if err != nil {
 		h.reject(ctx, w, log, received, body, classify(err))
 		return
 	}
-	match, err := events.Verify(m, events.Signature(m, r.Header.Get("Signature")), h.Keys)
-	if err != nil {
-		h.reject(ctx, w, log, received, body, classify(err))
-		return
-	}
-	h.Metrics.Signatures.WithLabelValues(string(match.Scheme), strconv.Itoa(match.KeyIndex)).Inc()
-	// From here on the delivery is authentic: no value it carries makes the
-	// answer anything but 200 once it is stored. What cannot be read is kept
-	// raw and raised as UNREADABLE_WEBHOOK by the next pass.
-	wh, err := events.DecodeObject(m)
-	kind := events.KindUnreadable
-	var unreadable *events.Unreadable
-	if err != nil {
-		u := events.Salvage(m, err)
-		unreadable, kind = &u, u.Kind
-	} else {
-		kind = wh.Kind
-	}
+	h.Metrics.Signatures.WithLabelValues(string(rd.Match.Scheme), strconv.Itoa(rd.Match.KeyIndex)).Inc()
+	kind, wh, unreadable, match := rd.Kind, rd.Webhook, rd.Unreadable, rd.Match
 
-	env := events.Envelope{ID: events.DeliveryID(kind, m), Kind: kind, ReceivedAt: received,
+	env := events.Envelope{ID: rd.DeliveryID(), Kind: kind, ReceivedAt: received,
 		Scheme: match.Scheme, KeyIndex: match.KeyIndex, Body: body}
 	log = log.With().Str("delivery_id", env.ID).Str("kind", string(kind)).Logger()
 	start := time.Now()

@@ -46,7 +46,7 @@ func NewDB(tb testing.TB, addrs ...string) *clickhouse.DB {
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := db.DropDatabase(ctx); err != nil {
+		if err := dropDatabase(ctx, db); err != nil {
 			tb.Logf("drop test database %s: %v", db.Database, err)
 		}
 	})
@@ -77,4 +77,18 @@ func Count(tb testing.TB, db *clickhouse.DB, query string, args ...any) uint64 {
 		tb.Fatalf("%s: %v", query, err)
 	}
 	return n
+}
+
+// dropDatabase drops db's database, through a connection to "default".
+func dropDatabase(ctx context.Context, db *clickhouse.DB) error {
+	admin := &clickhouse.DB{Addrs: db.Addrs, Database: "default", Username: db.Username, Password: db.Password}
+	if err := admin.Open(ctx); err != nil {
+		return err
+	}
+	defer admin.Close()
+	drop := "DROP DATABASE IF EXISTS `" + strings.ReplaceAll(db.Database, "`", "\\`") + "`"
+	if db.Cluster != "" {
+		drop += " ON CLUSTER `" + strings.ReplaceAll(db.Cluster, "`", "\\`") + "`"
+	}
+	return admin.Conn().Exec(ctx, drop)
 }
