@@ -14,8 +14,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ottu-recon/ottu-recon/internal/envconfig"
+	"github.com/ottu-recon/ottu-recon/internal/httpserver"
 	"github.com/ottu-recon/ottu-recon/internal/ingest"
-	"github.com/ottu-recon/ottu-recon/internal/webhook"
 )
 
 func main() {
@@ -39,7 +39,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			if len(args) > 1 {
 				url = args[1]
 			}
-			return webhook.Probe(ctx, url)
+			return httpserver.Probe(ctx, url)
 		}
 		return fmt.Errorf("unknown argument %q: ingest takes its configuration from the environment", args[0])
 	}

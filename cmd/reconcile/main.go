@@ -20,8 +20,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ottu-recon/ottu-recon/internal/envconfig"
+	"github.com/ottu-recon/ottu-recon/internal/httpserver"
 	"github.com/ottu-recon/ottu-recon/internal/reconcile"
-	"github.com/ottu-recon/ottu-recon/internal/webhook"
 )
 
 const usage = `usage: reconcile serve|migrate|run-once|report [flags]
@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if len(args) > 1 {
 			url = args[1]
 		}
-		return webhook.Probe(ctx, url)
+		return httpserver.Probe(ctx, url)
 	}
 	env := envconfig.OS()
 	cfg, err := reconcile.LoadConfig(env)

@@ -121,7 +121,7 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 	}
 	// What Ottu's Payment Status Query said, read back by one more pass.
 	if _, err := store.InquiryCandidates(ctx, ledger.InquiryQuery{Codes: []ledger.Code{ledger.OverRefund, ledger.MissingOperation},
-		PendingBefore: now, Now: clock, Limit: 30}); err != nil {
+		PendingBefore: now, Now: clock, Limit: 30, Throttle: ledger.OttuThrottle}); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-null", AskedAt: now.Add(-time.Minute), Status: 200, Verdict: clickhouse.VerdictFound,

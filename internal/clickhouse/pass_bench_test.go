@@ -41,7 +41,7 @@ func benchmarkPass(b *testing.B, n int) {
 	loadParents(b, db, n)
 	r := &ledger.Reconciler{Store: fullPasses{&clickhouse.Store{DB: db}},
 		Config: ledger.Config{Grace: 10 * time.Minute, StaleAuthorization: 168 * time.Hour, StuckRefund: 48 * time.Hour, Live: true}}
-	var rep ledger.Report
+	var rep ledger.Run
 	var total time.Duration
 	passes := 0
 	for b.Loop() {

@@ -217,10 +217,10 @@ var anchorSQL = map[ledger.Anchor]struct{ table, cond string }{
 
 // inquiryCandidatesQuery picks the parents to ask Ottu about: an open
 // finding of the given codes (most severe first) or a payment still pending
-// since before the given time; never a parent created (first seen) less than
-// 10 minutes ago (by the earliest timestamp_utc or arrival of its deliveries:
-// Ottu created it no later), asked in the last 30 minutes, or asked 3 times
-// in a day (Ottu's throttle, docs/ottu-webhooks.md §7.1). A parent first seen
+// since before the given time; never a parent the throttle does not allow
+// yet: created (first seen) less than NotBefore ago (by the earliest
+// timestamp_utc or arrival of its deliveries: Ottu created it no later),
+// asked less than Apart ago, or asked PerDay times in a day (Ottu's throttle, docs/ottu-webhooks.md §7.1). A parent first seen
 // less than 10 minutes ago has only deliveries received since: only those
 // parents are read to tell. A pending state is never terminal: only parents
 // with no terminal delivery (a cheap aggregation) are ranked by the latest.
@@ -245,7 +245,7 @@ FROM (
 ) AS c
 WHERE session_id NOT IN (
 	SELECT session_id FROM ottu_inquiries GROUP BY session_id
-	HAVING countIf(asked_at >= ?) >= 3 OR max(asked_at) > ?)
+	HAVING countIf(asked_at >= ?) >= ? OR max(asked_at) > ?)
 AND session_id NOT IN (
 	SELECT session_id FROM (
 		SELECT session_id, least(toUInt32(timestamp_utc), toUInt32(received_at)) AS first FROM payment_events
@@ -266,9 +266,10 @@ func (s *Store) InquiryCandidates(ctx context.Context, q ledger.InquiryQuery) ([
 		codes[i] = string(c)
 	}
 	now := q.Now.UTC()
-	young := now.Add(-10 * time.Minute)
+	th := q.Throttle
+	young := now.Add(-th.NotBefore)
 	rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(inquiryCandidatesQuery, max(q.Limit, 1)), codes, q.PendingBefore.UTC(),
-		now.Add(-24*time.Hour), now.Add(-30*time.Minute), young, young, young, young, young)
+		now.Add(-24*time.Hour), th.PerDay, now.Add(-th.Apart), young, young, young, young, young)
 	if err != nil {
 		return nil, fmt.Errorf("query parents to ask Ottu about: %w", err)
 	}

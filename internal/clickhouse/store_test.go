@@ -429,7 +429,7 @@ func TestStore_InquiryCandidates(t *testing.T) {
 		}
 	}
 	got, err := store.InquiryCandidates(ctx, ledger.InquiryQuery{Codes: []ledger.Code{ledger.OverRefund, ledger.MissingOperation},
-		PendingBefore: ago(10 * time.Minute), Now: now, Limit: 30})
+		PendingBefore: ago(10 * time.Minute), Now: now, Limit: 30, Throttle: ledger.OttuThrottle})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/httpserver"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/spool"
 	"github.com/ottu-recon/ottu-recon/internal/webhook"
@@ -31,8 +33,8 @@ type Main struct {
 	conn    *nats.Conn
 	spool   *spool.Spool
 	durable *spool.Durable
-	http    *webhook.Server
-	admin   *webhook.Server // INGEST_ADMIN_LISTEN
+	http    *httpserver.Server
+	admin   *httpserver.Server // INGEST_ADMIN_LISTEN
 }
 
 // NewMain returns an ingest daemon for cfg.
@@ -134,9 +136,9 @@ func (m *Main) Open() (err error) {
 	if cfg.RejectedBytesPerMin > 0 {
 		handler.KeepBudget = rate.NewLimiter(rate.Limit(float64(cfg.RejectedBytesPerMin)/60), cfg.RejectedBytesPerMin)
 	}
-	m.http = &webhook.Server{
+	m.http = &httpserver.Server{
 		Addr:                 cfg.Listen,
-		Handler:              handler,
+		Routes:               map[string]http.Handler{webhook.Path: handler},
 		NoAdmin:              cfg.AdminListen != "",
 		Ready:                m.Ready,
 		Gatherer:             m.Registry,
@@ -149,7 +151,7 @@ func (m *Main) Open() (err error) {
 		return err
 	}
 	if cfg.AdminListen != "" {
-		m.admin = &webhook.Server{Addr: cfg.AdminListen, Ready: m.Ready, ShowErrors: true, Gatherer: m.Registry}
+		m.admin = &httpserver.Server{Addr: cfg.AdminListen, Ready: m.Ready, ShowErrors: true, Gatherer: m.Registry}
 		return m.admin.Open()
 	}
 	return nil

@@ -46,6 +46,22 @@ type Inquirer interface {
 // spent: no more questions this pass.
 var ErrInquiryPaused = errors.New("inquiries paused")
 
+// Throttle is Ottu's throttle on its Payment Status Query
+// (docs/ottu-webhooks.md §7.1): no question in the first NotBefore of a
+// payment's life, at most PerDay questions about one payment a day, Apart
+// between two, and at most PerMinute questions a minute overall. This is
+// the one place its numbers live: the store chooses whom to ask by the first
+// three, the inquirer keeps the last.
+type Throttle struct {
+	NotBefore time.Duration
+	Apart     time.Duration
+	PerDay    int
+	PerMinute int
+}
+
+// OttuThrottle is Ottu's documented throttle.
+var OttuThrottle = Throttle{NotBefore: 10 * time.Minute, Apart: 30 * time.Minute, PerDay: 3, PerMinute: 30}
+
 // PendingStates are the parent states of a payment still waiting for its
 // outcome: one that stays in them past the grace is worth asking Ottu about.
 var PendingStates = []string{events.StateCreated, events.StatePending, events.StateAttempted}
@@ -56,6 +72,7 @@ type InquiryQuery struct {
 	PendingBefore time.Time // and parents still pending whose last payment webhook came before this
 	Now           time.Time
 	Limit         int
+	Throttle      Throttle // leave out the parents it does not allow yet
 }
 
 // NeedsConfirmation tells whether a finding of code is worth asking Ottu
@@ -188,10 +205,10 @@ func (r *Reconciler) inquire(ctx context.Context, run *Run, t time.Time) error {
 	}
 	limit := r.InquiryLimit
 	if limit <= 0 {
-		limit = 30
+		limit = OttuThrottle.PerMinute
 	}
 	sessions, err := r.Store.InquiryCandidates(ctx, InquiryQuery{
-		Codes: confirmationCodes(), PendingBefore: t.Add(-r.Config.Grace), Now: t, Limit: limit,
+		Codes: confirmationCodes(), PendingBefore: t.Add(-r.Config.Grace), Now: t, Limit: limit, Throttle: OttuThrottle,
 	})
 	if err != nil {
 		run.InquiryError = fmt.Sprintf("select parents to ask Ottu about: %v", err)

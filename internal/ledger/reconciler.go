@@ -156,9 +156,6 @@ type Reconciler struct {
 	saveChunk int
 }
 
-// Report is what a pass did. Its Run is also stored.
-type Report = Run
-
 // Margin is how far before the last pass a pass looks for changes: it covers
 // deliveries whose store was in flight while the last pass read (a store
 // attempt is bounded well below it) and clock skew between hosts.
@@ -169,7 +166,7 @@ const Margin = 2 * time.Minute
 // pass itself failed; a failed alert does not fail the pass (it is reported
 // and retried at the next pass), nor does a parent that cannot be evaluated
 // (it is counted and retried at the next pass).
-func (r *Reconciler) Run(ctx context.Context) (Report, error) {
+func (r *Reconciler) Run(ctx context.Context) (Run, error) {
 	now := time.Now
 	if r.Now != nil {
 		now = r.Now

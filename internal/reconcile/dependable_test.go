@@ -27,7 +27,7 @@ import (
 )
 
 // scheduled runs a pass as the schedule does: bounded by RECON_PASS_TIMEOUT.
-func scheduled(t *testing.T, m *Main) (ledger.Report, time.Duration, error) {
+func scheduled(t *testing.T, m *Main) (ledger.Run, time.Duration, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), m.Config.PassTimeout)
 	defer cancel()

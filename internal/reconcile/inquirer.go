@@ -61,16 +61,15 @@ var _ ledger.Inquirer = (*inquirer)(nil)
 
 // Ottu's overall limit on the Payment Status Query (docs/ottu-webhooks.md §7.1).
 const (
-	psqRateKey         = "ottu-payment-status-query" // its entry in nats.LimitsBucket
-	ottuCallsPerMinute = 30
-	circuitFailures    = 3               // consecutive questions with no answer that open the circuit
-	circuitOpenFor     = 5 * time.Minute // then one question is tried again
+	psqRateKey      = "ottu-payment-status-query" // its entry in nats.LimitsBucket
+	circuitFailures = 3                           // consecutive questions with no answer that open the circuit
+	circuitOpenFor  = 5 * time.Minute             // then one question is tried again
 )
 
 func newInquirer(client *ottuapi.Client, keys [][]byte, db *clickhouse.DB, shared *nats.SharedRate, log zerolog.Logger,
 	reg prometheus.Registerer) *inquirer {
 	q := &inquirer{client: client, keys: keys, store: &clickhouse.Store{DB: db}, writer: &clickhouse.Writer{DB: db}, log: log,
-		shared: shared, local: rate.NewLimiter(rate.Every(time.Minute/ottuCallsPerMinute), ottuCallsPerMinute), now: time.Now,
+		shared: shared, local: rate.NewLimiter(rate.Every(time.Minute/time.Duration(ledger.OttuThrottle.PerMinute)), ledger.OttuThrottle.PerMinute), now: time.Now,
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_inquiries_total",
 			Help: "Questions to Ottu's Payment Status Query by outcome (found, not_found, no_verdict, no_answer, refused, rate_limited)."}, []string{"outcome"}),
 		circuit: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_ottu_circuit_open",
@@ -184,7 +183,7 @@ func (q *inquirer) take(ctx context.Context, now time.Time) error {
 		q.log.Debug().Err(err).Msg("shared rate of Ottu's API unreachable; using this process's own")
 	}
 	if !q.local.AllowN(now, 1) {
-		return fmt.Errorf("%w: %d questions a minute spent", ledger.ErrInquiryPaused, ottuCallsPerMinute)
+		return fmt.Errorf("%w: %d questions a minute spent", ledger.ErrInquiryPaused, ledger.OttuThrottle.PerMinute)
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/alert"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/httpserver"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/ottuapi"
@@ -53,7 +54,7 @@ type Main struct {
 	conn     *nats.Conn
 	lease    *nats.Lease
 	consumer *nats.Consumer
-	http     *webhook.Server
+	http     *httpserver.Server
 	cron     *cron.Cron
 	passes   *passMetrics
 
@@ -196,7 +197,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if _, err := m.cron.AddFunc(m.Config.Schedule, m.scheduledPass); err != nil {
 		return fmt.Errorf("schedule %q: %w", m.Config.Schedule, err)
 	}
-	m.http = &webhook.Server{Addr: m.Config.Listen, Ready: m.Ready, ShowErrors: true, Gatherer: m.Registry}
+	m.http = &httpserver.Server{Addr: m.Config.Listen, Ready: m.Ready, ShowErrors: true, Gatherer: m.Registry}
 	if err := m.http.Open(); err != nil {
 		return err
 	}
@@ -315,13 +316,13 @@ func (m *Main) scheduledPass() {
 
 // Pass runs one reconciliation pass now, whoever holds the pass lease (as
 // run-once does), logs its report and counts it.
-func (m *Main) Pass(ctx context.Context) (ledger.Report, error) { return m.pass(ctx, nil) }
+func (m *Main) Pass(ctx context.Context) (ledger.Run, error) { return m.pass(ctx, nil) }
 
 // pass runs a pass; guard, if set, is asked before every write and alert.
-func (m *Main) pass(ctx context.Context, guard func() error) (ledger.Report, error) {
+func (m *Main) pass(ctx context.Context, guard func() error) (ledger.Run, error) {
 	log := m.component("reconciler")
 	if m.readyCh != nil && !m.ready.Load() {
-		return ledger.Report{}, errors.New("not connected to ClickHouse and the stream yet")
+		return ledger.Run{}, errors.New("not connected to ClickHouse and the stream yet")
 	}
 	start := time.Now()
 	r := m.reconciler()
@@ -374,7 +375,7 @@ func (m *Main) reconciler() *ledger.Reconciler {
 		m.inquirerOnce.Do(func() {
 			var shared *nats.SharedRate
 			if m.conn != nil {
-				shared = &nats.SharedRate{Conn: m.conn, Key: psqRateKey, Limit: ottuCallsPerMinute,
+				shared = &nats.SharedRate{Conn: m.conn, Key: psqRateKey, Limit: ledger.OttuThrottle.PerMinute,
 					Window: time.Minute, Replicas: m.Config.Stream.Replicas}
 			}
 			m.inquirer = newInquirer(&ottuapi.Client{URL: m.Config.OttuAPIURL, APIKey: m.Config.OttuAPIKey},
@@ -437,7 +438,7 @@ func newPassMetrics(reg prometheus.Registerer) *passMetrics {
 	return p
 }
 
-func (p *passMetrics) observe(r ledger.Report, err error, took time.Duration) {
+func (p *passMetrics) observe(r ledger.Run, err error, took time.Duration) {
 	if err != nil {
 		p.passes.WithLabelValues("error").Inc()
 		return

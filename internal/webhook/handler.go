@@ -25,6 +25,9 @@ type Publisher interface {
 	Publish(ctx context.Context, env events.Envelope) (events.PublishResult, error)
 }
 
+// Path is where Ottu posts (docs/product.md).
+const Path = "/webhooks/ottu"
+
 // MaxBodyBytes is the size limit of a webhook body (docs/product.md: 1 MiB).
 const MaxBodyBytes = 1 << 20
 

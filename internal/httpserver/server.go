@@ -1,9 +1,14 @@
-package webhook
+// Package httpserver is the HTTP plumbing both daemons share: a server with
+// /healthz, /readyz and /metrics, the routes a daemon adds (ingest's webhook
+// endpoint), limits that protect them from slow or idle clients, TLS, and the
+// probe the daemons' healthcheck subcommand runs.
+package httpserver
 
 import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -14,16 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// WebhookPath is where Ottu posts (docs/product.md).
-const WebhookPath = "/webhooks/ottu"
-
-// Server is an HTTP server for the webhook endpoint and/or /healthz, /readyz
+// Server is an HTTP server for a daemon's routes and/or /healthz, /readyz
 // and /metrics. Set the fields, Open, then Close.
 type Server struct {
 	Addr string // listen address; ":0" picks a free port
-	// Handler serves WebhookPath; nil serves only the health and metrics
-	// endpoints (reconcile, and ingest's admin port).
-	Handler *Handler
+	// Routes are the daemon's own endpoints, by pattern (ingest's webhook);
+	// none serves only the health and metrics endpoints (reconcile, and
+	// ingest's admin port). MaxConnections and MaxBodyBytesInFlight bound them.
+	Routes map[string]http.Handler
 	// NoAdmin leaves out /healthz, /readyz and /metrics (they are served on
 	// another port: INGEST_ADMIN_LISTEN).
 	NoAdmin bool
@@ -53,12 +56,11 @@ type Server struct {
 // Open binds the listener and starts serving; it returns once the address is bound.
 func (s *Server) Open() error {
 	mux := http.NewServeMux()
-	if s.Handler != nil {
-		var h http.Handler = s.Handler
+	for pattern, h := range s.Routes {
 		if s.MaxConnections > 0 {
 			h = limitRequests(h, s.MaxConnections, cmp.Or(s.MaxBodyBytesInFlight, 64<<20))
 		}
-		mux.Handle(WebhookPath, h)
+		mux.Handle(pattern, h)
 	}
 	if !s.NoAdmin {
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -162,4 +164,10 @@ func Probe(ctx context.Context, url string) error {
 		return fmt.Errorf("probe %s: status %d", url, resp.StatusCode)
 	}
 	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do
 }

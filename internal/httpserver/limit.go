@@ -1,4 +1,4 @@
-package webhook
+package httpserver
 
 import (
 	"io"
@@ -123,6 +123,10 @@ func (l *connLimiter) Close() error {
 	return l.Listener.Close()
 }
 
+// maxBodyBytes is the most a request body may hold: what a request reserves
+// of the bytes being read at once when it does not say its length.
+const maxBodyBytes = 1 << 20
+
 // limitRequests bounds the requests in progress at once (over HTTP/2, one
 // connection carries many) and the bytes of request bodies being read at
 // once. A request waits for its turn for as long as its client does.
@@ -136,7 +140,7 @@ func limitRequests(next http.Handler, requests int, bodyBytes int64) http.Handle
 		}
 		defer inFlight.Release(1)
 		if r.Method == http.MethodPost {
-			n := int64(MaxBodyBytes)
+			n := int64(maxBodyBytes)
 			if r.ContentLength >= 0 && r.ContentLength < n {
 				n = r.ContentLength
 			}
