@@ -148,7 +148,8 @@ func (s *Store) findingGroups(ctx context.Context) ([]report.FindingGroup, error
 // pgSideQuery lists operations any delivery of which said source pg. It reads
 // the table with GROUP BY, not the operations view: ClickHouse 18.16 returned
 // garbage, failed ("would use 16.00 PiB") and once crashed on a Nullable
-// decimal over that view's LIMIT 1 BY (TestStore_ReportPGSide).
+// decimal over the view as schema 5 wrote it, with LIMIT 1 BY
+// (TestStore_ReportPGSide keeps it from coming back).
 const pgSideQuery = `
 SELECT reference_number, argMax(session_id, ` + latest + `), argMax(operation, ` + latest + `),
 	tupleElement(argMax(tuple(txn_amount), ` + latest + `), 1), argMax(txn_currency_code, ` + latest + `),

@@ -19,8 +19,8 @@ const ClockSkew = 5 * time.Minute
 // the highest: first a timestamp_utc within ClockSkew of its arrival, then a
 // terminal state, then the later timestamp_utc, the higher state rank
 // (events.PaymentStateOrder, events.TxnStateOrder), the later arrival, the
-// later stream sequence. The views compute the same order in SQL
-// (clickhouse.LatestOrder); a test holds the two together.
+// later stream sequence. The views and the store's queries compute the same
+// order in SQL; clickhouse's TestLatest holds the two together.
 type Rank struct {
 	Plausible bool // timestamp_utc is not more than ClockSkew after arrival
 	Terminal  bool

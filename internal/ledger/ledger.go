@@ -105,7 +105,7 @@ type Parent struct {
 
 	// From the payment webhooks (zero when HasPayment is false).
 	OrderNo        string
-	State          string // latest state (see the payments view)
+	State          string // latest state, by Rank (as the payments view shows it)
 	Amount         events.Amount
 	Currency       string
 	Reached        map[string]bool // every state any payment webhook carried
