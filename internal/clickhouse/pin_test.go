@@ -80,7 +80,7 @@ func TestLatest(t *testing.T) {
 		}
 		for id, r := range map[uint8]ledger.Rank{1: a, 2: b} {
 			if err := batch.Append(uint32(i), id, time.Unix(int64(r.Timestamp), 0), time.Unix(int64(r.Received), 0),
-				b2u8(r.Terminal), r.StateRank, r.Seq); err != nil {
+				uint8(b2i(r.Terminal)), r.StateRank, r.Seq); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -108,13 +108,6 @@ func TestLatest(t *testing.T) {
 	if n != pairs {
 		t.Fatalf("%d pairs compared, want %d", n, pairs)
 	}
-}
-
-func b2u8(b bool) uint8 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // TestSQLRules pins the other SQL copies of Go rules: the severity order

@@ -1,6 +1,7 @@
 package nats
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -96,28 +97,13 @@ func NewConsumerMetrics(reg prometheus.Registerer) *ConsumerMetrics {
 }
 
 func (c *Consumer) defaults() {
-	if c.Durable == "" {
-		c.Durable = "ottu-recon-store"
-	}
-	if c.BatchSize <= 0 {
-		c.BatchSize = 1000
-	}
-	if c.MaxWait <= 0 {
-		c.MaxWait = time.Second
-	}
-	if c.AckWait <= 0 {
-		c.AckWait = 60 * time.Second
-	}
-	if c.RetryMin <= 0 {
-		c.RetryMin = 250 * time.Millisecond
-	}
-	if c.RetryMax <= 0 {
-		c.RetryMax = 15 * time.Second
-	}
-	c.RetryMax = min(c.RetryMax, c.AckWait/2)
-	if c.MaxBytes <= 0 {
-		c.MaxBytes = 256 << 20
-	}
+	c.Durable = cmp.Or(c.Durable, "ottu-recon-store")
+	c.BatchSize = cmp.Or(c.BatchSize, 1000)
+	c.MaxWait = cmp.Or(c.MaxWait, time.Second)
+	c.AckWait = cmp.Or(c.AckWait, 60*time.Second)
+	c.RetryMin = cmp.Or(c.RetryMin, 250*time.Millisecond)
+	c.RetryMax = min(cmp.Or(c.RetryMax, 15*time.Second), c.AckWait/2)
+	c.MaxBytes = cmp.Or(c.MaxBytes, 256<<20)
 	if c.Metrics == nil {
 		c.Metrics = NewConsumerMetrics(prometheus.NewRegistry())
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"sort"
 	"sync"
 	"testing"
@@ -96,11 +95,9 @@ func publishAt(tb testing.TB, p *nats.Publisher, body []byte, at time.Time) {
 func TestReconcile_EndToEnd(t *testing.T) {
 	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
-	sink := &alertSink{key: []byte("alert-key")}
-	alerts := httptest.NewServer(sink)
-	defer alerts.Close()
+	sink, alertsURL := alertReceiver(t, "alert-key")
 	cfg := testConfig(t, ns.ClientURL(), db)
-	cfg.AlertURL, cfg.AlertHMACKey = alerts.URL, "alert-key"
+	cfg.AlertURL, cfg.AlertHMACKey = alertsURL, "alert-key"
 	m := MustOpenMain(t, cfg)
 
 	// recon.findings listener.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -34,15 +35,23 @@ func testConfig(tb testing.TB, natsURL string, db *clickhouse.DB) Config {
 
 func MustOpenMain(tb testing.TB, cfg Config) *Main {
 	tb.Helper()
-	m := NewMain(cfg, natstest.Logger(tb))
-	m.RetryMin = 50 * time.Millisecond
-	if err := m.Open(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
+	m := openWaiting(tb, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := m.WaitReady(ctx); err != nil {
 		tb.Fatal(err)
+	}
+	return m
+}
+
+// openWaiting starts reconcile without waiting for its dependencies, and
+// closes it when the test ends.
+func openWaiting(tb testing.TB, cfg Config) *Main {
+	tb.Helper()
+	m := NewMain(cfg, natstest.Logger(tb))
+	m.RetryMin = 50 * time.Millisecond
+	if err := m.Open(context.Background()); err != nil {
+		tb.Fatalf("Open: %v (with a dependency down, it should start and wait)", err)
 	}
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -52,6 +61,15 @@ func MustOpenMain(tb testing.TB, cfg Config) *Main {
 		}
 	})
 	return m
+}
+
+// alertReceiver starts an alert sink that checks signatures with key.
+func alertReceiver(tb testing.TB, key string) (*alertSink, string) {
+	tb.Helper()
+	sink := &alertSink{key: []byte(key)}
+	srv := httptest.NewServer(sink)
+	tb.Cleanup(srv.Close)
+	return sink, srv.URL
 }
 
 // publisher publishes envelopes into the test stream as ingest would.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/robfig/cron/v3"
 	"github.com/rs/zerolog"
 
@@ -416,26 +417,27 @@ func newID() string {
 }
 
 func newPassMetrics(reg prometheus.Registerer) *passMetrics {
-	p := &passMetrics{
-		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_passes_total",
-			Help: "Reconciliation passes by result (ok, error)."}, []string{"result"}),
-		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ottu_reconcile_pass_seconds",
-			Help: "Duration of a reconciliation pass.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
-		open: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_findings_open",
-			Help: "Open findings after the last pass."}),
-		raised: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_findings_raised_total",
-			Help: "Findings raised."}),
-		resolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_findings_resolved_total",
-			Help: "Findings resolved."}),
-		alertErr: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_alert_failures_total",
-			Help: "Passes whose alert or findings announcement failed (retried at the next pass)."}),
-		parents: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_parents_evaluated",
-			Help: "Parents evaluated by the last pass."}),
-		parked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_alerts_parked",
-			Help: "Open findings the alert receiver refused on their own, waiting out their back-off (last pass)."}),
+	f := promauto.With(reg)
+	gauge := func(name, help string) prometheus.Gauge {
+		return f.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
 	}
-	reg.MustRegister(p.passes, p.seconds, p.open, p.raised, p.resolved, p.alertErr, p.parents, p.parked)
-	return p
+	counter := func(name, help string) prometheus.Counter {
+		return f.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	return &passMetrics{
+		passes: f.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_passes_total",
+			Help: "Reconciliation passes by result (ok, error)."}, []string{"result"}),
+		seconds: f.NewHistogram(prometheus.HistogramOpts{Name: "ottu_reconcile_pass_seconds",
+			Help: "Duration of a reconciliation pass.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
+		open:     gauge("ottu_reconcile_findings_open", "Open findings after the last pass."),
+		raised:   counter("ottu_reconcile_findings_raised_total", "Findings raised."),
+		resolved: counter("ottu_reconcile_findings_resolved_total", "Findings resolved."),
+		alertErr: counter("ottu_reconcile_alert_failures_total",
+			"Passes whose alert or findings announcement failed (retried at the next pass)."),
+		parents: gauge("ottu_reconcile_parents_evaluated", "Parents evaluated by the last pass."),
+		parked: gauge("ottu_reconcile_alerts_parked",
+			"Open findings the alert receiver refused on their own, waiting out their back-off (last pass)."),
+	}
 }
 
 func (p *passMetrics) observe(r ledger.Run, err error, took time.Duration) {

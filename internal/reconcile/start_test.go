@@ -13,24 +13,6 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/nettest"
 )
 
-// openWaiting starts reconcile without waiting for its dependencies.
-func openWaiting(tb testing.TB, cfg Config) *Main {
-	tb.Helper()
-	m := NewMain(cfg, natstest.Logger(tb))
-	m.RetryMin = 50 * time.Millisecond
-	if err := m.Open(context.Background()); err != nil {
-		tb.Fatalf("Open with a dependency down: %v (want it to start and wait)", err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := m.Close(ctx); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-	})
-	return m
-}
-
 // TestServe_StartsWhileNATSDown: reconcile started before NATS (a host reboot
 // where NATS comes up last) answers 503, retries, and stores everything once
 // NATS is there.

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -60,15 +61,9 @@ func (d *Durable) Open() error {
 	if d.Next == nil || d.Spool == nil {
 		return errors.New("spool: Durable needs Next and Spool")
 	}
-	if d.PublishTimeout <= 0 {
-		d.PublishTimeout = 2 * time.Second
-	}
-	if d.RetryMin <= 0 {
-		d.RetryMin = 100 * time.Millisecond
-	}
-	if d.RetryMax <= 0 {
-		d.RetryMax = 5 * time.Second
-	}
+	d.PublishTimeout = cmp.Or(d.PublishTimeout, 2*time.Second)
+	d.RetryMin = cmp.Or(d.RetryMin, 100*time.Millisecond)
+	d.RetryMax = cmp.Or(d.RetryMax, 5*time.Second)
 	d.kick = make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel

@@ -279,11 +279,20 @@ func (s *Spool) Oldest() (seq uint64, env events.Envelope, ok bool, err error) {
 
 // Skip drops the oldest entry seq from the queue without touching the disk,
 // for an entry whose file is missing.
-func (s *Spool) Skip(seq uint64) error {
+func (s *Spool) Skip(seq uint64) error { return s.dropOldest(seq, "skip", nil) }
+
+// dropOldest drops the oldest entry, which must be seq, from the queue once
+// do (what becomes of its file; nil for nothing) succeeded.
+func (s *Spool) dropOldest(seq uint64, verb string, do func() error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.queue) == 0 || s.queue[0].seq != seq {
-		return fmt.Errorf("skip spool entry %d: not the oldest", seq)
+		return fmt.Errorf("%s spool entry %d: not the oldest", verb, seq)
+	}
+	if do != nil {
+		if err := do(); err != nil {
+			return err
+		}
 	}
 	s.bytes -= s.queue[0].size
 	s.queue = s.queue[1:]
@@ -292,45 +301,35 @@ func (s *Spool) Skip(seq uint64) error {
 
 // Remove deletes the envelope seq, which must be the oldest, once forwarded.
 func (s *Spool) Remove(seq uint64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.queue) == 0 || s.queue[0].seq != seq {
-		return fmt.Errorf("remove spool entry %d: not the oldest", seq)
-	}
-	if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove spool file: %w", err)
-	}
-	s.bytes -= s.queue[0].size
-	s.queue = s.queue[1:]
-	return nil
+	return s.dropOldest(seq, "remove", func() error {
+		if err := os.Remove(s.path(seq)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove spool file: %w", err)
+		}
+		return nil
+	})
 }
 
 // Quarantine moves the oldest envelope seq aside into the "failed" folder, for
 // an envelope the stream can never take (larger than its max payload). It stays
 // on disk for an operator; it no longer blocks the queue.
 func (s *Spool) Quarantine(seq uint64) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.queue) == 0 || s.queue[0].seq != seq {
-		return fmt.Errorf("quarantine spool entry %d: not the oldest", seq)
-	}
-	failed := filepath.Join(s.dir, failedDir)
-	if err := os.MkdirAll(failed, 0o750); err != nil {
-		return fmt.Errorf("create failed dir: %w", err)
-	}
-	target := filepath.Join(failed, filepath.Base(s.path(seq)))
-	for i := 1; ; i++ { // never overwrite what an operator has not looked at yet
-		if _, err := os.Lstat(target); errors.Is(err, os.ErrNotExist) {
-			break
+	return s.dropOldest(seq, "quarantine", func() error {
+		failed := filepath.Join(s.dir, failedDir)
+		if err := os.MkdirAll(failed, 0o750); err != nil {
+			return fmt.Errorf("create failed dir: %w", err)
 		}
-		target = filepath.Join(failed, fmt.Sprintf("%020d.%d%s", seq, i, suffix))
-	}
-	if err := os.Rename(s.path(seq), target); err != nil {
-		return fmt.Errorf("quarantine spool file: %w", err)
-	}
-	s.bytes -= s.queue[0].size
-	s.queue = s.queue[1:]
-	return nil
+		target := filepath.Join(failed, filepath.Base(s.path(seq)))
+		for i := 1; ; i++ { // never overwrite what an operator has not looked at yet
+			if _, err := os.Lstat(target); errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			target = filepath.Join(failed, fmt.Sprintf("%020d.%d%s", seq, i, suffix))
+		}
+		if err := os.Rename(s.path(seq), target); err != nil {
+			return fmt.Errorf("quarantine spool file: %w", err)
+		}
+		return nil
+	})
 }
 
 // CheckWritable reports whether a new envelope could be stored now.
