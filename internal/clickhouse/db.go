@@ -150,7 +150,10 @@ type MigrateResult struct {
 // statements succeeded. It is idempotent: a second run applies nothing, and a
 // file interrupted half-way is applied again from the start (every statement
 // is IF NOT EXISTS). Call it before Open, or after: it uses its own connection.
-func (db *DB) Migrate(ctx context.Context) (MigrateResult, error) {
+func (db *DB) Migrate(ctx context.Context) (MigrateResult, error) { return db.migrate(ctx, 0) }
+
+// migrate applies the migrations up to version upTo (0: all).
+func (db *DB) migrate(ctx context.Context, upTo int) (MigrateResult, error) {
 	var res MigrateResult
 	if db.QueryTimeout <= 0 {
 		db.QueryTimeout = 60 * time.Second
@@ -217,6 +220,9 @@ func (db *DB) Migrate(ctx context.Context) (MigrateResult, error) {
 	for _, m := range migrations {
 		if applied[uint32(m.Version)] {
 			continue
+		}
+		if upTo > 0 && m.Version > upTo {
+			break
 		}
 		for i, stmt := range m.Statements {
 			if table, column, ok := schema.AddColumn(stmt); ok {

@@ -67,9 +67,23 @@ func (s *Store) LastPass(ctx context.Context) (ledger.LastPass, bool, error) {
 }
 
 // Watermark is the ClickHouse server's clock: the writer stamps stored_at
-// with it, so a pass and the writers compare times on one clock.
+// with it, so a pass and the writers compare times on one clock. On a
+// cluster (CLICKHOUSE_CLUSTER) it is moved back by how far this replica lags
+// behind the others (system.replicas.absolute_delay): rows another replica
+// stored in that time may not be here yet, and the next pass must still look
+// for them.
 func (s *Store) Watermark(ctx context.Context) (time.Time, error) {
-	return s.DB.Now(ctx)
+	now, err := s.DB.Now(ctx)
+	if err != nil || s.DB.Cluster == "" {
+		return now, err
+	}
+	ctx, cancel := s.DB.timeout(ctx)
+	defer cancel()
+	var delay uint64
+	if err := s.DB.conn.QueryRow(ctx, "SELECT toUInt64(max(absolute_delay)) FROM system.replicas WHERE database = currentDatabase()").Scan(&delay); err != nil {
+		return time.Time{}, fmt.Errorf("read the replication delay: %w", err)
+	}
+	return now.Add(-time.Duration(delay) * time.Second), nil
 }
 
 const findingColumns = "session_id, code, toString(severity), toString(status), first_seen, last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, alert_refusals, alert_retry_at"
