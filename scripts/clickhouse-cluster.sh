@@ -145,23 +145,41 @@ XML
 
 q() { clickhouse-client --host 127.0.0.1 --port "$1" --query "$2" 2>/dev/null; }
 
+# launch_node N: start its server in the background, recording its PID.
+launch_node() {
+  local d="$dir/node$1"
+  write_node_config "$1"
+  wc -c <"$d/log/clickhouse-server.log" >"$d/log.offset" 2>/dev/null || echo 0 >"$d/log.offset"
+  clickhouse-server --config-file="$d/config.xml" >"$d/log/stdout.log" 2>&1 &
+  echo $! >"$dir/node$1.pid"
+}
+
 # start_node N: start it (if not running) and wait until it answers, talks
 # to ZooKeeper, and its DDL worker processes tasks (an ON CLUSTER query sent
-# before that crashes 18.16).
+# before that crashes 18.16). A node killed a moment ago may still hold its
+# files and ports: a start that exits at once is tried again, a few times.
 start_node() {
-  local n=$1 d="$dir/node$1" port pidfile="$dir/node$1.pid"
+  local n=$1 d="$dir/node$1" port pidfile="$dir/node$1.pid" launches=0
   port=$(node_port "$n")
   if ! { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }; then
-    write_node_config "$n"
-    clickhouse-server --config-file="$d/config.xml" >"$d/log/stdout.log" 2>&1 &
-    echo $! >"$pidfile"
+    launch_node "$n"
+    launches=1
   fi
+  local offset
+  offset=$(cat "$d/log.offset" 2>/dev/null || echo 0)
   for _ in $(seq 1 300); do
     if q "$port" "SELECT 1" >/dev/null && q "$port" "SELECT count() FROM system.zookeeper WHERE path = '/'" >/dev/null &&
-      grep -q 'DDLWorker: Processing tasks' "$d/log/clickhouse-server.log" 2>/dev/null; then
+      { tail -c +"$((offset + 1))" "$d/log/clickhouse-server.log" 2>/dev/null || true; } | grep -q 'DDLWorker: Processing tasks'; then
       return 0
     fi
     if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      if [ "$launches" -lt 5 ]; then
+        sleep 1
+        launch_node "$n"
+        launches=$((launches + 1))
+        offset=$(cat "$d/log.offset")
+        continue
+      fi
       log "node$n exited; its log:"
       tail -n 30 "$d/log/stdout.log" "$d/log/clickhouse-server.err.log" >&2 2>/dev/null || true
       return 1
@@ -220,8 +238,10 @@ case "${1:-}" in
     [ -f "$dir/zookeeper.pid" ] && kill -0 "$(cat "$dir/zookeeper.pid")" 2>/dev/null && started_here=false
     addr=$(start)
     if $started_here; then trap stop EXIT; fi
+    # Tests that use the cluster take CLICKHOUSE_CLUSTER_LOCK (flock) for
+    # their duration: one kills a node, which others' ON CLUSTER DDL must not meet.
     CLICKHOUSE_CLUSTER_ADDRS=$addr CLICKHOUSE_CLUSTER_NAME=$cluster CLICKHOUSE_CLUSTER_PIDS=$(pids) \
-      CLICKHOUSE_CLUSTER_SCRIPT="$0" "$@"
+      CLICKHOUSE_CLUSTER_SCRIPT="$root/scripts/clickhouse-cluster.sh" CLICKHOUSE_CLUSTER_LOCK="$dir/tests.lock" "$@"
     ;;
   *) echo "usage: $0 start|stop|run CMD..." >&2; exit 2 ;;
 esac

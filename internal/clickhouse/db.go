@@ -35,6 +35,12 @@ type DB struct {
 	// Cluster, when set (CLICKHOUSE_CLUSTER), makes Migrate create the
 	// database and every table ON CLUSTER, tables as Replicated*MergeTree.
 	Cluster string
+	// InsertQuorum, when above 1, makes every insert of deliveries (Writer)
+	// return only once that many replicas hold it (insert_quorum): an
+	// acknowledged webhook then survives the loss of the replica that took
+	// it. While fewer replicas are up, storing waits (JetStream keeps the
+	// webhooks); a pass's own writes do not wait for a quorum.
+	InsertQuorum int
 	// TLS connects over TLS (CLICKHOUSE_TLS), trusting TLSCAFile when set,
 	// else the system's roots.
 	TLS       bool

@@ -115,12 +115,18 @@ func (w *Writer) poison(ctx context.Context, m events.StreamMessage, index int, 
 
 // write stores msgs as one attempt. The typed tables are written before
 // webhooks_raw, which is the batch's commit marker: a message found there is
-// stored. A message marked Retry may have typed rows from an earlier attempt:
-// those tables are checked too, so no row is ever inserted twice by a retry.
+// stored. A message that may have been stored in part (maybeStored) may have
+// typed rows from an earlier attempt: those tables are checked too, so no row
+// is ever inserted twice by a retry. On a cluster with DB.InsertQuorum, each
+// insert returns once that many replicas hold it.
 func (w *Writer) write(ctx context.Context, msgs []events.StreamMessage, maybeStored []bool) (WriteResult, error) {
 	var res WriteResult
 	ctx, cancel := w.DB.timeout(ctx)
 	defer cancel()
+	if w.DB.InsertQuorum > 1 {
+		ctx = ch.Context(ctx, ch.WithSettings(ch.Settings{"insert_quorum": w.DB.InsertQuorum,
+			"insert_quorum_timeout": 10000})) // ms: fail fast while a replica is down, and retry
+	}
 	now, err := w.DB.Now(ctx)
 	if err != nil {
 		return res, err

@@ -27,6 +27,7 @@ type Config struct {
 	ClickHouseUsername string
 	ClickHousePassword string // never logged
 	ClickHouseCluster  string // CLICKHOUSE_CLUSTER
+	InsertQuorum       int    // CLICKHOUSE_INSERT_QUORUM: replicas an insert waits for (default 2 on a cluster)
 	ClickHouseTLS      bool   // CLICKHOUSE_TLS
 	ClickHouseTLSCA    string // CLICKHOUSE_TLS_CA_FILE
 
@@ -95,6 +96,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.String(&c.ClickHouseUsername, "CLICKHOUSE_USERNAME")
 	env.Secret(&c.ClickHousePassword, "CLICKHOUSE_PASSWORD")
 	env.String(&c.ClickHouseCluster, "CLICKHOUSE_CLUSTER")
+	env.Int(&c.InsertQuorum, "CLICKHOUSE_INSERT_QUORUM")
 	env.Bool(&c.ClickHouseTLS, "CLICKHOUSE_TLS")
 	env.String(&c.ClickHouseTLSCA, "CLICKHOUSE_TLS_CA_FILE")
 	env.String(&c.Schedule, "RECON_SCHEDULE")
@@ -160,6 +162,12 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 		if len(c.HMACKeys) == 0 {
 			env.Check("OTTU_HMAC_KEYS", errors.New("required with OTTU_API_URL: Ottu's answers are verified with the webhook keys"))
 		}
+	}
+	if c.ClickHouseCluster != "" && c.InsertQuorum == 0 {
+		c.InsertQuorum = 2 // one replica's loss loses no acknowledged webhook
+	}
+	if c.InsertQuorum < 0 {
+		env.Check("CLICKHOUSE_INSERT_QUORUM", errors.New("must not be negative (1: no quorum)"))
 	}
 	if c.ClickHouseTLSCA != "" && !c.ClickHouseTLS {
 		env.Check("CLICKHOUSE_TLS_CA_FILE", errors.New("set CLICKHOUSE_TLS=true too"))

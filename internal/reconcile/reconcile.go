@@ -75,7 +75,8 @@ type Main struct {
 func NewMain(cfg Config, logger zerolog.Logger) *Main {
 	m := &Main{Config: cfg, Logger: logger, Registry: prometheus.NewRegistry(), Now: time.Now}
 	m.db = &clickhouse.DB{Addrs: cfg.ClickHouseAddrs, Database: cfg.ClickHouseDatabase,
-		Username: cfg.ClickHouseUsername, Password: cfg.ClickHousePassword, TLS: cfg.ClickHouseTLS, TLSCAFile: cfg.ClickHouseTLSCA, Cluster: cfg.ClickHouseCluster}
+		Username: cfg.ClickHouseUsername, Password: cfg.ClickHousePassword, TLS: cfg.ClickHouseTLS, TLSCAFile: cfg.ClickHouseTLSCA, Cluster: cfg.ClickHouseCluster,
+		InsertQuorum: cfg.InsertQuorum}
 	return m
 }
 
