@@ -149,7 +149,7 @@ q() { clickhouse-client --host 127.0.0.1 --port "$1" --query "$2" 2>/dev/null; }
 launch_node() {
   local d="$dir/node$1"
   write_node_config "$1"
-  wc -c <"$d/log/clickhouse-server.log" >"$d/log.offset" 2>/dev/null || echo 0 >"$d/log.offset"
+  if [ -f "$d/log/clickhouse-server.log" ]; then wc -c <"$d/log/clickhouse-server.log"; else echo 0; fi >"$d/log.offset"
   clickhouse-server --config-file="$d/config.xml" >"$d/log/stdout.log" 2>&1 &
   echo $! >"$dir/node$1.pid"
 }
