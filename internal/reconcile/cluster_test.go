@@ -116,6 +116,7 @@ func TestCluster_Daemons(t *testing.T) {
 	}
 
 	// A seeded corpus: exactly the expected findings, through the other node.
+	start = time.Now()
 	gen := &ottusim.Generator{Now: time.Now().UTC(), Grace: cfg.Grace}
 	want := map[finding]bool{}
 	for _, k := range append(append([]ottusim.Kind(nil), ottusim.AnomalyKinds...), ottusim.CleanKinds...) {
@@ -140,6 +141,7 @@ func TestCluster_Daemons(t *testing.T) {
 		c := stored()
 		return c[0] == uint64(answered.Load()) && c[1] == uint64(answered.Load())
 	})
+	t.Logf("corpus of %d webhooks posted and on both replicas in %s", answered.Load(), time.Since(start).Round(time.Millisecond))
 	rep, err := reader.Pass(openedFor(t, reader))
 	if err != nil {
 		t.Fatal(err)
