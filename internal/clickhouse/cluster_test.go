@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 	"github.com/ottu-recon/ottu-recon/schema"
 )
 
@@ -72,7 +72,7 @@ func TestCluster_Migrate(t *testing.T) {
 	latest := migrations[len(migrations)-1].Version
 
 	fresh := clusterDB(t)
-	lockCluster(t)
+	nettest.Lock(t, os.Getenv("CLICKHOUSE_CLUSTER_LOCK")) // a test here kills a node: not during another's ON CLUSTER DDL
 	if res, err := fresh.Migrate(ctx); err != nil || len(res.Applied) != len(migrations) {
 		t.Fatalf("fresh: %+v %v", res, err)
 	}
@@ -191,22 +191,4 @@ func watermarkFollowsReplication(t *testing.T, db *DB) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// lockCluster holds the cluster for the test (CLICKHOUSE_CLUSTER_LOCK): a
-// test that kills a node must not meet another's ON CLUSTER DDL.
-func lockCluster(t *testing.T) {
-	t.Helper()
-	path := os.Getenv("CLICKHOUSE_CLUSTER_LOCK")
-	if path == "" {
-		return
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() })
 }

@@ -155,7 +155,7 @@ func Probe(ctx context.Context, url string) error {
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", url, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{Timeout: 3 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", url, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/ingest"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 	"github.com/ottu-recon/ottu-recon/internal/ottusim"
 )
 
@@ -58,7 +59,7 @@ func TestCluster_Daemons(t *testing.T) {
 		}
 		t.Skip("no cluster: run under scripts/clickhouse-cluster.sh run")
 	}
-	lockCluster(t)
+	nettest.Lock(t, os.Getenv("CLICKHOUSE_CLUSTER_LOCK")) // a test here kills a node: not during another's ON CLUSTER DDL
 	nodes := strings.Split(addrs, ",")
 	ns := natstest.MustOpenServer(t, "", "")
 	database := fmt.Sprintf("ottu_cluster_daemons_%d", time.Now().UnixNano()%1e9)
@@ -215,22 +216,4 @@ func openedFor(t *testing.T, m *Main) context.Context {
 	}
 	t.Cleanup(func() { _ = m.DB().Close() })
 	return context.Background()
-}
-
-// lockCluster holds the cluster for the test (CLICKHOUSE_CLUSTER_LOCK): a
-// test that kills a node must not meet another's ON CLUSTER DDL.
-func lockCluster(t *testing.T) {
-	t.Helper()
-	path := os.Getenv("CLICKHOUSE_CLUSTER_LOCK")
-	if path == "" {
-		return
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() })
 }
