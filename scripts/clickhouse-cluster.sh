@@ -168,8 +168,10 @@ start_node() {
   local offset
   offset=$(cat "$d/log.offset" 2>/dev/null || echo 0)
   for _ in $(seq 1 300); do
+    # A node already running has its DDL worker going; one launched here must
+    # say so in its log (since its start).
     if q "$port" "SELECT 1" >/dev/null && q "$port" "SELECT count() FROM system.zookeeper WHERE path = '/'" >/dev/null &&
-      { tail -c +"$((offset + 1))" "$d/log/clickhouse-server.log" 2>/dev/null || true; } | grep -q 'DDLWorker: Processing tasks'; then
+      { [ "$launches" -eq 0 ] || { tail -c +"$((offset + 1))" "$d/log/clickhouse-server.log" 2>/dev/null || true; } | grep -q 'DDLWorker: Processing tasks'; }; then
       return 0
     fi
     if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
