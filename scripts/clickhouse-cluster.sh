@@ -25,6 +25,8 @@ nodes=(1 2)
 cluster=ottu
 
 log() { printf 'clickhouse-cluster.sh: %s\n' "$*" >&2; }
+# shellcheck source=scripts/clickhouse-config.sh
+. "$root/scripts/clickhouse-config.sh"
 node_port() { echo $((base + ($1 - 1) * 100)); }
 
 install() {
@@ -79,34 +81,11 @@ CFG
 }
 
 write_node_config() { # N
-  local n=$1 d="$dir/node$1" port
+  local n=$1 port
   port=$(node_port "$1")
-  mkdir -p "$d"/{data,tmp,user_files,format_schemas,log}
-  cat >"$d/config.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-  <logger>
-    <level>debug</level>
-    <log>$d/log/clickhouse-server.log</log>
-    <errorlog>$d/log/clickhouse-server.err.log</errorlog>
-    <size>10M</size>
-    <count>2</count>
-  </logger>
-  <listen_host>127.0.0.1</listen_host>
+  ch_write_config "$dir/node$n" debug "$port" "$((port + 1))" 2000000000 "
   <interserver_http_host>127.0.0.1</interserver_http_host>
-  <tcp_port>$port</tcp_port>
-  <http_port>$((port + 1))</http_port>
   <interserver_http_port>$((port + 2))</interserver_http_port>
-  <path>$d/data/</path>
-  <tmp_path>$d/tmp/</tmp_path>
-  <user_files_path>$d/user_files/</user_files_path>
-  <format_schema_path>$d/format_schemas/</format_schema_path>
-  <users_config>$d/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <timezone>UTC</timezone>
-  <mark_cache_size>268435456</mark_cache_size>
-  <max_concurrent_queries>200</max_concurrent_queries>
   <zookeeper>
     <node><host>127.0.0.1</host><port>$zk_port</port></node>
     <session_timeout_ms>30000</session_timeout_ms>
@@ -122,25 +101,7 @@ write_node_config() { # N
         <replica><host>127.0.0.1</host><port>$(node_port 2)</port></replica>
       </shard>
     </$cluster>
-  </remote_servers>
-</yandex>
-XML
-  cat >"$d/users.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-  <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
-  <users>
-    <default>
-      <password></password>
-      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-      <profile>default</profile>
-      <quota>default</quota>
-    </default>
-  </users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
-    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
-</yandex>
-XML
+  </remote_servers>"
 }
 
 q() { clickhouse-client --host 127.0.0.1 --port "$1" --query "$2" 2>/dev/null; }

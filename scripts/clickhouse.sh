@@ -19,6 +19,8 @@ http_port=$((port + 1))
 pidfile="$dir/clickhouse.pid"
 
 log() { printf 'clickhouse.sh: %s\n' "$*" >&2; }
+# shellcheck source=scripts/clickhouse-config.sh
+. "$root/scripts/clickhouse-config.sh"
 
 reachable() { # host:port
   local host=${1%:*} p=${1##*:}
@@ -43,48 +45,7 @@ install_server() {
 }
 
 write_config() {
-  mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
-  cat >"$dir/config.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-  <logger>
-    <level>warning</level>
-    <log>$dir/log/clickhouse-server.log</log>
-    <errorlog>$dir/log/clickhouse-server.err.log</errorlog>
-    <size>10M</size>
-    <count>2</count>
-  </logger>
-  <listen_host>127.0.0.1</listen_host>
-  <tcp_port>$port</tcp_port>
-  <http_port>$http_port</http_port>
-  <path>$dir/data/</path>
-  <tmp_path>$dir/tmp/</tmp_path>
-  <user_files_path>$dir/user_files/</user_files_path>
-  <format_schema_path>$dir/format_schemas/</format_schema_path>
-  <users_config>$dir/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <timezone>UTC</timezone>
-  <mark_cache_size>268435456</mark_cache_size>
-  <max_concurrent_queries>200</max_concurrent_queries>
-</yandex>
-XML
-  cat >"$dir/users.xml" <<XML
-<?xml version="1.0"?>
-<yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users>
-    <default>
-      <password></password>
-      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-      <profile>default</profile>
-      <quota>default</quota>
-    </default>
-  </users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
-    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
-</yandex>
-XML
+  ch_write_config "$dir" warning "$port" "$http_port" 4000000000
 }
 
 start() {

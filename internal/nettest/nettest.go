@@ -9,6 +9,7 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // FreePort returns a loopback port nothing listens on (at the time asked).
@@ -36,7 +37,7 @@ func FreeAddr(tb testing.TB) string {
 // Get fetches url and returns the status and body.
 func Get(tb testing.TB, url string) (int, string) {
 	tb.Helper()
-	resp, err := http.Get(url)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(url)
 	if err != nil {
 		tb.Fatal(err)
 	}
