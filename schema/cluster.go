@@ -10,12 +10,13 @@ var (
 	createTable = regexp.MustCompile(`(?s)^(CREATE TABLE IF NOT EXISTS [^\s(]+)\s*\(`)
 	engine      = regexp.MustCompile(`ENGINE = ((?:Replacing|Summing|Aggregating|Collapsing)?MergeTree)(?:\(([^)]*)\))?`)
 	createView  = regexp.MustCompile(`(?s)^(CREATE VIEW IF NOT EXISTS \S+) AS\b`)
+	createMV    = regexp.MustCompile(`(?s)^(CREATE MATERIALIZED VIEW IF NOT EXISTS \S+) TO\b`)
 	alterTable  = regexp.MustCompile(`(?s)^(ALTER TABLE \S+) `)
 	dropTable   = regexp.MustCompile(`(?s)^(DROP TABLE IF EXISTS \S+)$`)
 )
 
 // OnCluster rewrites a schema statement for a ClickHouse cluster
-// (CLICKHOUSE_CLUSTER): tables, views, ALTERs and DROPs run ON CLUSTER, and
+// (CLICKHOUSE_CLUSTER): tables, views (materialized too), ALTERs and DROPs run ON CLUSTER, and
 // every MergeTree-family table becomes its Replicated* twin, replicated under
 // /clickhouse/tables/{shard}/<database>/<table> with the server's {replica}
 // macro. Other statements (OPTIMIZE, which a replicated table replicates
@@ -36,6 +37,10 @@ func OnCluster(stmt, cluster, database string) string {
 			}
 			return "ENGINE = Replicated" + m[1] + "(" + args + ")"
 		})
+	case createMV.MatchString(stmt):
+		// Each node's view writes what is inserted on that node into its
+		// replicated target, which replicates it.
+		return createMV.ReplaceAllString(stmt, "${1}"+on+" TO")
 	case createView.MatchString(stmt):
 		return createView.ReplaceAllString(stmt, "${1}"+on+" AS")
 	case alterTable.MatchString(stmt):

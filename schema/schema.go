@@ -25,12 +25,33 @@ import (
 //go:embed *.sql
 var files embed.FS
 
-// Migration is one numbered file.
+const backfillSuffix = ".backfill.sql"
+
+// Migration is one numbered file, and its backfill if it has one.
 type Migration struct {
 	Version    int
 	Name       string
 	Statements []string
+	// Backfill is what NNNN_name.backfill.sql writes for the rows stored
+	// before the migration's materialized views existed: statements that
+	// each read one partition of one event table (Partition).
+	Backfill []Backfill
 }
+
+// Backfill is one statement of a backfill file: it reads the partition
+// {partition} (toYYYYMM(received_at)) of Source, a table partitioned by
+// month of received_at.
+type Backfill struct {
+	Source    string
+	Statement string
+}
+
+// Partition returns the statement for one partition.
+func (b Backfill) Partition(p uint32) string {
+	return strings.ReplaceAll(b.Statement, "{partition}", strconv.FormatUint(uint64(p), 10))
+}
+
+var backfillSource = regexp.MustCompile("(?s)\\bFROM `(?:[^`\\\\]|\\\\.)*`\\.([A-Za-z_][A-Za-z0-9_]*)\\b")
 
 // Migrations returns the migrations in version order, with {db} replaced.
 func Migrations(database string) ([]Migration, error) {
@@ -41,6 +62,9 @@ func Migrations(database string) ([]Migration, error) {
 	sort.Strings(names)
 	var out []Migration
 	for _, name := range names {
+		if strings.HasSuffix(name, backfillSuffix) {
+			continue // read with its migration
+		}
 		num, _, ok := strings.Cut(name, "_")
 		version, err := strconv.Atoi(num)
 		if !ok || err != nil {
@@ -53,6 +77,16 @@ func Migrations(database string) ([]Migration, error) {
 		m := Migration{Version: version, Name: name}
 		for _, stmt := range split(string(b)) {
 			m.Statements = append(m.Statements, strings.ReplaceAll(stmt, "{db}", quoteIdent(database)))
+		}
+		if b, err := files.ReadFile(strings.TrimSuffix(name, ".sql") + backfillSuffix); err == nil {
+			for _, stmt := range split(string(b)) {
+				stmt = strings.ReplaceAll(stmt, "{db}", quoteIdent(database))
+				src := backfillSource.FindStringSubmatch(stmt)
+				if src == nil || !strings.Contains(stmt, "{partition}") {
+					return nil, fmt.Errorf("schema file %s: a backfill statement must read FROM {db}.table WHERE ... {partition}", name)
+				}
+				m.Backfill = append(m.Backfill, Backfill{Source: src[1], Statement: stmt})
+			}
 		}
 		if len(out) > 0 && out[len(out)-1].Version == version {
 			return nil, fmt.Errorf("schema files %s and %s share version %d", out[len(out)-1].Name, name, version)

@@ -119,3 +119,51 @@ func TestQualify(t *testing.T) {
 		t.Errorf("replication path of a qualified table: %q", got)
 	}
 }
+
+// TestBackfills pins each backfill statement to a materialized view of its
+// migration: the same SELECT into the same table, with only the partition's
+// condition added, so that the rows stored before the view existed are
+// indexed exactly as the view indexes the rows stored after.
+func TestBackfills(t *testing.T) {
+	ms, err := Migrations("db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mv := regexp.MustCompile("(?s)^CREATE MATERIALIZED VIEW IF NOT EXISTS \\S+ TO (\\S+) AS\\s+(.*)$")
+	insert := regexp.MustCompile(`(?s)^INSERT INTO (\S+) \([^)]*\)\s+(.*)$`)
+	partition := regexp.MustCompile(`\s*(WHERE|AND) toYYYYMM\(received_at\) = \{partition\}$`)
+	norm := func(s string) string { return strings.Join(strings.Fields(s), " ") }
+	found := 0
+	for _, m := range ms {
+		views := map[string]bool{}
+		for _, s := range m.Statements {
+			if v := mv.FindStringSubmatch(s); v != nil {
+				views[v[1]+" "+norm(v[2])] = true
+			}
+		}
+		if len(views) > 0 && len(m.Backfill) != len(views) {
+			t.Errorf("%s: %d materialized views, %d backfill statements", m.Name, len(views), len(m.Backfill))
+		}
+		for _, b := range m.Backfill {
+			found++
+			in := insert.FindStringSubmatch(b.Statement)
+			if in == nil {
+				t.Errorf("%s: backfill is not an INSERT ... SELECT: %q", m.Name, b.Statement)
+				continue
+			}
+			sel := partition.ReplaceAllString(in[2], "") // a view's own WHERE stays
+			if sel == in[2] {
+				t.Errorf("%s: backfill does not end with its partition's condition: %q", m.Name, b.Statement)
+			}
+			if !views[in[1]+" "+norm(sel)] {
+				t.Errorf("%s: backfill into %s is no view's SELECT:\n%s", m.Name, in[1], norm(sel))
+			}
+			if got := b.Partition(202611); strings.Contains(got, "{partition}") || !strings.Contains(got, "= 202611") {
+				t.Errorf("%s: partition not substituted: %q", m.Name, got)
+			}
+		}
+	}
+	if found == 0 {
+		t.Fatal("no backfill statements")
+	}
+}

@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	m := reconcile.NewMain(cfg, logger)
 	switch args[0] {
 	case "migrate":
-		res, err := m.DB().Migrate(ctx)
+		res, err := m.Migrate(ctx)
 		if err != nil {
 			return err
 		}

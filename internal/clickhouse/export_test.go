@@ -1,5 +1,7 @@
 package clickhouse
 
+import "context"
+
 // SetChunkSessions makes an incremental pass read at most n parents at a time.
 func SetChunkSessions(s *Store, n int) { s.chunkSessions = n }
 
@@ -10,3 +12,11 @@ const (
 )
 
 var SeverityRankSQL = severityRank
+
+// ChangeIndexUsed tells whether the store's last incremental selection read
+// the change indexes.
+func (s *Store) ChangeIndexUsed() bool { return s.changeIndex.Load() }
+
+// MigrateTo applies the migrations up to version (a database as an earlier
+// release left it).
+func MigrateTo(ctx context.Context, db *DB, version int) (MigrateResult, error) { return db.migrate(ctx, version) }

@@ -28,11 +28,19 @@ const (
 	// DefaultChunkRows is how many deliveries a chunk of a full pass holds,
 	// about: the boundaries come from a sample.
 	DefaultChunkRows = 100_000
-	// defaultChunkSessions bounds a chunk of an incremental pass (a list of
-	// session_ids sent in the query text, which ClickHouse caps at 256 KiB).
-	defaultChunkSessions = 2000
-	chunkSessionsBytes   = 96 << 10
+	// defaultChunkSessions bounds a chunk of an incremental pass: a list of
+	// session_ids sent in the query text (listQuerySize raises ClickHouse's
+	// 256 KiB cap on a query for these). One query per table reads the
+	// whole chunk: each query has a cost of its own, whatever it reads.
+	defaultChunkSessions = 20_000
+	chunkSessionsBytes   = 2 << 20
+	listQuerySize        = 3 << 20
 )
+
+// withLists lets a query carry a chunk's list of keys (max_query_size).
+func withLists(ctx context.Context) context.Context {
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_query_size": listQuerySize}))
+}
 
 // chunk is a set of parents read together: a range of session_ids [lo, hi)
 // (an empty bound is open), or a list of them.
@@ -72,7 +80,12 @@ func (c chunk) cond(column string) (string, []any) {
 // Parents streams the selected parents in session_id order, a chunk at a
 // time.
 func (s *Store) Parents(ctx context.Context, sel ledger.Selection, fn func(*ledger.Parent) error) error {
-	shared, err := s.sharedRefs(ctx, sel)
+	ctx = withLists(ctx)
+	indexed, err := s.indexed(ctx)
+	if err != nil {
+		return err
+	}
+	shared, err := s.sharedRefs(ctx, sel, indexed)
 	if err != nil {
 		return err
 	}
@@ -80,7 +93,7 @@ func (s *Store) Parents(ctx context.Context, sel ledger.Selection, fn func(*ledg
 	if sel.All {
 		chunks, err = s.ranges(ctx)
 	} else {
-		chunks, err = s.candidateChunks(ctx, sel)
+		chunks, err = s.candidateChunks(ctx, sel, indexed)
 	}
 	if err != nil {
 		return err
@@ -141,13 +154,31 @@ ORDER BY session_id`, rate))
 	return append(chunks, chunk{lo: lo}), nil
 }
 
+// ChangeIndexVersion is the schema version whose indexes (parent_changes,
+// parent_keys) an incremental pass reads once their backfill is complete.
+const ChangeIndexVersion = 10
+
+// indexed tells whether the change indexes are complete; once they are, they
+// stay so.
+func (s *Store) indexed(ctx context.Context) (bool, error) {
+	if s.changeIndex.Load() {
+		return true, nil
+	}
+	ok, err := s.DB.BackfillComplete(ctx, ChangeIndexVersion)
+	if err != nil {
+		return false, err
+	}
+	s.changeIndex.Store(ok)
+	return ok, nil
+}
+
 // candidateChunks lists the parents sel selects, in order, in chunks.
-func (s *Store) candidateChunks(ctx context.Context, sel ledger.Selection) ([]chunk, error) {
-	union, args, err := candidates(sel)
+func (s *Store) candidateChunks(ctx context.Context, sel ledger.Selection, indexed bool) ([]chunk, error) {
+	union, args, err := candidates(sel, indexed)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.DB.conn.Query(ctx, "SELECT key FROM ("+union+") AS candidates GROUP BY key ORDER BY key", args...)
+	rows, err := s.DB.conn.Query(ctx, "SELECT candidate FROM ("+union+") AS candidates GROUP BY candidate ORDER BY candidate", args...)
 	if err != nil {
 		return nil, fmt.Errorf("query the parents to evaluate: %w", err)
 	}
@@ -173,43 +204,49 @@ func (s *Store) candidateChunks(ctx context.Context, sel ledger.Selection) ([]ch
 	return chunks, nil
 }
 
-// candidates returns a query of the parents (column key) an incremental
-// selection keeps, and its args.
-func candidates(sel ledger.Selection) (string, []any, error) {
+// candidates returns a query of the parents (column candidate) an incremental
+// selection keeps, and its args. With the change indexes (indexed), every
+// part reads a range of an index or of a small table: what it costs follows
+// what changed, not the history. Without them (a database whose backfill is
+// not complete yet) it scans columns of the event tables.
+func candidates(sel ledger.Selection, indexed bool) (string, []any, error) {
 	since := sel.StoredSince.UTC()
-	conds := map[string][]string{"payment_events": {"stored_at >= ?"}, "operation_events": {"stored_at >= ?"}}
-	args := map[string][]any{"payment_events": {since}, "operation_events": {since}}
+	var parts []string
+	var args []any
+	add := func(q string, a ...any) { parts, args = append(parts, q), append(args, a...) }
+	if indexed {
+		add("SELECT session_id AS candidate FROM parent_changes WHERE kind = 'payment' AND at >= ?", since)
+		add("SELECT session_id AS candidate FROM parent_changes WHERE kind = 'operation' AND at >= ?", since)
+	} else {
+		add("SELECT session_id AS candidate FROM payment_events WHERE stored_at >= ?", since)
+		add("SELECT session_id AS candidate FROM operation_events WHERE stored_at >= ?", since)
+	}
 	for _, w := range sel.Windows {
 		a, ok := anchorSQL[w.Anchor]
 		if !ok {
 			return "", nil, fmt.Errorf("no query for anchor %s", w.Anchor)
 		}
-		conds[a.table] = append(conds[a.table], "("+a.cond+")")
-		args[a.table] = append(args[a.table], w.From.UTC(), w.To.UTC())
-	}
-	// A SELECT per condition, not one with ORs: each reads only its own
-	// columns, the cheapest first.
-	var parts []string
-	var all []any
-	for _, table := range []string{"payment_events", "operation_events"} {
-		a := args[table]
-		for _, c := range conds[table] {
-			parts = append(parts, "SELECT session_id AS key FROM "+table+" WHERE "+c)
-			n := strings.Count(c, "?")
-			all, a = append(all, a[:n]...), a[n:]
+		// A SELECT per condition, not one with ORs: each reads only its
+		// own columns. The received_at windows read a month or two of the
+		// event tables (their partitions); the others, a range of the index.
+		if indexed && a.index != "" {
+			add("SELECT session_id AS candidate FROM parent_changes WHERE kind = '"+a.index+"' AND at >= ? AND at <= ?", w.From.UTC(), w.To.UTC())
+			continue
 		}
+		add("SELECT session_id AS candidate FROM "+a.table+" WHERE "+a.cond, w.From.UTC(), w.To.UTC())
 	}
-	parts = append(parts,
-		"SELECT "+unreadableKey+" AS key FROM unreadable_webhooks WHERE stored_at >= ?",
-		"SELECT session_id AS key FROM payment_events WHERE order_no IN (SELECT order_no FROM merchant_orders WHERE inserted_at >= ?)",
-		"SELECT session_id AS key FROM findings WHERE status = 'open'",
-		"SELECT session_id AS key FROM ottu_inquiries WHERE asked_at >= ?")
-	all = append(all, since, since, since)
+	add("SELECT "+unreadableKey+" AS candidate FROM unreadable_webhooks WHERE stored_at >= ?", since)
+	if indexed {
+		add("SELECT session_id AS candidate FROM parent_keys WHERE key_kind = 'order_no' AND key IN (SELECT order_no FROM merchant_orders WHERE inserted_at >= ?)", since)
+	} else {
+		add("SELECT session_id AS candidate FROM payment_events WHERE order_no IN (SELECT order_no FROM merchant_orders WHERE inserted_at >= ?)", since)
+	}
+	add("SELECT session_id AS candidate FROM findings WHERE status = 'open'")
+	add("SELECT session_id AS candidate FROM ottu_inquiries WHERE asked_at >= ?", since)
 	if len(sel.Sessions) > 0 {
-		parts = append(parts, "SELECT arrayJoin(?) AS key")
-		all = append(all, sel.Sessions)
+		add("SELECT arrayJoin(?) AS candidate", sel.Sessions)
 	}
-	return strings.Join(parts, "\n\tUNION ALL "), all, nil
+	return strings.Join(parts, "\n\tUNION ALL "), args, nil
 }
 
 // sharedQuery finds the signed references (a payment attempt's or an
@@ -241,28 +278,50 @@ const sharedByHash = `cityHash64(reference_number) IN (
 			GROUP BY h
 		) AS hashed WHERE lo != hi)`
 
+// sharedByIndex is sharedQuery over parent_keys: the parents of the
+// references %[2]s picks, read from the index's range of each reference
+// rather than from a scan of the event table.
+const sharedByIndex = `
+SELECT parent, key, n, arraySlice(sessions, 1, 20)
+FROM (
+	SELECT key, arraySort(groupUniqArray(session_id)) AS sessions, length(sessions) AS n
+	FROM parent_keys
+	WHERE key_kind = '%[1]s' AND key IN (%[2]s)
+	GROUP BY key
+	HAVING n > 1
+) AS shared
+ARRAY JOIN sessions AS parent`
+
 // sharedRefs returns, per parent, the signed references it shares with
 // another parent: every such reference in a full pass; in an incremental
 // one, those that may have changed since the last (ledger.ReplayedWebhook is
 // the one rule that reads them).
-func (s *Store) sharedRefs(ctx context.Context, sel ledger.Selection) (map[string][]ledger.Shared, error) {
+func (s *Store) sharedRefs(ctx context.Context, sel ledger.Selection, indexed bool) (map[string][]ledger.Shared, error) {
 	out := map[string][]ledger.Shared{}
 	for _, t := range []struct{ kind, table string }{{"payment", "payment_events"}, {"operation", "operation_events"}} {
-		filter, args := fmt.Sprintf(sharedByHash, t.table), []any(nil)
+		query, args := fmt.Sprintf(sharedQuery, t.table, fmt.Sprintf(sharedByHash, t.table)), []any(nil)
 		if !sel.All {
 			// A reference becomes shared only when a delivery of it is
 			// stored; a parent that shared one before has an open
 			// REPLAYED_WEBHOOK finding (it stays open while shared).
-			filter = "reference_number IN (SELECT reference_number FROM " + t.table + ` WHERE stored_at >= ?
-				OR session_id IN (SELECT session_id FROM findings WHERE status = 'open' AND code = ?)`
+			refs := "SELECT reference_number FROM " + t.table + " WHERE stored_at >= ?"
+			if indexed {
+				refs = "SELECT reference_number FROM parent_changes WHERE kind = '" + t.kind + "' AND at >= ?"
+			}
+			refs += "\n\t\tUNION ALL SELECT reference_number FROM " + t.table +
+				" WHERE session_id IN (SELECT session_id FROM findings WHERE status = 'open' AND code = ?)"
 			args = []any{sel.StoredSince.UTC(), string(ledger.ReplayedWebhook)}
 			if len(sel.Sessions) > 0 { // the parents the last pass could not read
-				filter += " OR session_id IN ?"
+				refs += "\n\t\tUNION ALL SELECT reference_number FROM " + t.table + " WHERE session_id IN ?"
 				args = append(args, chunk{sessions: sel.Sessions}.set())
 			}
-			filter += ")"
+			if indexed {
+				query = fmt.Sprintf(sharedByIndex, t.kind+"_reference", refs)
+			} else {
+				query = fmt.Sprintf(sharedQuery, t.table, "reference_number IN ("+refs+")")
+			}
 		}
-		rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(sharedQuery, t.table, filter), args...)
+		rows, err := s.DB.conn.Query(ctx, query, args...)
 		if err != nil {
 			return nil, fmt.Errorf("query shared references: %w", err)
 		}
@@ -400,17 +459,18 @@ PREWHERE `+where, args...)
 }
 
 // streamOrders reads the merchant order (the latest row of each order_no) of
-// the chunk's parents.
-func (s *Store) streamOrders(ctx context.Context, c chunk, f *ledger.Fold) error {
-	if !f.WantsOrders() {
+// the chunk's parents, by the order_nos the fold found.
+func (s *Store) streamOrders(ctx context.Context, _ chunk, f *ledger.Fold) error {
+	orders := f.OrderNos()
+	if len(orders) == 0 {
 		return nil
 	}
-	where, args := c.cond("session_id")
+	slices.Sort(orders)
 	rows, err := s.DB.conn.Query(ctx, `
 SELECT order_no, argMax(amount, updated_at), argMax(currency_code, updated_at)
 FROM merchant_orders
-WHERE order_no IN (SELECT order_no FROM payment_events WHERE `+where+`)
-GROUP BY order_no`, args...)
+WHERE order_no IN ?
+GROUP BY order_no`, chunk{sessions: orders}.set())
 	if err != nil {
 		return fmt.Errorf("query merchant orders: %w", err)
 	}

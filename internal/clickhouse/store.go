@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
@@ -19,7 +20,8 @@ type Store struct {
 	// (DefaultChunkRows when 0).
 	ChunkRows int
 
-	chunkSessions int // parents a chunk of an incremental pass holds at most (tests)
+	chunkSessions int         // parents a chunk of an incremental pass holds at most (tests)
+	changeIndex   atomic.Bool // the change indexes are complete (ChangeIndexVersion)
 
 	lastVersion uint64
 }
@@ -220,13 +222,15 @@ func sqlStrings(xs []string) string {
 // anchorSQL maps each anchor of the ledger's time-based rules to the rows
 // that carry it: a table, and a condition with two placeholders (the window).
 // The states come from package events.
-var anchorSQL = map[ledger.Anchor]struct{ table, cond string }{
-	ledger.AnchorPaymentReceived:   {"payment_events", "received_at >= ? AND received_at <= ?"},
-	ledger.AnchorOperationReceived: {"operation_events", "received_at >= ? AND received_at <= ?"},
+// index is parent_changes' kind for the same anchor (schema 10; its views
+// write the rows under the same condition: TestAnchorIndex).
+var anchorSQL = map[ledger.Anchor]struct{ table, cond, index string }{
+	ledger.AnchorPaymentReceived:   {"payment_events", "received_at >= ? AND received_at <= ?", ""},
+	ledger.AnchorOperationReceived: {"operation_events", "received_at >= ? AND received_at <= ?", ""},
 	ledger.AnchorAuthorized: {"payment_events",
-		"state = " + sqlString(events.StateAuthorized) + " AND timestamp_utc >= ? AND timestamp_utc <= ?"},
+		"state = " + sqlString(events.StateAuthorized) + " AND timestamp_utc >= ? AND timestamp_utc <= ?", "authorized"},
 	ledger.AnchorRefundQueued: {"operation_events",
-		"txn_state IN (" + sqlStrings(events.RefundQueuedSpellings) + ") AND timestamp_utc >= ? AND timestamp_utc <= ?"},
+		"txn_state IN (" + sqlStrings(events.RefundQueuedSpellings) + ") AND timestamp_utc >= ? AND timestamp_utc <= ?", "refund_queued"},
 }
 
 // inquiryCandidatesQuery picks the parents to ask Ottu about: an open

@@ -122,11 +122,25 @@ func TestStore_Selection(t *testing.T) {
 	}
 
 	sel := ledger.Selection{StoredSince: watermark, Windows: ledger.Windows(cfg, last.Add(ledger.Margin), now), Sessions: []string{"retry-me"}}
-	got := selected(t, store, sel)
 	want := []string{"changed", "grace-crossing", "late-stored", "open-finding", "ordered", "orphan-crossing", "retry-me",
 		"stale-crossing", "stuck-crossing", "unreadable-parent"}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("incremental: got %v, want %v", got, want)
+	if got := selected(t, store, sel); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("incremental, from the change indexes: got %v, want %v", got, want)
+	}
+	if !store.ChangeIndexUsed() {
+		t.Fatal("the change indexes are complete and were not used")
+	}
+	// The same, before the change indexes are complete (a database whose
+	// backfill is still running): from the event tables.
+	if err := db.Conn().Exec(context.Background(), "TRUNCATE TABLE schema_backfills"); err != nil {
+		t.Fatal(err)
+	}
+	before := &clickhouse.Store{DB: db}
+	if got := selected(t, before, sel); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("incremental, from the event tables: got %v, want %v", got, want)
+	}
+	if before.ChangeIndexUsed() {
+		t.Fatal("the change indexes were used before their backfill was complete")
 	}
 	if got := selected(t, store, ledger.Selection{All: true}); len(got) != 13 {
 		t.Fatalf("full: got %d parents %v, want 13", len(got), got)
@@ -351,7 +365,18 @@ func TestStore_SharedStaysShared(t *testing.T) {
 	clock := time.Now().UTC()
 	r := &ledger.Reconciler{Store: store, Now: func() time.Time { return clock }, FullEvery: 24 * time.Hour,
 		Config: ledger.Config{Grace: 10 * time.Minute, StaleAuthorization: 168 * time.Hour, StuckRefund: 48 * time.Hour}}
-	for pass := range 3 { // full, then two incremental passes with nothing stored
+	for pass := range 5 { // full, then incremental passes with nothing stored
+		if pass == 3 {
+			// The last two as before the change indexes were complete:
+			// from the event tables.
+			if !store.ChangeIndexUsed() {
+				t.Fatal("the change indexes are complete and were not used")
+			}
+			if err := db.Conn().Exec(ctx, "TRUNCATE TABLE schema_backfills"); err != nil {
+				t.Fatal(err)
+			}
+			r.Store = &clickhouse.Store{DB: db}
+		}
 		rep, err := r.Run(ctx)
 		if err != nil {
 			t.Fatal(err)

@@ -226,6 +226,16 @@ func (f *Fold) AddOperation(r *OperationRow) {
 // then are merchant orders worth reading.
 func (f *Fold) WantsOrders() bool { return len(f.orders()) > 0 }
 
+// OrderNos lists the order_nos of the parents folded so far, whose
+// merchant orders the rules compare (AddOrder), in no particular order.
+func (f *Fold) OrderNos() []string {
+	out := make([]string, 0, len(f.orders()))
+	for o := range f.orders() {
+		out = append(out, o)
+	}
+	return out
+}
+
 func (f *Fold) orders() map[string][]*Parent {
 	if f.byOrder == nil {
 		f.byOrder = map[string][]*Parent{}

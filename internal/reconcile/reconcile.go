@@ -258,7 +258,11 @@ func (m *Main) run(ctx context.Context) {
 	m.ready.Store(true)
 	close(m.readyCh)
 	log.Info().Msg("connected to ClickHouse and the stream; storing webhooks")
-	m.wg.Add(1)
+	m.wg.Add(2)
+	go func() {
+		defer m.wg.Done()
+		m.backfill(ctx)
+	}()
 	go func() {
 		defer m.wg.Done()
 		m.lease.Run(ctx)
@@ -516,10 +520,50 @@ func (m *Main) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Migrate creates or upgrades the schema, then fills the indexes a
+// migration added for the rows stored before it (clickhouse.DB.Backfill),
+// logging each partition: `reconcile migrate`.
+func (m *Main) Migrate(ctx context.Context) (clickhouse.MigrateResult, error) {
+	res, err := m.db.Migrate(ctx)
+	if err != nil {
+		return res, err
+	}
+	return res, m.db.Backfill(ctx, m.logBackfill)
+}
+
+func (m *Main) logBackfill(p clickhouse.BackfillProgress) {
+	log := m.component("migrate")
+	if p.Source == "" {
+		log.Info().Int("version", p.Version).Msg("backfill complete")
+		return
+	}
+	log.Info().Int("version", p.Version).Str("table", p.Source).Uint32("partition", p.Partition).
+		Uint64("rows", p.Rows).Dur("took", p.Took).Msg("backfilled a partition")
+}
+
+// backfill runs clickhouse.DB.Backfill beside storing, again after a
+// failure, until it is complete or ctx ends: until then passes find changes
+// without the new indexes.
+func (m *Main) backfill(ctx context.Context) {
+	log := m.component("migrate")
+	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+		err := m.db.Backfill(ctx, m.logBackfill)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		log.Warn().Err(err).Dur("retry_in", wait).Msg("backfill failed; passes find changes without its index meanwhile")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
 // RunOnce migrates, runs one pass (alerts included) and returns its error:
 // only a failed pass is an error, not a failed alert.
 func (m *Main) RunOnce(ctx context.Context) error {
-	if _, err := m.db.Migrate(ctx); err != nil {
+	if _, err := m.Migrate(ctx); err != nil {
 		return err
 	}
 	if err := m.db.Open(ctx); err != nil {

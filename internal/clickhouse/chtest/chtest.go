@@ -62,6 +62,9 @@ func MustOpenDB(tb testing.TB, addrs ...string) *clickhouse.DB {
 	if _, err := db.Migrate(ctx); err != nil {
 		tb.Fatalf("migrate: %v", err)
 	}
+	if err := db.Backfill(ctx, nil); err != nil {
+		tb.Fatalf("backfill: %v", err)
+	}
 	if err := db.Open(ctx); err != nil {
 		tb.Fatalf("open: %v", err)
 	}
