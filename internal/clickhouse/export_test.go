@@ -19,4 +19,6 @@ func (s *Store) ChangeIndexUsed() bool { return s.changeIndex.Load() }
 
 // MigrateTo applies the migrations up to version (a database as an earlier
 // release left it).
-func MigrateTo(ctx context.Context, db *DB, version int) (MigrateResult, error) { return db.migrate(ctx, version) }
+func MigrateTo(ctx context.Context, db *DB, version int) (MigrateResult, error) {
+	return db.migrate(ctx, version)
+}
