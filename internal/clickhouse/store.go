@@ -22,6 +22,7 @@ type Store struct {
 
 	chunkSessions int         // parents a chunk of an incremental pass holds at most (tests)
 	changeIndex   atomic.Bool // the change indexes are complete (ChangeIndexVersion)
+	lists         atomic.Uint64
 
 	lastVersion uint64
 }
