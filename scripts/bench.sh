@@ -19,17 +19,25 @@
 #                      clickhouse-go batch inserts (10,000 rows a batch) of the
 #                      very rows it stored (yardstick sink)
 #
-# The history (PARENTS, default 1,000,000 parents, each with 2 payment
-# deliveries and 3 operations) is generated inside ClickHouse (INSERT ...
-# SELECT FROM numbers: seconds, not hours). WEBHOOKS (default 50,000) is
-# the size of the ingest run and of the sink's backlog. Needs a ClickHouse
-# (scripts/clickhouse.sh run sets one up).
+# The history is generated inside ClickHouse (INSERT ... SELECT FROM numbers:
+# seconds, not hours), at two sizes: PARENTS (default 300,000) and GROWTH
+# (default 10) times as many, each parent with 2 payment deliveries and 3
+# operations, one parent every 50 seconds (3M parents span almost five years,
+# one partition a month), each parent's deliveries within hours of its
+# creation. The database is created as schema 9 left it, then `reconcile
+# migrate` upgrades it (the migration's time). The 10,000 changed parents
+# get a new refund each, spread evenly over the history. WEBHOOKS (default
+# 50,000) is the size of the ingest run and of the sink's backlog. Needs a
+# ClickHouse (scripts/clickhouse.sh run sets one up).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-PARENTS=${PARENTS:-1000000}
+PARENTS=${PARENTS:-300000}
+GROWTH=${GROWTH:-10}
+CHANGED=10000
 host=${CLICKHOUSE_ADDR%%,*}
 db="${BENCH_DB:-ottu_bench_$$}"
+dbs=("$db" "${db}_large" "${db}_sink")
 export CLICKHOUSE_DATABASE=$db NATS_URL=nats://127.0.0.1:1 LOG_LEVEL=error RECON_PASS_TIMEOUT=30m
 ch() { clickhouse-client --host "${host%:*}" --port "${host##*:}" --database "$db" "$@"; }
 now() { date +%s.%N; }
@@ -45,7 +53,7 @@ cleanup() {
   wait 2>/dev/null || true
   [ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"
   if [ -z "${BENCH_KEEP:-}" ]; then
-    for d in "$db" "${db}_sink"; do
+    for d in "${dbs[@]}"; do
       clickhouse-client --host "${host%:*}" --port "${host##*:}" --query "DROP DATABASE IF EXISTS $d" >/dev/null 2>&1 || true
     done
   fi
@@ -56,63 +64,94 @@ peak() { awk '/^VmHWM/ { printf "%d", $2 / 1024 }' "/proc/$1/status"; }
 command -v /usr/bin/time >/dev/null || { apt-get install -y time >/dev/null 2>&1 || (apt-get update && apt-get install -y time) >/dev/null; }
 
 go build -o bin/ ./cmd/reconcile ./cmd/ingest ./cmd/ottusim ./cmd/yardstick
-bin/reconcile migrate
+end=$(( $(date +%s) / 86400 * 86400 - 86400 )) # the history ends yesterday
 
-echo "loading $PARENTS parents ($((PARENTS * 2)) payment deliveries, $((PARENTS * 3)) operation deliveries)..." >&2
-t0=$(now)
-ch --query "INSERT INTO payment_events (delivery_id, stream_seq, received_at, stored_at, session_id, order_no, reference_number,
-  state, result, amount, currency_code, gateway_account, gateway_name, payment_type, is_sandbox, timestamp_utc, is_terminal,
-  state_rank, child_session_ids, child_states, child_amounts, child_currency_codes)
-  SELECT concat('p', toString(number)), number, toDateTime(1700000000 + number), toDateTime(1700000000 + number),
-    concat('s', toString(intDiv(number, 2))), '', concat('a', toString(number)), if(number % 2 = 0, 'pending', 'paid'),
-    'success', toDecimal128(100 + number % 1000, 8), 'KWD', 'cc', 'mpgs', 'one_off', 0, toDateTime(1700000000 + number),
-    number % 2, if(number % 2 = 0, 2, 7), [], [], [], []
-  FROM system.numbers LIMIT $((PARENTS * 2))"
-ch --query "INSERT INTO operation_events (delivery_id, stream_seq, received_at, stored_at, reference_number, session_id, order_no,
-  child_session_id, operation, source, result, success, pg_code, amount, txn_amount, txn_currency_code, txn_state, is_sandbox,
-  timestamp_utc, is_terminal, state_rank)
-  SELECT concat('o', toString(number)), number, toDateTime(1700000000 + number), toDateTime(1700000000 + number),
-    concat('op', toString(number)), concat('s', toString(intDiv(number, 3))), '', concat('c', toString(number)), 'refund',
-    'input', 'success', 1, 'cc', toDecimal128(1, 8), toDecimal128(1, 8), 'KWD', 'refunded', 0,
-    toDateTime(1700000000 + number), 1, 1
-  FROM system.numbers LIMIT $((PARENTS * 3))"
-echo "loaded in $(secs "$t0" "$(now)") s" >&2
+# load_history DB N: N parents on schema 9, then the upgrade; prints the
+# migration's seconds and the deliveries it indexed.
+load_history() {
+  local d=$1 n=$2
+  CLICKHOUSE_DATABASE=$d bin/yardstick schema-at 9
+  local t="toDateTime(toUInt32($end - $n * 50 + intDiv(number, K) * 50 + OFFSET))"
+  local p=${t//K/2} o=${t//K/3}
+  clickhouse-client --host "${host%:*}" --port "${host##*:}" --database "$d" --query "INSERT INTO payment_events (delivery_id,
+    stream_seq, received_at, stored_at, session_id, order_no, reference_number, state, result, amount, currency_code, gateway_account,
+    gateway_name, payment_type, is_sandbox, timestamp_utc, is_terminal, state_rank, child_session_ids, child_states, child_amounts,
+    child_currency_codes)
+    SELECT concat('p', toString(number)), number, ${p//OFFSET/number % 2 * 60}, ${p//OFFSET/number % 2 * 60 + 1},
+      concat('s', toString(intDiv(number, 2))), concat('o', toString(intDiv(number, 2))), concat('a', toString(number)),
+      if(number % 2 = 0, 'pending', 'paid'), 'success', toDecimal128(100 + number % 1000, 8), 'KWD', 'cc', 'mpgs', 'one_off', 0,
+      ${p//OFFSET/number % 2 * 60}, number % 2, if(number % 2 = 0, 2, 7), [], [], [], []
+    FROM system.numbers LIMIT $((n * 2))"
+  clickhouse-client --host "${host%:*}" --port "${host##*:}" --database "$d" --query "INSERT INTO operation_events (delivery_id,
+    stream_seq, received_at, stored_at, reference_number, session_id, order_no, child_session_id, operation, source, result, success,
+    pg_code, amount, txn_amount, txn_currency_code, txn_state, is_sandbox, timestamp_utc, is_terminal, state_rank)
+    SELECT concat('o', toString(number)), number, ${o//OFFSET/(number % 3 + 1) * 3600}, ${o//OFFSET/(number % 3 + 1) * 3600 + 1},
+      concat('op', toString(number)), concat('s', toString(intDiv(number, 3))), '', concat('c', toString(number)), 'refund',
+      'input', 'success', 1, 'cc', toDecimal128(1, 8), toDecimal128(1, 8), 'KWD', 'refunded', 0,
+      ${o//OFFSET/(number % 3 + 1) * 3600}, 1, 1
+    FROM system.numbers LIMIT $((n * 3))"
+  local t0
+  t0=$(now)
+  CLICKHOUSE_DATABASE=$d bin/reconcile migrate
+  echo "$(secs "$t0" "$(now)") $((n * 5))"
+}
 
-# Yardstick: the bare aggregation of the same rows.
-t0=$(now)
-ch --query "SELECT session_id, argMax(state, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)),
-  argMax(amount, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)) FROM payment_events GROUP BY session_id FORMAT Null"
-ch --query "SELECT session_id, reference_number, argMax(txn_state, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)),
-  argMax(txn_amount, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)) FROM operation_events
-  GROUP BY session_id, reference_number FORMAT Null"
-bare=$(secs "$t0" "$(now)")
-
-# The full pass, and its peak RSS.
-t0=$(now)
-/usr/bin/time -f '%M' -o "$work/bench-rss" bin/reconcile run-once
-full=$(secs "$t0" "$(now)")
-rss=$(( $(cat "$work/bench-rss") / 1024 ))
-
-# 10,000 parents change (a delivery each, stored now); the incremental pass.
-ch --query "INSERT INTO payment_events (delivery_id, stream_seq, received_at, stored_at, session_id, order_no, reference_number,
-  state, result, amount, currency_code, gateway_account, gateway_name, payment_type, is_sandbox, timestamp_utc, is_terminal,
-  state_rank, child_session_ids, child_states, child_amounts, child_currency_codes)
-  SELECT concat('q', toString(number)), 0, now(), now(), concat('s', toString(number * 97 % $PARENTS)), '', concat('b', toString(number)), 'paid', 'success',
-    toDecimal128(5, 8), 'KWD', 'cc', 'mpgs', 'one_off', 0, now(), 1, 7, [], [], [], []
-  FROM system.numbers LIMIT 10000"
-t0=$(now)
-bin/reconcile run-once
-incremental=$(secs "$t0" "$(now)")
-
+# measure DB N: the full pass against its yardstick, then the incremental pass
+# after CHANGED parents changed; sets bare_N, full_N, rss_N, inc_N, mig_N.
+measure() {
+  local d=$1 n=$2 t0 m
+  echo "loading $n parents ($((n * 2)) payment deliveries, $((n * 3)) operation deliveries) into $d, then migrating..." >&2
+  m=$(load_history "$d" "$n")
+  export CLICKHOUSE_DATABASE=$d
+  # Yardstick: the bare aggregation of the same rows (a state per parent and
+  # per operation: at 3M parents it needs more than the 4 GB a query may
+  # use on the test server, so the yardstick may use 16).
+  t0=$(now)
+  ch2() { clickhouse-client --host "${host%:*}" --port "${host##*:}" --database "$d" "$@"; }
+  ch2 --max_memory_usage=16000000000 --query "SELECT session_id, argMax(state, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)),
+    argMax(amount, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)) FROM payment_events GROUP BY session_id FORMAT Null"
+  ch2 --max_memory_usage=16000000000 --query "SELECT session_id, reference_number, argMax(txn_state, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)),
+    argMax(txn_amount, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)) FROM operation_events
+    GROUP BY session_id, reference_number FORMAT Null"
+  printf -v "bare_$n" '%s' "$(secs "$t0" "$(now)")"
+  # The full pass, and its peak RSS.
+  t0=$(now)
+  /usr/bin/time -f '%M' -o "$work/bench-rss" bin/reconcile run-once
+  printf -v "full_$n" '%s' "$(secs "$t0" "$(now)")"
+  printf -v "rss_$n" '%s' "$(( $(cat "$work/bench-rss") / 1024 ))"
+  # CHANGED parents, spread evenly over the history, get a new refund each
+  # (stored now); the incremental pass.
+  ch2 --query "INSERT INTO operation_events (delivery_id, stream_seq, received_at, stored_at, reference_number, session_id, order_no,
+    child_session_id, operation, source, result, success, pg_code, amount, txn_amount, txn_currency_code, txn_state, is_sandbox,
+    timestamp_utc, is_terminal, state_rank)
+    SELECT concat('n', toString(number)), 0, now(), now(), concat('new', toString(number)),
+      concat('s', toString(intDiv(number * $n, $CHANGED))), '', concat('cn', toString(number)), 'refund', 'input', 'success', 1, 'cc',
+      toDecimal128(1, 8), toDecimal128(1, 8), 'KWD', 'refunded', 0, now(), 1, 1
+    FROM system.numbers LIMIT $CHANGED"
+  t0=$(now)
+  bin/reconcile run-once
+  printf -v "inc_$n" '%s' "$(secs "$t0" "$(now)")"
+  printf -v "mig_$n" '%s' "$m"
+}
+large=$((PARENTS * GROWTH))
+measure "$db" "$PARENTS"
+measure "${db}_large" "$large"
+v() { local name="$1_$2"; echo "${!name}"; }
+full=$(v full "$large") bare=$(v bare "$large") rss=$(v rss "$large")
+small_inc=$(v inc "$PARENTS") large_inc=$(v inc "$large")
+read -r mig_secs mig_rows <<<"$(v mig "$large")"
+sink_db=${db}_sink
+export CLICKHOUSE_DATABASE=${db}_large
+db=${db}_large
 # One payment by session_id, and one operation by reference_number: the
 # median of 11 server-side times (clickhouse-client --time).
 median() { sort -n | awk '{ a[NR] = $1 } END { printf "%.3f", a[int((NR + 1) / 2)] }'; }
 timed() { for _ in 1 2 3 4 5 6 7 8 9 10 11; do ch --time --enable_optimize_predicate_expression=1 --query "$1 FORMAT Null" 2>&1 >/dev/null; done | median; }
-key="s$((PARENTS / 3))"
+key="s$((large / 3))"
 view=$(timed "SELECT state, amount FROM payments WHERE session_id = '$key'")
 direct=$(timed "SELECT argMax(state, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)),
     argMax(amount, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)) FROM payment_events WHERE session_id = '$key'")
-ref="op$((PARENTS / 3))"
+ref="op$((large / 3))"
 opview=$(timed "SELECT txn_state, txn_amount FROM operations WHERE reference_number = '$ref'")
 opdirect=$(timed "SELECT argMax(txn_state, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)),
     argMax(txn_amount, (is_terminal, timestamp_utc, state_rank, received_at, stream_seq)) FROM operation_events WHERE reference_number = '$ref'")
@@ -147,8 +186,8 @@ stored=$(bin/yardstick stored "http://127.0.0.1:$iport/metrics")
 
 # Sink: reconcile serve drains the backlog into a database of its own.
 rport=$(bin/yardstick port)
-export CLICKHOUSE_DATABASE=${db}_sink
-CLICKHOUSE_DATABASE=${db}_sink NATS_URL=nats://127.0.0.1:$nport RECON_LISTEN=127.0.0.1:$rport RECON_SCHEDULE="0 0 1 1 *" \
+export CLICKHOUSE_DATABASE=$sink_db
+CLICKHOUSE_DATABASE=$sink_db NATS_URL=nats://127.0.0.1:$nport RECON_LISTEN=127.0.0.1:$rport RECON_SCHEDULE="0 0 1 1 *" \
   LOG_LEVEL=info bin/reconcile serve >"$work/reconcile.log" 2>&1 &
 serve_pid=$!
 pids+=("$serve_pid")
@@ -159,13 +198,20 @@ kill "$serve_pid"
 bin/yardstick sink >"$work/sink"
 yard_sink_rate=$(awk '{ print $(NF-1) }' "$work/sink")
 
+short() { awk -v n="$1" 'BEGIN { if (n >= 1e6) printf "%gM", n / 1e6; else printf "%gk", n / 1e3 }'; }
 echo
-echo "ottu-recon bench: $PARENTS parents, $((PARENTS * 2)) payment and $((PARENTS * 3)) operation deliveries, $WEBHOOKS webhooks, ClickHouse $(ch --query 'SELECT version()'), $(nproc) cores"
+echo "ottu-recon bench: histories of $(short "$PARENTS") and $(short "$large") parents (2 payment and 3 operation deliveries each), $CHANGED changed, $WEBHOOKS webhooks, ClickHouse $(ch --query 'SELECT version()'), $(nproc) cores"
 row "what" "ottu-recon" "yardstick, same rows, same run" "yardstick" "ratio"
 row "----" "----------" "------------------------------" "---------" "-----"
-row "full pass (run-once)" "${full} s" "bare GROUP BY of the same rows" "${bare} s" "$(ratio "$full" "$bare")"
-row "full pass peak RSS" "${rss} MB" "target" "256 MB" "$(ratio "$rss" 256)"
-row "incremental pass, 10k changed" "${incremental} s" "the full pass" "${full} s" "$(ratio "$incremental" "$full")"
+for n in "$PARENTS" "$large"; do
+  row "full pass, $(short "$n") parents" "$(v full "$n") s" "bare GROUP BY of the same rows" "$(v bare "$n") s" "$(ratio "$(v full "$n")" "$(v bare "$n")")"
+done
+row "full pass peak RSS, $(short "$large")" "${rss} MB" "target" "256 MB" "$(ratio "$rss" 256)"
+for n in "$PARENTS" "$large"; do
+  row "incremental, $(short "$CHANGED") of $(short "$n") changed" "$(v inc "$n") s" "the full pass" "$(v full "$n") s" "$(ratio "$(v inc "$n")" "$(v full "$n")")"
+done
+row "incremental, ${GROWTH}x the history" "${large_inc} s" "incremental, $(short "$PARENTS") parents" "${small_inc} s" "$(ratio "$large_inc" "$small_inc")"
+row "migrate from schema 9, $(short "$large")" "${mig_secs} s" "per million deliveries" "$(awk -v s="$mig_secs" -v r="$mig_rows" 'BEGIN { printf "%.2f s", s / r * 1e6 }')" ""
 row "one payment from payments" "${view} s" "argMax on the table by session_id" "${direct} s" "$(ratio "$view" "$direct")"
 row "one operation from operations" "${opview} s" "argMax on the table by reference" "${opdirect} s" "$(ratio "$opview" "$opdirect")"
 row "ingest, 64 connections" "$(field full per_second) /s" "bare verify+decode server" "${yard_rate} /s" "$(ratio "$ingest_rate" "$yard_rate")"

@@ -12,6 +12,8 @@
 //	yardstick wait URL              waits until URL answers 200
 //	yardstick stored METRICS_URL    prints how many webhooks ingest stored in the stream
 //	yardstick port                  prints a free loopback port
+//	yardstick schema-at N           creates the database at schema version N, as an
+//	                                earlier release left it (to time the upgrade)
 //
 // The HMAC key comes from OTTU_HMAC_KEYS, ClickHouse from CLICKHOUSE_ADDR and
 // CLICKHOUSE_DATABASE, as for the daemons.
@@ -28,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -81,6 +84,16 @@ func run(ctx context.Context, args []string) error {
 			return errors.New("usage: yardstick stored METRICS_URL")
 		}
 		return stored(args[1])
+	case "schema-at":
+		if len(args) != 2 {
+			return errors.New("usage: yardstick schema-at VERSION")
+		}
+		v, err := strconv.Atoi(args[1])
+		if err != nil {
+			return err
+		}
+		_, err = database(os.Getenv("CLICKHOUSE_DATABASE")).MigrateTo(ctx, v)
+		return err
 	case "port":
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -137,13 +150,18 @@ func ingest(ctx context.Context, listen string) error {
 
 // open connects to ClickHouse as the daemons do (CLICKHOUSE_ADDR,
 // CLICKHOUSE_USERNAME, CLICKHOUSE_PASSWORD), in database.
-func open(ctx context.Context, database string) (*chstore.DB, error) {
+// database is the DB of CLICKHOUSE_ADDR, not opened.
+func database(name string) *chstore.DB {
 	addr := os.Getenv("CLICKHOUSE_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:9000"
 	}
-	db := &chstore.DB{Addrs: strings.Split(addr, ","), Database: database,
+	return &chstore.DB{Addrs: strings.Split(addr, ","), Database: name,
 		Username: os.Getenv("CLICKHOUSE_USERNAME"), Password: os.Getenv("CLICKHOUSE_PASSWORD")}
+}
+
+func open(ctx context.Context, name string) (*chstore.DB, error) {
+	db := database(name)
 	return db, db.Open(ctx)
 }
 

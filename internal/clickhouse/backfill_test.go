@@ -46,7 +46,7 @@ func TestMigrate_ChangeIndex(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now().UTC().Truncate(time.Second)
 	db := chtest.NewDB(t)
-	if _, err := clickhouse.MigrateTo(ctx, db, clickhouse.ChangeIndexVersion-1); err != nil {
+	if _, err := db.MigrateTo(ctx, clickhouse.ChangeIndexVersion-1); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Open(ctx); err != nil {

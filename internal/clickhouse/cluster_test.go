@@ -133,6 +133,28 @@ func TestCluster_Migrate(t *testing.T) {
 			t.Errorf("node %d: payments view %d rows", i+1, n)
 		}
 	}
+	// The change indexes: backfilled from one node, replicated to both;
+	// what is stored after, on either node, indexed by that node's view
+	// and replicated too.
+	if err := old.Backfill(ctx, nil); err != nil {
+		t.Fatalf("backfill: %v", err)
+	}
+	if err := old.conn.Exec(ctx, `INSERT INTO payment_events (delivery_id, session_id, state, received_at, stored_at)
+		SELECT concat('e', toString(number)), concat('t', toString(number)), 'paid', now(), now() FROM system.numbers LIMIT 10`); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		got := nodeQuery(t, old, "SELECT uniqExact(session_id) FROM parent_changes WHERE kind = 'payment'")
+		done := nodeQuery(t, old, "SELECT count() FROM schema_backfills WHERE source = ''")
+		if got[0] == 1010 && got[1] == 1010 && done[0] == 1 && done[1] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("parent_changes: %v parents on the two replicas, backfill complete %v, want 1010 and 1 on each", got, done)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // watermarkFollowsReplication: with replication held back on the

@@ -158,6 +158,13 @@ type MigrateResult struct {
 // is IF NOT EXISTS). Call it before Open, or after: it uses its own connection.
 func (db *DB) Migrate(ctx context.Context) (MigrateResult, error) { return db.migrate(ctx, 0) }
 
+// MigrateTo applies the migrations up to version (and no backfill): a
+// database as an earlier release left it, for tests and benchmarks of the
+// upgrade (`yardstick schema-at`).
+func (db *DB) MigrateTo(ctx context.Context, version int) (MigrateResult, error) {
+	return db.migrate(ctx, version)
+}
+
 // migrate applies the migrations up to version upTo (0: all).
 func (db *DB) migrate(ctx context.Context, upTo int) (MigrateResult, error) {
 	var res MigrateResult

@@ -1,7 +1,5 @@
 package clickhouse
 
-import "context"
-
 // SetChunkSessions makes an incremental pass read at most n parents at a time.
 func SetChunkSessions(s *Store, n int) { s.chunkSessions = n }
 
@@ -17,8 +15,6 @@ var SeverityRankSQL = severityRank
 // the change indexes.
 func (s *Store) ChangeIndexUsed() bool { return s.changeIndex.Load() }
 
-// MigrateTo applies the migrations up to version (a database as an earlier
-// release left it).
-func MigrateTo(ctx context.Context, db *DB, version int) (MigrateResult, error) {
-	return db.migrate(ctx, version)
-}
+
+// Restored counts the parents the store started from a snapshot.
+func (s *Store) Restored() int64 { return s.restored.Load() }

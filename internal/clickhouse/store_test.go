@@ -463,3 +463,94 @@ func TestStore_InquiryCandidates(t *testing.T) {
 		t.Fatalf("asked about %q, want %q", got, want)
 	}
 }
+
+// TestStore_Snapshots: an incremental pass starts the parents it reads from
+// the snapshots the last pass wrote, reads only what was stored since, and
+// gets exactly the parents a read of every delivery gives: for parents
+// changed in every way (a later state, a new operation, a conflicting
+// duplicate, a delivery received long ago but stored now), for a parent
+// whose snapshot is of another version or damaged, and for one with none.
+func TestStore_Snapshots(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	ctx := context.Background()
+	w := &clickhouse.Writer{DB: db}
+	now := time.Now().UTC().Truncate(time.Second)
+	old := now.Add(-40 * 24 * time.Hour)
+	mustWrite(t, w,
+		storedPayment("a", "authorized", old, old),
+		storedOperation("a-cap", "a", "paid", old, old),
+		storedPayment("b", "paid", old, old),
+		storedOperation("b-ref", "b", "refund_queued", old, old),
+		storedPayment("c", "pending", old, old),
+		storedPayment("d", "paid", old, old),
+		storedPayment("e", "paid", old, old),
+	)
+	store := &clickhouse.Store{DB: db}
+	clock := now
+	r := &ledger.Reconciler{Store: store, Now: func() time.Time { return clock }, FullEvery: 24 * time.Hour,
+		Config: ledger.Config{Grace: 10 * time.Minute, StaleAuthorization: 168 * time.Hour, StuckRefund: 48 * time.Hour}}
+	if rep, err := r.Run(ctx); err != nil || !rep.Full {
+		t.Fatalf("full pass: %+v %v", rep, err)
+	}
+	if n := chtest.Count(t, db, "SELECT uniqExact(session_id) FROM parent_snapshots"); n != 5 {
+		t.Fatalf("%d parents snapshotted by the full pass, want 5", n)
+	}
+	start, err := db.Now(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitClock(t, db, start)
+
+	conflicting := storedOperation("a-cap", "a", "paid", now, now)
+	conflicting.Envelope.ID = "a-cap-again"
+	conflicting.Webhook.Operation.Txn.Amount = events.NewAmount("7")
+	mustWrite(t, w,
+		storedPayment("a", "paid", now, now),                   // a later state
+		conflicting,                                            // and a conflicting duplicate
+		storedOperation("b-ref", "b", "refunded", now, now),    // the queued refund done
+		storedOperation("c-void", "c", "voided", now, now),     // a new operation
+		storedPayment("d", "failed", old.Add(-time.Hour), old), // received long ago, stored now
+		storedPayment("e", "paid", now, now),                   // its snapshot is damaged, below
+		storedPayment("f", "paid", now, now),                   // a new parent: no snapshot
+	)
+	if err := db.Conn().Exec(ctx, `INSERT INTO parent_snapshots (session_id, covers, snapshot)
+		SELECT 'e', now() + 3600, 'not a snapshot'`); err != nil {
+		t.Fatal(err)
+	}
+	sel := ledger.Selection{StoredSince: start.Add(-ledger.Margin), Watermark: now.Add(time.Minute)}
+	read := func(s *clickhouse.Store) map[string]string {
+		t.Helper()
+		out := map[string]string{}
+		if err := s.Parents(ctx, sel, func(p *ledger.Parent) error {
+			out[p.SessionID] = fmt.Sprintf("%+v", *p)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	got := read(store)
+	if n := store.Restored(); n != 4 {
+		t.Errorf("%d parents started from a snapshot, want 4 (a, b, c, d)", n)
+	}
+	if err := db.Conn().Exec(ctx, "TRUNCATE TABLE parent_snapshots"); err != nil {
+		t.Fatal(err)
+	}
+	whole := &clickhouse.Store{DB: db}
+	want := read(whole)
+	if whole.Restored() != 0 {
+		t.Fatal("restored with no snapshot")
+	}
+	if len(want) != 6 {
+		t.Fatalf("read whole: %d parents, want 6: %v", len(want), want)
+	}
+	for id, p := range want {
+		if got[id] != p {
+			t.Errorf("parent %s from its snapshot:\n %s\nread whole:\n %s", id, got[id], p)
+		}
+	}
+	// The pass wrote each parent's snapshot as of its watermark.
+	if n := chtest.Count(t, db, "SELECT count() FROM parent_snapshots WHERE covers = ?", sel.Watermark); n != 6 {
+		t.Errorf("%d snapshots as of the watermark, want 6", n)
+	}
+}
