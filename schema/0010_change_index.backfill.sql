@@ -8,18 +8,18 @@
 -- row written twice, by a view and by the backfill, is harmless: the indexes
 -- hold distinct rows. Each SELECT is its view's, word for word.
 
-INSERT INTO {db}.parent_changes (kind, at, session_id, reference_number, received_at)
+INSERT INTO {db}.parent_changes (kind, at, session_id, reference_number)
 SELECT CAST(tupleElement(c, 1) AS Enum8('payment' = 1, 'operation' = 2, 'authorized' = 3, 'refund_queued' = 4)) AS kind,
-    tupleElement(c, 2) AS at, session_id, reference_number, received_at
+    tupleElement(c, 2) AS at, session_id, reference_number
 FROM {db}.payment_events
 ARRAY JOIN arrayFilter(x -> tupleElement(x, 1) != '', [
     ('payment', stored_at),
     (if(state = 'authorized', 'authorized', ''), timestamp_utc)]) AS c
 WHERE toYYYYMM(received_at) = {partition};
 
-INSERT INTO {db}.parent_changes (kind, at, session_id, reference_number, received_at)
+INSERT INTO {db}.parent_changes (kind, at, session_id, reference_number)
 SELECT CAST(tupleElement(c, 1) AS Enum8('payment' = 1, 'operation' = 2, 'authorized' = 3, 'refund_queued' = 4)) AS kind,
-    tupleElement(c, 2) AS at, session_id, reference_number, received_at
+    tupleElement(c, 2) AS at, session_id, reference_number
 FROM {db}.operation_events
 ARRAY JOIN arrayFilter(x -> tupleElement(x, 1) != '', [
     ('operation', stored_at),

@@ -18,14 +18,12 @@
 -- clock of a time-based rule, at the time the clock starts (authorized: a
 -- payment delivery in state authorized, at its timestamp_utc; refund_queued:
 -- an operation delivery in txn.state refund_queued, in either spelling, at its
--- timestamp_utc). A pass reads a range of (kind, at); received_at tells it
--- which months of the event tables (their partitions) hold what changed.
+-- timestamp_utc). A pass reads a range of (kind, at).
 CREATE TABLE IF NOT EXISTS parent_changes (
     kind Enum8('payment' = 1, 'operation' = 2, 'authorized' = 3, 'refund_queued' = 4),
     at DateTime,
     session_id String,
-    reference_number String,
-    received_at DateTime
+    reference_number String
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(at)
 ORDER BY (kind, at, session_id, reference_number);
@@ -40,23 +38,9 @@ CREATE TABLE IF NOT EXISTS parent_keys (
 ) ENGINE = ReplacingMergeTree
 ORDER BY (key_kind, key, session_id);
 
--- What a pass folded of each parent's payment and operation deliveries
--- stored before `covers` (ledger.Fold.Snapshot: a compact binary form, about
--- a tenth of the parent's rows), written by the pass that read the parent.
--- The next pass that reads the parent restores it and reads only the
--- deliveries stored since: ten thousand parents changed in a history of
--- millions cost one read of this table, not of the event tables. The latest
--- covers wins; a pass reads the rows of a parent and keeps that one.
-CREATE TABLE IF NOT EXISTS parent_snapshots (
-    session_id String,
-    covers DateTime,
-    snapshot String
-) ENGINE = ReplacingMergeTree(covers)
-ORDER BY session_id;
-
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.parent_changes_payments TO {db}.parent_changes AS
 SELECT CAST(tupleElement(c, 1) AS Enum8('payment' = 1, 'operation' = 2, 'authorized' = 3, 'refund_queued' = 4)) AS kind,
-    tupleElement(c, 2) AS at, session_id, reference_number, received_at
+    tupleElement(c, 2) AS at, session_id, reference_number
 FROM {db}.payment_events
 ARRAY JOIN arrayFilter(x -> tupleElement(x, 1) != '', [
     ('payment', stored_at),
@@ -64,7 +48,7 @@ ARRAY JOIN arrayFilter(x -> tupleElement(x, 1) != '', [
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.parent_changes_operations TO {db}.parent_changes AS
 SELECT CAST(tupleElement(c, 1) AS Enum8('payment' = 1, 'operation' = 2, 'authorized' = 3, 'refund_queued' = 4)) AS kind,
-    tupleElement(c, 2) AS at, session_id, reference_number, received_at
+    tupleElement(c, 2) AS at, session_id, reference_number
 FROM {db}.operation_events
 ARRAY JOIN arrayFilter(x -> tupleElement(x, 1) != '', [
     ('operation', stored_at),

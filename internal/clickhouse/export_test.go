@@ -14,7 +14,3 @@ var SeverityRankSQL = severityRank
 // ChangeIndexUsed tells whether the store's last incremental selection read
 // the change indexes.
 func (s *Store) ChangeIndexUsed() bool { return s.changeIndex.Load() }
-
-
-// Restored counts the parents the store started from a snapshot.
-func (s *Store) Restored() int64 { return s.restored.Load() }

@@ -116,7 +116,7 @@ func (s *Store) Parents(ctx context.Context, sel ledger.Selection, fn func(*ledg
 		return err
 	}
 	for _, c := range chunks {
-		parents, err := s.readChunk(ctx, c, sel, indexed)
+		parents, err := s.readChunk(ctx, c)
 		if err != nil {
 			return err
 		}
@@ -368,159 +368,30 @@ func (s *Store) sharedRefs(ctx context.Context, sel ledger.Selection, indexed bo
 
 // readChunk reads the parents of one chunk, in session_id order: it streams
 // each table's rows of the chunk into a ledger.Fold, which decides what the
-// parents are. A parent of a list (an incremental pass) with a snapshot
-// starts from it and reads only its deliveries stored since (when the change
-// indexes tell where those are); every other is read whole. The fold of
-// each parent is then snapshotted as of the pass's watermark.
-func (s *Store) readChunk(ctx context.Context, c chunk, sel ledger.Selection, indexed bool) ([]*ledger.Parent, error) {
+// parents are.
+func (s *Store) readChunk(ctx context.Context, c chunk) ([]*ledger.Parent, error) {
 	hint := len(c.sessions)
 	if c.sessions == nil {
 		hint = cmp.Or(s.ChunkRows, DefaultChunkRows) / 4
 	}
 	f := ledger.NewFold(hint)
-	reads := []delivered{{chunk: c}}
-	if c.sessions != nil && indexed {
-		var err error
-		if reads, err = s.restore(ctx, c, f); err != nil {
-			return nil, err
-		}
+	// Payments and operations fold at once, each on a core of its own (the
+	// fold keeps them apart); the rest attaches to the parents they made.
+	opsDone := make(chan error, 1)
+	go func() { opsDone <- s.streamOperations(ctx, c, f) }()
+	err := s.streamPayments(ctx, c, f)
+	if opsErr := <-opsDone; err == nil {
+		err = opsErr
 	}
-	for _, r := range reads {
-		// Payments and operations fold at once, each on a core of its
-		// own (the fold keeps them apart).
-		opsDone := make(chan error, 1)
-		go func() { opsDone <- s.streamOperations(ctx, r, f) }()
-		err := s.streamPayments(ctx, r, f)
-		if opsErr := <-opsDone; err == nil {
-			err = opsErr
-		}
-		if err != nil {
-			return nil, err
-		}
+	if err != nil {
+		return nil, err
 	}
-	if !sel.Watermark.IsZero() {
-		if err := s.saveSnapshots(ctx, f, sel.Watermark); err != nil {
-			return nil, err
-		}
-	}
-	// The rest attaches to the parents the deliveries made.
 	for _, step := range []func(context.Context, chunk, *ledger.Fold) error{s.streamOrders, s.streamUnreadable, s.streamOttu} {
 		if err := step(ctx, c, f); err != nil {
 			return nil, err
 		}
 	}
 	return f.Parents(), nil
-}
-
-// delivered is what to read of a chunk's deliveries: all of its parents',
-// or (since set) those stored at or after since, received at or after
-// received (the months that hold them).
-type delivered struct {
-	chunk
-	since, received time.Time
-}
-
-// cond is the condition on the event tables that keeps what d reads.
-func (s *Store) deliveredCond(ctx context.Context, d delivered) (context.Context, string, []any, error) {
-	ctx, where, args, err := s.cond(ctx, d.chunk, "session_id")
-	if err != nil || d.since.IsZero() {
-		return ctx, where, args, err
-	}
-	return ctx, "received_at >= ? AND stored_at >= ? AND " + where, append([]any{d.received, d.since}, args...), nil
-}
-
-// restore starts the fold of each parent of c that has a snapshot from it,
-// and returns what is left to read: the other parents whole, and the
-// deliveries stored since the oldest snapshot (less ledger.Margin, as the
-// incremental selection) of those restored.
-func (s *Store) restore(ctx context.Context, c chunk, f *ledger.Fold) ([]delivered, error) {
-	ctx, in, err := s.inList(ctx, "session_id", c.sessions)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := s.DB.conn.Query(ctx, "SELECT session_id, toUInt32(covers), snapshot FROM parent_snapshots PREWHERE "+in)
-	if err != nil {
-		return nil, fmt.Errorf("query snapshots: %w", err)
-	}
-	type snap struct {
-		covers uint32
-		b      []byte
-	}
-	latest := make(map[string]snap, len(c.sessions))
-	for rows.Next() {
-		var (
-			id     string
-			covers uint32
-			b      string
-		)
-		if err := rows.Scan(&id, &covers, &b); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("scan snapshot: %w", err)
-		}
-		if old, ok := latest[id]; !ok || covers > old.covers {
-			latest[id] = snap{covers, []byte(b)}
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read snapshots: %w", err)
-	}
-	var whole, restored []string
-	var oldest uint32
-	for _, id := range c.sessions {
-		sn, ok := latest[id]
-		if ok && f.Restore(id, sn.b) == nil {
-			restored = append(restored, id)
-			if oldest == 0 || sn.covers < oldest {
-				oldest = sn.covers
-			}
-			continue
-		}
-		// No snapshot, or one of another version: read it whole. (A
-		// restore that fails leaves the fold untouched.)
-		whole = append(whole, id)
-	}
-	var out []delivered
-	if len(whole) > 0 {
-		out = append(out, delivered{chunk: chunk{sessions: whole}})
-	}
-	s.restored.Add(int64(len(restored)))
-	if len(restored) > 0 {
-		since := unixTime(oldest).Add(-ledger.Margin)
-		var received uint32
-		if err := s.DB.conn.QueryRow(ctx, `SELECT toUInt32(min(received_at)) FROM parent_changes
-			WHERE kind IN ('payment', 'operation') AND at >= ?`, since).Scan(&received); err != nil {
-			return nil, fmt.Errorf("query where new deliveries are: %w", err)
-		}
-		if received == 0 { // no delivery stored since (min of nothing)
-			return out, nil
-		}
-		out = append(out, delivered{chunk: chunk{sessions: restored}, since: since, received: unixTime(received)})
-	}
-	return out, nil
-}
-
-// saveSnapshots writes the snapshot of every parent f folded deliveries of,
-// as of watermark.
-func (s *Store) saveSnapshots(ctx context.Context, f *ledger.Fold, watermark time.Time) error {
-	sessions := f.Sessions()
-	if len(sessions) == 0 {
-		return nil
-	}
-	batch, err := s.DB.conn.PrepareBatch(ctx, "INSERT INTO parent_snapshots (session_id, covers, snapshot)")
-	if err != nil {
-		return fmt.Errorf("save snapshots: %w", err)
-	}
-	defer func() { _ = batch.Abort() }()
-	for _, id := range sessions {
-		if err := batch.Append(id, watermark.UTC(), string(f.Snapshot(id))); err != nil {
-			return fmt.Errorf("save snapshots: %w", err)
-		}
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("save snapshots: %w", err)
-	}
-	return nil
 }
 
 // amount turns a scanned Nullable(Decimal) into an Amount.
@@ -538,8 +409,8 @@ func unixTime(sec uint32) time.Time {
 	return time.Unix(int64(sec), 0).UTC()
 }
 
-func (s *Store) streamPayments(ctx context.Context, c delivered, f *ledger.Fold) error {
-	ctx, where, args, err := s.deliveredCond(ctx, c)
+func (s *Store) streamPayments(ctx context.Context, c chunk, f *ledger.Fold) error {
+	ctx, where, args, err := s.cond(ctx, c, "session_id")
 	if err != nil {
 		return err
 	}
@@ -574,8 +445,8 @@ PREWHERE `+where, args...)
 	return nil
 }
 
-func (s *Store) streamOperations(ctx context.Context, c delivered, f *ledger.Fold) error {
-	ctx, where, args, err := s.deliveredCond(ctx, c)
+func (s *Store) streamOperations(ctx context.Context, c chunk, f *ledger.Fold) error {
+	ctx, where, args, err := s.cond(ctx, c, "session_id")
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,6 @@ type Store struct {
 	chunkSessions int         // parents a chunk of an incremental pass holds at most (tests)
 	changeIndex   atomic.Bool // the change indexes are complete (ChangeIndexVersion)
 	lists         atomic.Uint64
-	restored      atomic.Int64 // parents started from a snapshot (tests)
 
 	lastVersion uint64
 }

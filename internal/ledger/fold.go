@@ -226,23 +226,6 @@ func (f *Fold) AddOperation(r *OperationRow) {
 // then are merchant orders worth reading.
 func (f *Fold) WantsOrders() bool { return len(f.orders()) > 0 }
 
-// Sessions lists the parents with a payment or an operation delivery folded
-// so far, in no particular order.
-func (f *Fold) Sessions() []string {
-	out := make([]string, 0, len(f.parents)+len(f.byParent))
-	for id, p := range f.parents {
-		if p.HasPayment {
-			out = append(out, id)
-		}
-	}
-	for id := range f.byParent {
-		if p := f.parents[id]; p == nil || !p.HasPayment {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
 // OrderNos lists the order_nos of the parents folded so far, whose
 // merchant orders the rules compare (AddOrder), in no particular order.
 func (f *Fold) OrderNos() []string {

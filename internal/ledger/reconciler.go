@@ -230,7 +230,6 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 		return fmt.Errorf("read last pass: %w", err)
 	}
 	sel := r.selection(last, ok, t)
-	sel.Watermark = run.Watermark
 	run.Full = sel.All
 
 	openList, err := r.Store.OpenFindings(ctx)

@@ -82,10 +82,6 @@ type Selection struct {
 	// Sessions are evaluated whatever changed: the parents an earlier pass
 	// could not evaluate.
 	Sessions []string
-	// Watermark is the store's clock when the pass started: a snapshot of a
-	// parent the pass reads (Fold.Snapshot) covers what was stored before
-	// it. Zero: the store writes no snapshot.
-	Watermark time.Time
 	// The store also selects every parent with an open finding.
 }
 
