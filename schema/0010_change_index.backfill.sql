@@ -40,3 +40,13 @@ SELECT CAST('operation_reference' AS Enum8('payment_reference' = 1, 'operation_r
     reference_number AS key, session_id
 FROM {db}.operation_events
 WHERE reference_number != '' AND toYYYYMM(received_at) = {partition};
+
+INSERT INTO {db}.parent_months (session_id, month)
+SELECT session_id, toYYYYMM(received_at) AS month
+FROM {db}.payment_events
+WHERE toYYYYMM(received_at) = {partition};
+
+INSERT INTO {db}.parent_months (session_id, month)
+SELECT session_id, toYYYYMM(received_at) AS month
+FROM {db}.operation_events
+WHERE toYYYYMM(received_at) = {partition};

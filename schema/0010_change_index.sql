@@ -1,5 +1,5 @@
--- ottu-recon schema 10: two small indexes, so that an incremental pass finds
--- what changed without reading the history (docs/performance.md, "Cost
+-- ottu-recon schema 10: small indexes, so that an incremental pass finds
+-- what changed, and where, without reading the history (docs/performance.md, "Cost
 -- follows change").
 --
 -- The event tables are ordered by session_id, which is what reading a parent
@@ -7,7 +7,7 @@
 -- authorized in this window" and "which parents carry this reference" are
 -- questions about other columns, and answering them from the event tables
 -- scanned a column of every delivery ever stored, every five minutes.
--- ClickHouse keeps both indexes current on insert (materialized views of the
+-- ClickHouse keeps the indexes current on insert (materialized views of the
 -- event tables); `reconcile migrate` fills them from the rows stored before
 -- (0010_change_index.backfill.sql). Rows are only ever added, and a row added
 -- twice means the same thing as once (ReplacingMergeTree over every column):
@@ -38,6 +38,16 @@ CREATE TABLE IF NOT EXISTS parent_keys (
 ) ENGINE = ReplacingMergeTree
 ORDER BY (key_kind, key, session_id);
 
+-- Which months of received_at (the event tables' partitions) hold each
+-- parent's deliveries: a pass reads a changed parent in those months only,
+-- so an old month is read only when a parent that has deliveries in it
+-- changed (deliveries cluster around a payment's creation).
+CREATE TABLE IF NOT EXISTS parent_months (
+    session_id String,
+    month UInt32
+) ENGINE = ReplacingMergeTree
+ORDER BY (session_id, month);
+
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.parent_changes_payments TO {db}.parent_changes AS
 SELECT CAST(tupleElement(c, 1) AS Enum8('payment' = 1, 'operation' = 2, 'authorized' = 3, 'refund_queued' = 4)) AS kind,
     tupleElement(c, 2) AS at, session_id, reference_number
@@ -67,3 +77,11 @@ SELECT CAST('operation_reference' AS Enum8('payment_reference' = 1, 'operation_r
     reference_number AS key, session_id
 FROM {db}.operation_events
 WHERE reference_number != '';
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.parent_months_payments TO {db}.parent_months AS
+SELECT session_id, toYYYYMM(received_at) AS month
+FROM {db}.payment_events;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.parent_months_operations TO {db}.parent_months AS
+SELECT session_id, toYYYYMM(received_at) AS month
+FROM {db}.operation_events;

@@ -193,6 +193,9 @@ func TestMigrate_ChangeIndex(t *testing.T) {
 			"SELECT DISTINCT key, session_id FROM parent_keys WHERE key_kind = 'operation_reference'"},
 		{"order_no", "SELECT DISTINCT order_no, session_id FROM payment_events WHERE order_no != ''",
 			"SELECT DISTINCT key, session_id FROM parent_keys WHERE key_kind = 'order_no'"},
+		{"months", `SELECT DISTINCT session_id, month FROM (SELECT session_id, toYYYYMM(received_at) AS month FROM payment_events
+			UNION ALL SELECT session_id, toYYYYMM(received_at) AS month FROM operation_events)`,
+			"SELECT DISTINCT session_id, month FROM parent_months"},
 	} {
 		// Each side is distinct; their union is as large as each when
 		// the two are the same set.

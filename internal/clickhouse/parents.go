@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,10 +39,14 @@ const (
 )
 
 // chunk is a set of parents read together: a range of session_ids [lo, hi)
-// (an empty bound is open), or a list of them.
+// (an empty bound is open), or a list of them. With known set, months are
+// the only months of received_at (toYYYYMM, the event tables' partitions)
+// holding deliveries of the list's parents.
 type chunk struct {
 	lo, hi   string
 	sessions []string
+	months   []uint32
+	known    bool
 }
 
 // set is the chunk's list of session_ids as a value for IN ?.
@@ -116,7 +121,7 @@ func (s *Store) Parents(ctx context.Context, sel ledger.Selection, fn func(*ledg
 		return err
 	}
 	for _, c := range chunks {
-		parents, err := s.readChunk(ctx, c)
+		parents, err := s.readChunk(ctx, c, indexed)
 		if err != nil {
 			return err
 		}
@@ -369,10 +374,17 @@ func (s *Store) sharedRefs(ctx context.Context, sel ledger.Selection, indexed bo
 // readChunk reads the parents of one chunk, in session_id order: it streams
 // each table's rows of the chunk into a ledger.Fold, which decides what the
 // parents are.
-func (s *Store) readChunk(ctx context.Context, c chunk) ([]*ledger.Parent, error) {
+func (s *Store) readChunk(ctx context.Context, c chunk, indexed bool) ([]*ledger.Parent, error) {
 	hint := len(c.sessions)
 	if c.sessions == nil {
 		hint = cmp.Or(s.ChunkRows, DefaultChunkRows) / 4
+	}
+	if c.sessions != nil && indexed {
+		var err error
+		if c.months, err = s.months(ctx, c.sessions); err != nil {
+			return nil, err
+		}
+		c.known = true
 	}
 	f := ledger.NewFold(hint)
 	// Payments and operations fold at once, each on a core of its own (the
@@ -394,6 +406,53 @@ func (s *Store) readChunk(ctx context.Context, c chunk) ([]*ledger.Parent, error
 	return f.Parents(), nil
 }
 
+// months lists the months of received_at that hold deliveries of sessions
+// (parent_months): a parent's deliveries cluster around its creation, so a
+// pass reading parents that changed reads those months of the event tables,
+// not every month that holds a session_id near theirs.
+func (s *Store) months(ctx context.Context, sessions []string) ([]uint32, error) {
+	ctx, in, err := s.inList(ctx, "session_id", sessions)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.DB.conn.Query(ctx, "SELECT DISTINCT month FROM parent_months PREWHERE "+in)
+	if err != nil {
+		return nil, fmt.Errorf("query the months of parents: %w", err)
+	}
+	defer rows.Close()
+	months := []uint32{}
+	for rows.Next() {
+		var m uint32
+		if err := rows.Scan(&m); err != nil {
+			return nil, fmt.Errorf("scan a month: %w", err)
+		}
+		months = append(months, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the months of parents: %w", err)
+	}
+	slices.Sort(months)
+	return months, nil
+}
+
+// eventsCond is cond on the event tables: the chunk's parents, in its
+// months when they are known (the partitions ClickHouse reads). skip: no
+// month holds a delivery of them.
+func (s *Store) eventsCond(ctx context.Context, c chunk) (_ context.Context, where string, args []any, skip bool, err error) {
+	ctx, where, args, err = s.cond(ctx, c, "session_id")
+	if err != nil || !c.known {
+		return ctx, where, args, false, err
+	}
+	if len(c.months) == 0 {
+		return ctx, "", nil, true, nil
+	}
+	list := make([]string, len(c.months))
+	for i, m := range c.months {
+		list[i] = strconv.FormatUint(uint64(m), 10)
+	}
+	return ctx, "toYYYYMM(received_at) IN (" + strings.Join(list, ", ") + ") AND " + where, args, false, nil
+}
+
 // amount turns a scanned Nullable(Decimal) into an Amount.
 func amount(d *decimal.Decimal) events.Amount {
 	if d == nil {
@@ -410,8 +469,8 @@ func unixTime(sec uint32) time.Time {
 }
 
 func (s *Store) streamPayments(ctx context.Context, c chunk, f *ledger.Fold) error {
-	ctx, where, args, err := s.cond(ctx, c, "session_id")
-	if err != nil {
+	ctx, where, args, skip, err := s.eventsCond(ctx, c)
+	if err != nil || skip {
 		return err
 	}
 	rows, err := s.DB.conn.Query(ctx, `
@@ -446,8 +505,8 @@ PREWHERE `+where, args...)
 }
 
 func (s *Store) streamOperations(ctx context.Context, c chunk, f *ledger.Fold) error {
-	ctx, where, args, err := s.cond(ctx, c, "session_id")
-	if err != nil {
+	ctx, where, args, skip, err := s.eventsCond(ctx, c)
+	if err != nil || skip {
 		return err
 	}
 	rows, err := s.DB.conn.Query(ctx, `

@@ -463,3 +463,55 @@ func TestStore_InquiryCandidates(t *testing.T) {
 		t.Fatalf("asked about %q, want %q", got, want)
 	}
 }
+
+// TestStore_Months: an incremental pass reads the parents that changed in
+// the months that hold their deliveries (parent_months), and gets exactly
+// what a full pass reads of them: parents with deliveries months apart, one
+// received long ago and stored now, one with operations only, and parents
+// with no delivery in a month that holds their session_ids' neighbours.
+func TestStore_Months(t *testing.T) {
+	db := chtest.MustOpenDB(t)
+	ctx := context.Background()
+	w := &clickhouse.Writer{DB: db}
+	now := time.Now().UTC().Truncate(time.Second)
+	month := func(n int) time.Time { return now.AddDate(0, -n, 0) }
+	mustWrite(t, w,
+		storedPayment("m-a", "authorized", month(5), month(5)),
+		storedOperation("m-a-cap", "m-a", "paid", month(3), month(3)),
+		storedPayment("m-b", "paid", month(4), month(4)),
+		storedPayment("m-c", "paid", month(2), month(2)),
+		storedOperation("m-d-ref", "m-d", "refunded", month(1), month(1)),
+		storedPayment("m-e", "paid", month(6), month(6)),
+	)
+	start, err := db.Now(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watermark := waitClock(t, db, start)
+	mustWrite(t, w,
+		storedOperation("m-a-void", "m-a", "voided", now, now),
+		storedOperation("m-b-ref", "m-b", "refunded", month(7), month(7)), // received long ago, stored now
+		storedOperation("m-d-ref2", "m-d", "refunded", now, now),
+		storedPayment("m-e", "failed", month(6).Add(time.Hour), now),
+	)
+	read := func(sel ledger.Selection) map[string]string {
+		t.Helper()
+		out := map[string]string{}
+		if err := (&clickhouse.Store{DB: db}).Parents(ctx, sel, func(p *ledger.Parent) error {
+			out[p.SessionID] = fmt.Sprintf("%+v", *p)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	got, all := read(ledger.Selection{StoredSince: watermark}), read(ledger.Selection{All: true})
+	if len(got) != 4 {
+		t.Fatalf("incremental: %d parents, want m-a, m-b, m-d, m-e: %v", len(got), got)
+	}
+	for id, p := range got {
+		if all[id] != p {
+			t.Errorf("parent %s in its months:\n %s\nread whole:\n %s", id, p, all[id])
+		}
+	}
+}
