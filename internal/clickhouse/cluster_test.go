@@ -89,7 +89,12 @@ func TestCluster_Migrate(t *testing.T) {
 			t.Errorf("node %d: %d views, want payments, operations, findings", i+1, n)
 		}
 	}
-	for i, n := range nodeQuery(t, fresh, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND engine NOT LIKE 'Replicated%' AND engine != 'View'") {
+	for i, n := range nodeQuery(t, fresh, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND engine = 'MaterializedView'") {
+		if n != 6 {
+			t.Errorf("node %d: %d materialized views, want the change indexes' 6", i+1, n)
+		}
+	}
+	for i, n := range nodeQuery(t, fresh, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND engine NOT LIKE 'Replicated%' AND engine NOT IN ('View', 'MaterializedView')") {
 		if n != 0 {
 			t.Errorf("node %d: %d tables that are not replicated", i+1, n)
 		}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -177,13 +178,33 @@ func (c *Conn) Close(ctx context.Context) error {
 	}
 }
 
-// EnsureStream creates the stream or updates it to cfg.
+// EnsureStream creates the stream or updates it to cfg. A stream that is
+// already as cfg says is left alone: every daemon ensures the stream when it
+// connects, and an update the server need not make is one that can race a
+// consumer being created by another replica (the embedded server's file
+// store, under the race detector).
 func (c *Conn) EnsureStream(ctx context.Context, cfg StreamConfig) (jetstream.Stream, error) {
-	s, err := c.js.CreateOrUpdateStream(ctx, cfg.jetstream())
+	return c.ensureStream(ctx, cfg.jetstream())
+}
+
+func (c *Conn) ensureStream(ctx context.Context, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	if s, err := c.js.Stream(ctx, want.Name); err == nil && sameStream(s.CachedInfo().Config, want) {
+		return s, nil
+	}
+	s, err := c.js.CreateOrUpdateStream(ctx, want)
 	if err != nil {
-		return nil, fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("create or update stream %s: %w", want.Name, err)
 	}
 	return s, nil
+}
+
+// sameStream tells whether a stream's config has every field ottu-recon
+// sets as want sets it.
+func sameStream(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Storage == want.Storage && have.Retention == want.Retention && max(have.Replicas, 1) == max(want.Replicas, 1) &&
+		have.MaxAge == want.MaxAge && have.Duplicates == want.Duplicates && orUnlimited(have.MaxBytes) == orUnlimited(want.MaxBytes) &&
+		have.Discard == want.Discard
 }
 
 // Header names carrying the envelope over NATS. The body is the raw request body.
@@ -322,7 +343,7 @@ func (p *FindingsPublisher) ensure(ctx context.Context) error {
 	if p.ready.Load() {
 		return nil
 	}
-	_, err := p.Conn.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := p.Conn.ensureStream(ctx, jetstream.StreamConfig{
 		Name:        FindingsStream,
 		Description: "ottu-recon findings announced by reconcile",
 		Subjects:    []string{FindingsSubject},
