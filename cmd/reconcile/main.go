@@ -6,6 +6,8 @@
 //	reconcile migrate    create the database if missing, create or upgrade the schema
 //	reconcile run-once   one reconciliation pass now (alerts included), then exit
 //	reconcile report     print reports to stdout
+//	reconcile console-user NAME ROLE
+//	                     add a console user (or change one), password on stdin
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ottu-recon/ottu-recon/internal/console"
 	"github.com/ottu-recon/ottu-recon/internal/envconfig"
 	"github.com/ottu-recon/ottu-recon/internal/httpserver"
 	"github.com/ottu-recon/ottu-recon/internal/reconcile"
@@ -30,6 +33,9 @@ const usage = `usage: reconcile serve|migrate|run-once|report [flags]
   migrate    create the database if missing, then create or upgrade the schema (idempotent)
   run-once   run one reconciliation pass now, alerts included, then exit
   report     print reports (reconcile report -h for its flags)
+  console-user NAME ROLE
+             add a user to RECON_CONSOLE_USERS_FILE (role viewer or operator), or give an
+             existing one this role and password; the password is the first line of stdin
   healthcheck [URL]  exit 0 when URL (default http://127.0.0.1:8081/readyz) answers 200
 
 Configuration comes from environment variables; see README.md.`
@@ -67,6 +73,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	for _, v := range env.Unknown(os.Environ(), reconcile.VarPrefixes...) {
 		logger.Warn().Str("variable", v).Msg("unknown variable ignored; a typo?")
 	}
+	if args[0] == "console-user" {
+		return consoleUser(cfg, args[1:], os.Stdin, logger)
+	}
 	m := reconcile.NewMain(cfg, logger)
 	switch args[0] {
 	case "migrate":
@@ -94,4 +103,27 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(os.Stderr, usage)
 	return fmt.Errorf("unknown subcommand %q", args[0])
+}
+
+// consoleUser is `reconcile console-user NAME ROLE`.
+func consoleUser(cfg reconcile.Config, args []string, stdin io.Reader, logger zerolog.Logger) error {
+	if len(args) != 2 {
+		return errors.New("usage: reconcile console-user NAME ROLE (viewer or operator), the password on stdin")
+	}
+	if cfg.ConsoleUsersFile == "" {
+		return errors.New("console-user: set RECON_CONSOLE_USERS_FILE to the users file to write")
+	}
+	role, err := console.ParseRole(args[1])
+	if err != nil {
+		return err
+	}
+	password, err := console.ReadPassword(stdin)
+	if err != nil {
+		return err
+	}
+	if err := console.AddUser(cfg.ConsoleUsersFile, args[0], role, password); err != nil {
+		return err
+	}
+	logger.Info().Str("user", args[0]).Str("role", string(role)).Str("file", cfg.ConsoleUsersFile).Msg("console user set")
+	return nil
 }

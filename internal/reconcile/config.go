@@ -54,6 +54,9 @@ type Config struct {
 	BatchWait       time.Duration
 	ShutdownTimeout time.Duration
 	LogLevel        zerolog.Level
+	// ConsoleUsersFile (RECON_CONSOLE_USERS_FILE) lists who may sign in to
+	// the findings console; `reconcile console-user` writes it.
+	ConsoleUsersFile string
 }
 
 // DefaultConfig is the configuration with nothing set.
@@ -100,6 +103,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.Bool(&c.ClickHouseTLS, "CLICKHOUSE_TLS")
 	env.String(&c.ClickHouseTLSCA, "CLICKHOUSE_TLS_CA_FILE")
 	env.String(&c.Schedule, "RECON_SCHEDULE")
+	env.String(&c.ConsoleUsersFile, "RECON_CONSOLE_USERS_FILE")
 	env.Duration(&c.Grace, "RECON_GRACE")
 	env.Duration(&c.StaleAuthorization, "RECON_STALE_AUTHORIZATION")
 	env.Duration(&c.StuckRefund, "RECON_STUCK_REFUND")

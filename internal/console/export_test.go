@@ -1,0 +1,3 @@
+package console
+
+func init() { bcryptCost = 4 } // the least bcrypt allows: the tests hash often
