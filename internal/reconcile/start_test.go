@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
@@ -86,5 +87,45 @@ func TestServe_StartsWhileClickHouseDown(t *testing.T) {
 	})
 	if _, err := m.Pass(context.Background()); err != nil {
 		t.Fatalf("pass once ClickHouse is up: %v", err)
+	}
+}
+
+// TestServe_BackfillsBeside: reconcile serve started on a database an earlier
+// release left (schema 9, a history in it) upgrades it, stores webhooks, and
+// fills the change indexes beside: the history's deliveries and those it
+// stored are all indexed once the backfill is complete.
+func TestServe_BackfillsBeside(t *testing.T) {
+	ns := natstest.MustOpenServer(t, "", "")
+	db := chtest.NewDB(t)
+	ctx := context.Background()
+	if _, err := db.MigrateTo(ctx, clickhouse.ChangeIndexVersion-1); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Conn().Exec(ctx, `INSERT INTO payment_events (delivery_id, stream_seq, received_at, stored_at, session_id, state,
+		amount, currency_code, timestamp_utc, is_terminal, state_rank, child_session_ids, child_states, child_amounts, child_currency_codes)
+		SELECT concat('h', toString(number)), number, now() - number * 3600, now() - number * 3600, concat('old-', toString(number)),
+		'paid', toDecimal128(5, 8), 'KWD', now() - number * 3600, 1, 7, [], [], [], [] FROM system.numbers LIMIT 2000`); err != nil {
+		t.Fatal(err)
+	}
+	openWaiting(t, testConfig(t, ns.ClientURL(), db))
+	p := publisher(t, ns.ClientURL())
+	for i := range 20 {
+		publish(t, p, paymentBody(i, "paid"))
+	}
+	waitFor(t, "webhooks stored", 60*time.Second, func() bool {
+		return chtest.Count(t, db, "SELECT count() FROM webhooks_raw") == 20
+	})
+	waitFor(t, "the backfill complete", 60*time.Second, func() bool {
+		ok, err := db.BackfillComplete(ctx, clickhouse.ChangeIndexVersion)
+		return err == nil && ok
+	})
+	if n := chtest.Count(t, db, "SELECT uniqExact(session_id) FROM parent_changes WHERE kind = 'payment'"); n != 2020 {
+		t.Fatalf("parent_changes holds %d parents, want the history's 2000 and the 20 stored since", n)
+	}
+	if n := chtest.Count(t, db, "SELECT uniqExact(session_id) FROM parent_months"); n != 2020 {
+		t.Fatalf("parent_months holds %d parents, want 2020", n)
 	}
 }
