@@ -137,3 +137,31 @@ func TestSQLRules(t *testing.T) {
 		}
 	}
 }
+
+// TestAnchorIndex pins parent_changes' views (schema text) to the store's
+// anchors: a delivery is indexed under authorized or refund_queued exactly
+// when the store's own query of that anchor would select it.
+func TestAnchorIndex(t *testing.T) {
+	migrations, err := schema.Migrations("db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var views strings.Builder
+	for _, m := range migrations {
+		for _, stmt := range m.Statements {
+			if strings.Contains(stmt, "TO `db`.parent_changes") {
+				views.WriteString(strings.Join(strings.Fields(stmt), " "))
+			}
+		}
+		for _, b := range m.Backfill {
+			if strings.Contains(b.Statement, "INTO `db`.parent_changes") {
+				views.WriteString(strings.Join(strings.Fields(b.Statement), " "))
+			}
+		}
+	}
+	for kind, cond := range clickhouse.AnchorIndexSQL {
+		if n := strings.Count(views.String(), cond); n != 2 {
+			t.Errorf("anchor %s: %q in %d of parent_changes' view and backfill, want both", kind, cond, n)
+		}
+	}
+}
