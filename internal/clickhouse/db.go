@@ -158,6 +158,9 @@ type MigrateResult struct {
 // is IF NOT EXISTS). Call it before Open, or after: it uses its own connection.
 func (db *DB) Migrate(ctx context.Context) (MigrateResult, error) { return db.migrate(ctx, 0) }
 
+// MigrateTimeout bounds a Migrate whose ctx has no deadline.
+const MigrateTimeout = 10 * time.Minute
+
 // MigrateTo applies the migrations up to version (and no backfill): a
 // database as an earlier release left it, for tests and benchmarks of the
 // upgrade (`yardstick schema-at`).
@@ -171,8 +174,14 @@ func (db *DB) migrate(ctx context.Context, upTo int) (MigrateResult, error) {
 	if db.QueryTimeout <= 0 {
 		db.QueryTimeout = 60 * time.Second
 	}
-	ctx, cancel := db.timeout(ctx)
-	defer cancel()
+	// The schema's statements share one budget, longer than one query's:
+	// on a cluster each DDL statement waits for every node's DDL queue, and
+	// a database of an early version has dozens to apply.
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, max(db.QueryTimeout, MigrateTimeout))
+		defer cancel()
+	}
 	admin, err := db.dial("default")
 	if err != nil {
 		return res, err
