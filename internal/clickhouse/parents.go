@@ -475,7 +475,8 @@ func (s *Store) streamPayments(ctx context.Context, c chunk, f *ledger.Fold) err
 	}
 	rows, err := s.DB.conn.Query(ctx, `
 SELECT session_id, order_no, state, amount, currency_code, refunded_amount, voided_amount, toUInt32(timestamp_utc),
-	toUInt32(received_at), is_terminal, state_rank, stream_seq, child_session_ids, is_sandbox
+	toUInt32(received_at), is_terminal, state_rank, stream_seq, child_session_ids, is_sandbox,
+	if(gateway_name != '', gateway_name, gateway_account)
 FROM payment_events
 PREWHERE `+where, args...)
 	if err != nil {
@@ -491,7 +492,7 @@ PREWHERE `+where, args...)
 	)
 	for rows.Next() {
 		if err := rows.Scan(&r.SessionID, &r.OrderNo, &r.State, &amt, &r.Currency, &refunded, &voided, &timestamp, &received,
-			&terminal, &stateRank, &seq, &r.Children, &sandbox); err != nil {
+			&terminal, &stateRank, &seq, &r.Children, &sandbox, &r.Gateway); err != nil {
 			return fmt.Errorf("scan payment delivery: %w", err)
 		}
 		r.Amount, r.RefundedAmount, r.VoidedAmount = amount(amt), amount(refunded), amount(voided)

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shopspring/decimal"
+
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
@@ -89,18 +91,34 @@ func (s *Store) Watermark(ctx context.Context) (time.Time, error) {
 	return now.Add(-time.Duration(delay) * time.Second), nil
 }
 
-const findingColumns = "session_id, code, toString(severity), toString(status), first_seen, last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, alert_refusals, alert_retry_at"
+// passFindings is the latest version of each finding as passes wrote it:
+// the findings view without what people decided (a finding a person
+// resolved is still open here, and the pass goes on refreshing it).
+const passFindings = `SELECT session_id, code, tupleElement(l, 1) AS severity, tupleElement(l, 2) AS status,
+	tupleElement(l, 3) AS first_seen, tupleElement(l, 4) AS last_seen, tupleElement(l, 5) AS resolved_at,
+	tupleElement(l, 6) AS alerted_at, tupleElement(l, 7) AS published_at, tupleElement(l, 8) AS detail,
+	tupleElement(l, 9) AS run_id, tupleElement(l, 10) AS confirmation, tupleElement(l, 11) AS alert_refusals,
+	tupleElement(l, 12) AS alert_retry_at, tupleElement(l, 13) AS evidence, tupleElement(l, 14) AS amount,
+	tupleElement(l, 15) AS currency_code, tupleElement(l, 16) AS gateway
+FROM (
+	SELECT session_id, code, argMax(tuple(severity, status, first_seen, last_seen, resolved_at, alerted_at, published_at,
+		detail, run_id, confirmation, alert_refusals, alert_retry_at, evidence, amount, currency_code, gateway), version) AS l
+	FROM findings_log
+	GROUP BY session_id, code
+)`
 
-// OpenFindings returns every open finding.
+const findingColumns = "session_id, code, toString(severity), toString(status), first_seen, last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, alert_refusals, alert_retry_at, evidence, amount, currency_code, gateway"
+
+// OpenFindings returns every finding a pass left open.
 func (s *Store) OpenFindings(ctx context.Context) ([]ledger.Record, error) {
 	return s.findings(ctx, ledger.StatusOpen)
 }
 
-// findings returns the findings with status.
+// findings returns the findings a pass left with status.
 func (s *Store) findings(ctx context.Context, status string) ([]ledger.Record, error) {
 	ctx, cancel := s.DB.timeout(ctx)
 	defer cancel()
-	rows, err := s.DB.conn.Query(ctx, "SELECT "+findingColumns+" FROM findings WHERE status = ? ORDER BY session_id, code", status)
+	rows, err := s.DB.conn.Query(ctx, "SELECT "+findingColumns+" FROM ("+passFindings+") WHERE status = ? ORDER BY session_id, code", status)
 	if err != nil {
 		return nil, fmt.Errorf("query findings: %w", err)
 	}
@@ -111,9 +129,13 @@ func (s *Store) findings(ctx context.Context, status string) ([]ledger.Record, e
 		var code, severity string
 		var resolved, alerted, published, retry *time.Time
 		var refusals uint16
+		var stake decimal.Decimal
 		if err := rows.Scan(&r.SessionID, &code, &severity, &r.Status, &r.FirstSeen, &r.LastSeen, &resolved, &alerted, &published,
-			&r.Detail, &r.RunID, &r.Confirmation, &refusals, &retry); err != nil {
+			&r.Detail, &r.RunID, &r.Confirmation, &refusals, &retry, &r.Evidence, &stake, &r.Stake.Currency, &r.Stake.Gateway); err != nil {
 			return nil, fmt.Errorf("scan finding: %w", err)
+		}
+		if r.Stake.Currency != "" || !stake.IsZero() {
+			r.Stake.Amount = events.Amount{Decimal: stake, Valid: true}
 		}
 		r.Code, r.Severity = ledger.Code(code), ledger.Severity(severity)
 		r.FirstSeen, r.LastSeen = r.FirstSeen.UTC(), r.LastSeen.UTC()
@@ -135,6 +157,38 @@ func (s *Store) findings(ctx context.Context, status string) ([]ledger.Record, e
 	return out, rows.Err()
 }
 
+// Standings returns what people decided in the console (finding_actions),
+// by finding: the evidence of the latest acknowledgement and of the latest
+// resolution, and the latest mute.
+func (s *Store) Standings(ctx context.Context) (map[ledger.Key]ledger.Standing, error) {
+	ctx, cancel := s.DB.timeout(ctx)
+	defer cancel()
+	rows, err := s.DB.conn.Query(ctx, `SELECT session_id, code,
+		argMaxIf(evidence, at, action = 'acknowledge'), argMaxIf(evidence, at, action = 'resolve'),
+		toUInt32(ifNull(argMaxIf(until, at, action = 'mute'), toDateTime(0)))
+	FROM finding_actions
+	WHERE action != 'note'
+	GROUP BY session_id, code`)
+	if err != nil {
+		return nil, fmt.Errorf("query finding_actions: %w", err)
+	}
+	defer rows.Close()
+	out := map[ledger.Key]ledger.Standing{}
+	for rows.Next() {
+		var k ledger.Key
+		var code string
+		var st ledger.Standing
+		var until uint32
+		if err := rows.Scan(&k.SessionID, &code, &st.AcknowledgedEvidence, &st.ResolvedEvidence, &until); err != nil {
+			return nil, fmt.Errorf("scan finding_actions: %w", err)
+		}
+		k.Code = ledger.Code(code)
+		st.MutedUntil = unixTime(until)
+		out[k] = st
+	}
+	return out, rows.Err()
+}
+
 // SaveFindings writes new versions of findings.
 func (s *Store) SaveFindings(ctx context.Context, recs []ledger.Record) error {
 	ctx, cancel := s.DB.timeout(ctx)
@@ -149,12 +203,18 @@ func (s *Store) SaveFindings(ctx context.Context, recs []ledger.Record) error {
 	}
 	w := Writer{DB: s.DB}
 	return w.insert(ctx, "findings_log", `INSERT INTO findings_log (session_id, code, severity, status, first_seen,
-		last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, alert_refusals, alert_retry_at, version)`,
+		last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, alert_refusals, alert_retry_at, version,
+		evidence, amount, currency_code, gateway)`,
 		len(recs), func(i int) []any {
 			r := recs[i]
+			stake := decimal.Zero
+			if r.Stake.Amount.Valid { // read from the store: it fits Decimal(38, 8)
+				stake = r.Stake.Amount.Decimal
+			}
 			return []any{r.SessionID, string(r.Code), string(r.Severity), r.Status, r.FirstSeen, r.LastSeen,
 				nullTime(r.ResolvedAt), nullTime(r.AlertedAt), nullTime(r.PublishedAt), r.Detail, r.RunID, r.Confirmation,
-				uint16(min(r.AlertRefusals, 65535)), nullTime(r.AlertRetryAt), versions[i]}
+				uint16(min(r.AlertRefusals, 65535)), nullTime(r.AlertRetryAt), versions[i],
+				r.Evidence, stake, r.Stake.Currency, r.Stake.Gateway}
 		})
 }
 

@@ -15,12 +15,13 @@ import (
 )
 
 // VersionID identifies one version of a finding: its parent, code, when it
-// was first seen and its detail. An alert or announcement that carries the
+// was first seen, its detail and its evidence (a finding reopened on new
+// evidence is a new version, which a receiver must not drop). An alert or announcement that carries the
 // same version again (a crash between "sent" and "recorded") carries the same
 // id, so a receiver can drop the copy.
 func (r Record) VersionID() string {
 	h := sha256.New()
-	for _, s := range []string{r.SessionID, string(r.Code), strconv.FormatInt(r.FirstSeen.Unix(), 10), r.Detail} {
+	for _, s := range []string{r.SessionID, string(r.Code), strconv.FormatInt(r.FirstSeen.Unix(), 10), r.Detail, r.Evidence} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

@@ -68,6 +68,7 @@ type PaymentRow struct {
 	Rank           Rank
 	Children       []string // transactions[]'s session_ids
 	Sandbox        bool
+	Gateway        string // gateway_name, else gateway_account
 }
 
 // OperationRow is one operation delivery as the store keeps it.
@@ -127,7 +128,8 @@ type foldedOp struct {
 	session string
 	op      Operation
 	latest  Rank
-	set     bool // latest holds a delivery
+	set     bool   // latest holds a delivery
+	seq     uint64 // the highest stream sequence of its deliveries
 }
 
 // NewFold returns a fold sized for about hint parents.
@@ -167,9 +169,10 @@ func (f *Fold) AddPayment(r *PaymentRow) {
 	if best, ok := f.latest[r.SessionID]; !ok || r.Rank.Compare(best) > 0 {
 		f.latest[r.SessionID] = r.Rank
 		p.OrderNo, p.State, p.Amount, p.Currency = r.OrderNo, r.State, r.Amount, r.Currency
-		p.RefundedAmount, p.VoidedAmount = r.RefundedAmount, r.VoidedAmount
+		p.RefundedAmount, p.VoidedAmount, p.Gateway = r.RefundedAmount, r.VoidedAmount, r.Gateway
 	}
 	p.HasPayment = true
+	p.LastSeq = max(p.LastSeq, r.Rank.Seq)
 	if p.Reached == nil {
 		p.Reached = map[string]bool{}
 	}
@@ -220,6 +223,7 @@ func (f *Fold) AddOperation(r *OperationRow) {
 	}
 	o.op.Sandbox = o.op.Sandbox || r.Sandbox
 	o.op.Seen.Add(*v)
+	o.seq = max(o.seq, r.Rank.Seq)
 }
 
 // WantsOrders tells whether any parent folded so far has an order_no: only
@@ -321,6 +325,7 @@ func (f *Fold) Parents() []*Parent {
 		for i, o := range ops {
 			p.Operations[i] = o.op
 			p.Sandbox = p.Sandbox || o.op.Sandbox
+			p.LastSeq = max(p.LastSeq, o.seq)
 		}
 	}
 	out := make([]*Parent, 0, len(f.parents))

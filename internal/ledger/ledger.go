@@ -115,6 +115,12 @@ type Parent struct {
 	LastPaymentAt  time.Time            // received_at of the latest-received payment webhook
 	Listed         map[string]time.Time // child session_id listed in transactions[] -> first received_at listing it
 	Sandbox        bool                 // any webhook of this parent had is_sandbox true
+	Gateway        string               // of the latest payment webhook: gateway_name, else gateway_account
+
+	// LastSeq is the highest stream sequence of the parent's deliveries
+	// (payments and operations): a new delivery raises it, a copy of one
+	// stored twice does not.
+	LastSeq uint64
 
 	Operations []Operation
 	Order      *Order // the merchant_orders row for OrderNo, if any

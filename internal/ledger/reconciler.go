@@ -30,6 +30,10 @@ type Record struct {
 	// alone; while AlertRetryAt is ahead, it is parked (not sent).
 	AlertRefusals int
 	AlertRetryAt  time.Time
+	// Evidence is the parent's evidence when this version was written
+	// (Evidence); Stake the money at stake, for the console.
+	Evidence string
+	Stake    Stake
 }
 
 // Run is the record of one pass (table recon_runs).
@@ -75,8 +79,11 @@ type Store interface {
 	// Watermark is the store's clock now: every delivery stored from now on
 	// has a stored time at or after it.
 	Watermark(ctx context.Context) (time.Time, error)
-	// OpenFindings returns every open finding.
+	// OpenFindings returns every finding a pass left open (a person may
+	// have resolved some of them since: Standings).
 	OpenFindings(ctx context.Context) ([]Record, error)
+	// Standings returns what people decided in the console, by finding.
+	Standings(ctx context.Context) (map[Key]Standing, error)
 	// Parents streams the selected parents to fn, one at a time. A parent the
 	// store could not read whole comes with Err set.
 	Parents(ctx context.Context, sel Selection, fn func(*Parent) error) error
@@ -240,6 +247,10 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 	for _, rec := range openList {
 		open[rec.SessionID] = append(open[rec.SessionID], rec)
 	}
+	standings, err := r.Store.Standings(ctx)
+	if err != nil {
+		return fmt.Errorf("read the console's actions: %w", err)
+	}
 
 	chunk := r.saveChunk
 	if chunk <= 0 {
@@ -260,8 +271,11 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 		return nil
 	}
 	stillOpen := func(rec Record) {
-		run.Open++
-		if rec.AlertedAt.IsZero() || rec.PublishedAt.IsZero() {
+		s := standings[rec.Key()]
+		if !s.ResolvedByHand(rec.Evidence) {
+			run.Open++
+		}
+		if (rec.AlertedAt.IsZero() || rec.PublishedAt.IsZero()) && !s.Quiet(rec.Evidence, t) {
 			owed = append(owed, rec)
 		}
 	}
@@ -285,11 +299,18 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 			}
 			return nil
 		}
+		evidence, stake := Evidence(p), StakeOf(p)
 		for _, f := range fired {
-			rec := Record{Finding: f, Status: StatusOpen, FirstSeen: t, LastSeen: t, RunID: run.ID}
+			rec := Record{Finding: f, Status: StatusOpen, FirstSeen: t, LastSeen: t, RunID: run.ID, Evidence: evidence, Stake: stake}
 			if i := indexOf(prev, f.Code); i >= 0 {
 				rec.FirstSeen, rec.AlertedAt, rec.PublishedAt = prev[i].FirstSeen, prev[i].AlertedAt, prev[i].PublishedAt
 				rec.AlertRefusals, rec.AlertRetryAt = prev[i].AlertRefusals, prev[i].AlertRetryAt
+				if evidence != prev[i].Evidence && standings[f.Key()].Settled(prev[i].Evidence) {
+					// A person acknowledged or resolved it; new evidence
+					// arrived and the rule still fires: it is reopened,
+					// and theirs to look at again.
+					rec.AlertedAt, rec.PublishedAt, rec.AlertRefusals, rec.AlertRetryAt = time.Time{}, time.Time{}, 0, time.Time{}
+				}
 				prev = append(prev[:i], prev[i+1:]...)
 			} else {
 				run.Raised++

@@ -15,8 +15,13 @@ type memStore struct {
 	parents  []*ledger.Parent
 	findings map[ledger.Key]ledger.Record
 	runs     []ledger.Run
-	lastSel  ledger.Selection
-	clock    func() time.Time // the store's clock (Watermark)
+	lastSel   ledger.Selection
+	clock     func() time.Time // the store's clock (Watermark)
+	standings map[ledger.Key]ledger.Standing
+}
+
+func (s *memStore) Standings(context.Context) (map[ledger.Key]ledger.Standing, error) {
+	return s.standings, nil
 }
 
 func (s *memStore) LastPass(context.Context) (ledger.LastPass, bool, error) {
