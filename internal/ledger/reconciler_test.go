@@ -12,9 +12,9 @@ import (
 
 // memStore is an in-memory ledger.Store: parents are given, findings kept.
 type memStore struct {
-	parents  []*ledger.Parent
-	findings map[ledger.Key]ledger.Record
-	runs     []ledger.Run
+	parents   []*ledger.Parent
+	findings  map[ledger.Key]ledger.Record
+	runs      []ledger.Run
 	lastSel   ledger.Selection
 	clock     func() time.Time // the store's clock (Watermark)
 	standings map[ledger.Key]ledger.Standing
