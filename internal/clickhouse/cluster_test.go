@@ -71,8 +71,10 @@ func TestCluster_Migrate(t *testing.T) {
 	}
 	latest := migrations[len(migrations)-1].Version
 
-	fresh := clusterDB(t)
+	// Taken before the databases: their drops (at cleanup) happen before
+	// the next test's DDL, not during it.
 	nettest.Lock(t, os.Getenv("CLICKHOUSE_CLUSTER_LOCK")) // a test here kills a node: not during another's ON CLUSTER DDL
+	fresh := clusterDB(t)
 	if res, err := fresh.Migrate(ctx); err != nil || len(res.Applied) != len(migrations) {
 		t.Fatalf("fresh: %+v %v", res, err)
 	}
