@@ -54,20 +54,32 @@ type Finding struct {
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"`
 	Status    string    `json:"status"`
+	// ConsoleURL opens the finding in the console (with RECON_CONSOLE_URL).
+	ConsoleURL string `json:"console_url,omitempty"`
 }
 
 // ID is the id of an alert or announcement carrying a's findings: the same
 // whenever the same finding versions are carried again.
 func ID(a ledger.Alert) string { return "alert_" + ledger.PartID(a.Findings) }
 
-// Encode renders an alert as the JSON body docs/product.md describes.
-func Encode(a ledger.Alert) ([]byte, error) {
+// Encode renders an alert as the JSON body docs/product.md describes. With
+// consoleURL (the console's base URL) each finding carries a link to it.
+func Encode(a ledger.Alert, consoleURL string) ([]byte, error) {
 	p := Payload{ID: ID(a), RunID: a.RunID, Count: len(a.Findings), Findings: make([]Finding, len(a.Findings))}
 	for i, r := range a.Findings {
 		p.Findings[i] = Finding{ID: r.VersionID(), SessionID: r.SessionID, Code: string(r.Code), Severity: string(r.Severity),
 			Detail: ledger.CleanDetail(r.Detail), FirstSeen: r.FirstSeen.UTC(), LastSeen: r.LastSeen.UTC(), Status: r.Status}
+		if consoleURL != "" {
+			p.Findings[i].ConsoleURL = FindingURL(consoleURL, r.SessionID, string(r.Code))
+		}
 	}
 	return json.Marshal(p)
+}
+
+// FindingURL is where the console shows a finding: its payment's page, at
+// the finding.
+func FindingURL(base, sessionID, code string) string {
+	return strings.TrimRight(base, "/") + "/payments/" + url.PathEscape(sessionID) + "#" + code
 }
 
 // Sign returns the signature of body under key.
@@ -81,6 +93,8 @@ func Sign(key, body []byte) string {
 type Webhook struct {
 	URL     string
 	HMACKey []byte // optional: sign the body; a key written whsec_<base64> is decoded for webhook-signature
+	// ConsoleURL, when set, is the console's base URL: each finding links to it.
+	ConsoleURL string
 	Client  *http.Client
 	Now     func() time.Time // default time.Now: webhook-timestamp
 }
@@ -125,7 +139,7 @@ func keepPost(req *http.Request, via []*http.Request) error {
 // (other than 307/308, which are followed with the POST) and any other status
 // fail the delivery; it is tried again at the next pass.
 func (w *Webhook) Notify(ctx context.Context, a ledger.Alert) (bool, error) {
-	body, err := Encode(a)
+	body, err := Encode(a, w.ConsoleURL)
 	if err != nil {
 		return false, fmt.Errorf("encode alert: %w", err)
 	}

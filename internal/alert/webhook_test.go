@@ -145,7 +145,7 @@ func TestWebhook_NoTokenInErrors(t *testing.T) {
 }
 
 func TestEncode_DetailBounded(t *testing.T) {
-	body, err := alert.Encode(ledger.Alert{Findings: []ledger.Record{{Finding: ledger.Finding{Detail: strings.Repeat("x\n", 4000)}}}})
+	body, err := alert.Encode(ledger.Alert{Findings: []ledger.Record{{Finding: ledger.Finding{Detail: strings.Repeat("x\n", 4000)}}}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,6 +233,31 @@ func TestWebhook_StandardWebhooks(t *testing.T) {
 		}
 		if err := wh.Verify(last.body, last.h); !errors.Is(err, standardwebhooks.ErrMessageTooOld) {
 			t.Fatalf("an old alert verified: %v", err)
+		}
+	}
+}
+
+// TestEncode_ConsoleURL: with the console's base URL, each finding links to
+// its payment's page at the finding; without, there is no console_url.
+func TestEncode_ConsoleURL(t *testing.T) {
+	a := ledger.Alert{Findings: []ledger.Record{{Finding: ledger.Finding{SessionID: "sess/1 x", Code: ledger.OverRefund}}}}
+	for _, tt := range []struct{ base, want string }{
+		{"https://recon.example.com/", "https://recon.example.com/payments/sess%2F1%20x#OVER_REFUND"},
+		{"", ""},
+	} {
+		body, err := alert.Encode(a, tt.base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p alert.Payload
+		if err := json.Unmarshal(body, &p); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.Findings[0].ConsoleURL; got != tt.want {
+			t.Errorf("base %q: console_url %q, want %q", tt.base, got, tt.want)
+		}
+		if tt.want == "" && strings.Contains(string(body), "console_url") {
+			t.Errorf("without a console: %s", body)
 		}
 	}
 }

@@ -108,6 +108,12 @@ func LoadUsers(path string) (*Users, error) {
 	return ReadUsers(f)
 }
 
+// Lookup returns the user called name.
+func (u *Users) Lookup(name string) (User, bool) {
+	user, ok := u.byName[name]
+	return user, ok
+}
+
 // Len is how many users there are.
 func (u *Users) Len() int { return len(u.order) }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -57,6 +58,14 @@ type Config struct {
 	// ConsoleUsersFile (RECON_CONSOLE_USERS_FILE) lists who may sign in to
 	// the findings console; `reconcile console-user` writes it.
 	ConsoleUsersFile string
+	// ConsoleListen (RECON_CONSOLE_LISTEN) is the console's address; off
+	// when empty.
+	ConsoleListen string
+	// ConsoleTLSCertFile and ConsoleTLSKeyFile serve the console over HTTPS.
+	ConsoleTLSCertFile, ConsoleTLSKeyFile string
+	// ConsoleURL (RECON_CONSOLE_URL) is the console's public base URL: alerts
+	// then carry a console_url per finding.
+	ConsoleURL string
 }
 
 // DefaultConfig is the configuration with nothing set.
@@ -104,6 +113,10 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.String(&c.ClickHouseTLSCA, "CLICKHOUSE_TLS_CA_FILE")
 	env.String(&c.Schedule, "RECON_SCHEDULE")
 	env.String(&c.ConsoleUsersFile, "RECON_CONSOLE_USERS_FILE")
+	env.String(&c.ConsoleListen, "RECON_CONSOLE_LISTEN")
+	env.String(&c.ConsoleTLSCertFile, "RECON_CONSOLE_TLS_CERT_FILE")
+	env.String(&c.ConsoleTLSKeyFile, "RECON_CONSOLE_TLS_KEY_FILE")
+	env.String(&c.ConsoleURL, "RECON_CONSOLE_URL")
 	env.Duration(&c.Grace, "RECON_GRACE")
 	env.Duration(&c.StaleAuthorization, "RECON_STALE_AUTHORIZATION")
 	env.Duration(&c.StuckRefund, "RECON_STUCK_REFUND")
@@ -187,6 +200,18 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	}
 	if c.ClickHouseDatabase == "" {
 		env.Check("CLICKHOUSE_DATABASE", errors.New("required"))
+	}
+	if c.ConsoleListen != "" && c.ConsoleUsersFile == "" {
+		env.Check("RECON_CONSOLE_USERS_FILE", errors.New("required with RECON_CONSOLE_LISTEN: sign-in is always required (reconcile console-user adds a user)"))
+	}
+	if (c.ConsoleTLSCertFile == "") != (c.ConsoleTLSKeyFile == "") {
+		env.Check("RECON_CONSOLE_TLS_CERT_FILE", errors.New("set RECON_CONSOLE_TLS_CERT_FILE and RECON_CONSOLE_TLS_KEY_FILE together, or neither"))
+	}
+	if c.ConsoleURL != "" {
+		if u, err := url.Parse(c.ConsoleURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			env.Check("RECON_CONSOLE_URL", errors.New("want the console's http(s) base URL"))
+		}
+		c.ConsoleURL = strings.TrimRight(c.ConsoleURL, "/")
 	}
 	if err := env.Err(); err != nil {
 		return Config{}, err

@@ -56,6 +56,7 @@ type Main struct {
 	lease    *nats.Lease
 	consumer *nats.Consumer
 	http     *httpserver.Server
+	console  *httpserver.Server // RECON_CONSOLE_LISTEN
 	cron     *cron.Cron
 	passes   *passMetrics
 
@@ -201,6 +202,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	}
 	m.http = &httpserver.Server{Addr: m.Config.Listen, Ready: m.Ready, ShowErrors: true, Gatherer: m.Registry}
 	if err := m.http.Open(); err != nil {
+		return err
+	}
+	if err := m.openConsole(); err != nil {
 		return err
 	}
 
@@ -372,10 +376,10 @@ func (m *Main) reconciler() *ledger.Reconciler {
 		},
 	}
 	if m.Config.AlertURL != "" {
-		r.Notifier = &alert.Webhook{URL: m.Config.AlertURL, HMACKey: []byte(m.Config.AlertHMACKey)}
+		r.Notifier = &alert.Webhook{URL: m.Config.AlertURL, HMACKey: []byte(m.Config.AlertHMACKey), ConsoleURL: m.Config.ConsoleURL}
 	}
 	if m.conn != nil {
-		r.Publisher = findingsPublisher{&nats.FindingsPublisher{Conn: m.conn, Replicas: m.Config.Stream.Replicas}}
+		r.Publisher = findingsPublisher{&nats.FindingsPublisher{Conn: m.conn, Replicas: m.Config.Stream.Replicas}, m.Config.ConsoleURL}
 	}
 	if m.Config.OttuAPIURL != "" {
 		m.inquirerOnce.Do(func() {
@@ -393,10 +397,13 @@ func (m *Main) reconciler() *ledger.Reconciler {
 }
 
 // findingsPublisher announces findings on NATS in the alert's JSON format.
-type findingsPublisher struct{ p *nats.FindingsPublisher }
+type findingsPublisher struct {
+	p          *nats.FindingsPublisher
+	consoleURL string
+}
 
 func (f findingsPublisher) PublishFindings(ctx context.Context, a ledger.Alert) error {
-	body, err := alert.Encode(a)
+	body, err := alert.Encode(a, f.consoleURL)
 	if err != nil {
 		return err
 	}
@@ -492,6 +499,9 @@ func (m *Main) URL() string { return m.http.URL() }
 // Close stops intake, finishes the batch in hand, then closes connections.
 func (m *Main) Close(ctx context.Context) error {
 	var errs []error
+	if m.console != nil {
+		errs = append(errs, m.console.Close(ctx))
+	}
 	if m.http != nil {
 		errs = append(errs, m.http.Close(ctx))
 	}

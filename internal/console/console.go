@@ -1,0 +1,393 @@
+// Package console is the findings console: HTML pages, served by `reconcile
+// serve` on RECON_CONSOLE_LISTEN, where a signed-in person reads the
+// findings, opens a payment's story, and acknowledges, resolves, mutes or
+// notes a finding (docs/console.md). Pages are rendered on the server from
+// embedded templates; there is no script.
+package console
+
+import (
+	"context"
+	"crypto/subtle"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+)
+
+//go:embed templates/*.html static/*
+var assets embed.FS
+
+// Console serves the console. Set the fields, then use Handler.
+type Console struct {
+	DB        *clickhouse.DB
+	UsersFile string   // RECON_CONSOLE_USERS_FILE, read again when it changes
+	Sessions  Sessions // where sessions live (KVSessions)
+	// Secure marks cookies Secure (the console is served over TLS, or behind
+	// a proxy that terminates it).
+	Secure bool
+	// SessionTTL is how long a session lasts (default 12 hours).
+	SessionTTL time.Duration
+	Log        zerolog.Logger
+	Now        func() time.Time
+	Throttle   *Throttle
+
+	once  sync.Once
+	pages map[string]*template.Template
+	users usersCache
+}
+
+// sessionCookie names the session cookie; under TLS the __Host- prefix makes
+// the browser refuse it unless Secure, for this host only, on path /.
+func (c *Console) sessionCookie() string {
+	if c.Secure {
+		return "__Host-recon_session"
+	}
+	return "recon_session"
+}
+
+func (c *Console) signinCookie() string {
+	if c.Secure {
+		return "__Host-recon_signin"
+	}
+	return "recon_signin"
+}
+
+func (c *Console) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c *Console) init() {
+	c.once.Do(func() {
+		if c.Throttle == nil {
+			c.Throttle = &Throttle{}
+		}
+		if c.SessionTTL <= 0 {
+			c.SessionTTL = 12 * time.Hour
+		}
+		c.pages = map[string]*template.Template{}
+		for _, page := range []string{"signin", "findings", "payment", "raw", "error"} {
+			c.pages[page] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/"+page+".html"))
+		}
+	})
+}
+
+// Handler returns the console's routes, each behind the security headers,
+// and each but the sign-in page and the stylesheet behind a session.
+func (c *Console) Handler() http.Handler {
+	c.init()
+	mux := http.NewServeMux()
+	static, _ := fs.Sub(assets, "static")
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /signin", c.signinPage)
+	mux.HandleFunc("POST /signin", c.signin)
+	mux.Handle("POST /signout", c.authed(c.signout, false))
+	mux.Handle("GET /{$}", c.authed(c.findingsPage, false))
+	mux.Handle("GET /findings.csv", c.authed(c.exportCSV, false))
+	mux.Handle("GET /payments/{session}", c.authed(c.paymentPage, false))
+	mux.Handle("GET /payments/{session}/deliveries/{delivery}", c.authed(c.rawPage, false))
+	mux.Handle("POST /actions", c.authed(c.act, true))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := c.session(r); !ok {
+			http.Redirect(w, r, "/signin", http.StatusSeeOther)
+			return
+		}
+		c.fail(w, r, http.StatusNotFound, "There is no such page.")
+	})
+	return c.headers(c.logged(mux))
+}
+
+// headers sets what every answer carries: a Content-Security-Policy that
+// allows no script at all, no framing, no referrer, no caching of pages
+// that hold payment data.
+func (c *Console) headers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		if !strings.HasPrefix(r.URL.Path, "/static/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		if c.Secure {
+			h.Set("Strict-Transport-Security", "max-age=31536000")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// logged logs each request by its route, never its path or query: they may
+// name a payment or carry what a person searched for.
+func (c *Console) logged(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		ev := c.Log.Debug()
+		if sw.status >= 500 {
+			ev = c.Log.Warn()
+		}
+		ev.Str("method", r.Method).Str("route", r.Pattern).Int("status", sw.status).
+			Dur("duration", time.Since(start)).Msg("console request")
+	})
+}
+
+type ctxKey struct{}
+
+// current returns the request's session (set by authed).
+func current(r *http.Request) Session {
+	s, _ := r.Context().Value(ctxKey{}).(Session)
+	return s
+}
+
+// session returns the request's session, if its cookie names a live one of
+// a user who still exists with the same role.
+func (c *Console) session(r *http.Request) (Session, bool) {
+	cookie, err := r.Cookie(c.sessionCookie())
+	if err != nil || len(cookie.Value) != 64 {
+		return Session{}, false
+	}
+	s, ok, err := c.Sessions.Get(r.Context(), sessionKey(cookie.Value))
+	if err != nil {
+		c.Log.Warn().Err(err).Msg("console: read session")
+		return Session{}, false
+	}
+	if !ok || !c.now().Before(s.Expires) {
+		return Session{}, false
+	}
+	users, err := c.users.load(c.UsersFile)
+	if err != nil {
+		c.Log.Error().Err(err).Msg("console: read users file")
+		return Session{}, false
+	}
+	if u, ok := users.Lookup(s.User); !ok || u.Role != s.Role {
+		return Session{}, false // removed, or given another role: sign in again
+	}
+	return s, true
+}
+
+// authed serves next only within a session; a state-changing request must
+// also come from the console's own page (same origin, the session's form
+// token) and, when operator is set, from an operator.
+func (c *Console) authed(next http.HandlerFunc, operator bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, ok := c.session(r)
+		if !ok {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/signin", http.StatusSeeOther)
+				return
+			}
+			c.fail(w, r, http.StatusForbidden, "Sign in first.")
+			return
+		}
+		if r.Method == http.MethodPost {
+			if !sameOrigin(r) || !validToken(r.PostFormValue("csrf"), s.CSRF) {
+				c.Log.Warn().Str("user", s.User).Str("route", r.Pattern).Msg("console: refused a request that did not come from the console's own page")
+				c.fail(w, r, http.StatusForbidden, "This request did not come from the console's own page, and was refused.")
+				return
+			}
+			if operator && s.Role != Operator {
+				c.fail(w, r, http.StatusForbidden, "Only an operator may act on findings.")
+				return
+			}
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, s)))
+	})
+}
+
+// sameOrigin refuses what a browser says came from another site: the
+// Sec-Fetch-Site and Origin headers, when sent, must name this site.
+func sameOrigin(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return false
+	}
+	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" {
+		host := strings.TrimPrefix(strings.TrimPrefix(origin, "https://"), "http://")
+		if host != r.Host {
+			return false
+		}
+	} else if origin == "null" {
+		return false
+	}
+	return true
+}
+
+func validToken(got, want string) bool {
+	return want != "" && len(got) == len(want) && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
+	if _, ok := c.session(r); ok {
+		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	}
+	c.renderSignin(w, r, http.StatusOK, "")
+}
+
+func (c *Console) renderSignin(w http.ResponseWriter, r *http.Request, status int, problem string) {
+	token := newToken()
+	http.SetCookie(w, &http.Cookie{Name: c.signinCookie(), Value: token, Path: "/", HttpOnly: true, Secure: c.Secure,
+		SameSite: http.SameSiteStrictMode, MaxAge: 3600})
+	c.render(w, r, status, "signin", map[string]any{"Title": "Sign in", "Token": token, "Problem": problem})
+}
+
+// clientIP is the address the request came from (the proxy's, behind one).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	name, password := r.PostFormValue("name"), r.PostFormValue("password")
+	cookie, err := r.Cookie(c.signinCookie())
+	if err != nil || !sameOrigin(r) || !validToken(r.PostFormValue("csrf"), cookie.Value) {
+		c.renderSignin(w, r, http.StatusForbidden, "The sign-in form had expired or did not come from this page. Try again.")
+		return
+	}
+	keys := []string{"name:" + strings.ToLower(name), "ip:" + clientIP(r)}
+	if wait := c.Throttle.Wait(keys...); wait > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+		c.Log.Warn().Msg("console: sign-in throttled")
+		c.renderSignin(w, r, http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins. Try again in %s.", wait.Round(time.Second)+time.Second))
+		return
+	}
+	users, err := c.users.load(c.UsersFile)
+	if err != nil {
+		c.Log.Error().Err(err).Msg("console: read users file")
+		c.renderSignin(w, r, http.StatusServiceUnavailable, "The console cannot read its users file; see the reconcile log.")
+		return
+	}
+	u, ok := users.Authenticate(name, password)
+	if !ok {
+		c.Throttle.Fail(keys...)
+		c.Log.Info().Msg("console: sign-in refused") // the name may be a password typed in the wrong field: not logged
+		c.renderSignin(w, r, http.StatusUnauthorized, "Wrong name or password.")
+		return
+	}
+	c.Throttle.Succeed(keys[0])
+	token, now := newToken(), c.now()
+	s := Session{User: u.Name, Role: u.Role, CSRF: newToken(), Created: now, Expires: now.Add(c.SessionTTL)}
+	if err := c.Sessions.Put(r.Context(), sessionKey(token), s); err != nil {
+		c.Log.Error().Err(err).Msg("console: store session")
+		c.renderSignin(w, r, http.StatusServiceUnavailable, "The console cannot keep sessions right now (NATS); try again shortly.")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: c.signinCookie(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: c.Secure, SameSite: http.SameSiteStrictMode})
+	http.SetCookie(w, &http.Cookie{Name: c.sessionCookie(), Value: token, Path: "/", HttpOnly: true, Secure: c.Secure,
+		SameSite: http.SameSiteStrictMode, Expires: s.Expires})
+	c.Log.Info().Str("user", u.Name).Str("role", string(u.Role)).Msg("console: signed in")
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (c *Console) signout(w http.ResponseWriter, r *http.Request) {
+	if cookie, err := r.Cookie(c.sessionCookie()); err == nil {
+		if err := c.Sessions.Delete(r.Context(), sessionKey(cookie.Value)); err != nil {
+			c.Log.Warn().Err(err).Msg("console: end session")
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: c.sessionCookie(), Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: c.Secure, SameSite: http.SameSiteStrictMode})
+	c.Log.Info().Str("user", current(r).User).Msg("console: signed out")
+	http.Redirect(w, r, "/signin", http.StatusSeeOther)
+}
+
+// render writes page with data, within the layout.
+func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, page string, data map[string]any) {
+	if s, ok := r.Context().Value(ctxKey{}).(Session); ok {
+		data["Session"] = s
+		data["Operator"] = s.Role == Operator
+	}
+	var b strings.Builder
+	if err := c.pages[page].Execute(&b, data); err != nil {
+		c.Log.Error().Err(err).Str("page", page).Msg("console: render")
+		http.Error(w, "The page could not be rendered; see the reconcile log.", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(b.String()))
+}
+
+// fail answers a page saying what went wrong.
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	c.render(w, r, status, "error", map[string]any{"Title": http.StatusText(status), "Message": msg})
+}
+
+// failErr answers 503 for an error of the store, logging it (the page
+// says only that the store failed).
+func (c *Console) failErr(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	c.Log.Error().Err(err).Str("route", r.Pattern).Msg("console: " + what)
+	c.fail(w, r, http.StatusServiceUnavailable, "ClickHouse did not answer ("+what+"); try again shortly. The reconcile log has the reason.")
+}
+
+// usersCache reads the users file again when it changes.
+type usersCache struct {
+	mu    sync.Mutex
+	mod   time.Time
+	size  int64
+	users *Users
+}
+
+func (u *usersCache) load(path string) (*Users, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.users != nil && st.ModTime().Equal(u.mod) && st.Size() == u.size {
+		return u.users, nil
+	}
+	users, err := LoadUsers(path)
+	if err != nil {
+		return nil, err
+	}
+	u.users, u.mod, u.size = users, st.ModTime(), st.Size()
+	return users, nil
+}

@@ -1,0 +1,592 @@
+package console
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/ledger"
+)
+
+// PageSize is how many findings a page of the list shows.
+const PageSize = 50
+
+// chartDays is how many days the front page's daily picture covers.
+const chartDays = 30
+
+// ages are the age filter's choices: first seen at least this long ago.
+var ages = []struct {
+	Value string
+	Label string
+	D     time.Duration
+}{
+	{"1h", "older than an hour", time.Hour},
+	{"24h", "older than a day", 24 * time.Hour},
+	{"7d", "older than a week", 7 * 24 * time.Hour},
+	{"30d", "older than 30 days", 30 * 24 * time.Hour},
+}
+
+var statuses = []struct{ Value, Label string }{
+	{"open", "open (not acknowledged)"},
+	{"acknowledged", "acknowledged"},
+	{"resolved", "resolved"},
+	{"all", "all"},
+}
+
+// filterOf reads the list's filter from the query; unknown values are
+// ignored (the filter shows what was applied).
+func filterOf(q url.Values) clickhouse.FindingFilter {
+	f := clickhouse.FindingFilter{Status: "open"}
+	for _, s := range statuses {
+		if q.Get("status") == s.Value {
+			f.Status = s.Value
+		}
+	}
+	if c := q.Get("code"); knownCode(c) {
+		f.Code = c
+	}
+	if s := q.Get("severity"); slices.Contains(severities, s) {
+		f.Severity = s
+	}
+	for _, a := range ages {
+		if q.Get("age") == a.Value {
+			f.OlderThan = a.D
+		}
+	}
+	f.Gateway = clip(q.Get("gateway"), 200)
+	f.Currency = clip(q.Get("currency"), 16)
+	f.Search = clip(strings.TrimSpace(q.Get("q")), 200)
+	return f
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return ""
+	}
+	return s
+}
+
+// query renders f (and page) as the list's query string.
+func query(f clickhouse.FindingFilter, page int) string {
+	v := url.Values{}
+	if f.Status != "open" {
+		v.Set("status", f.Status)
+	}
+	for k, x := range map[string]string{"code": f.Code, "severity": f.Severity, "gateway": f.Gateway, "currency": f.Currency, "q": f.Search} {
+		if x != "" {
+			v.Set(k, x)
+		}
+	}
+	for _, a := range ages {
+		if f.OlderThan == a.D {
+			v.Set("age", a.Value)
+		}
+	}
+	if page > 1 {
+		v.Set("page", strconv.Itoa(page))
+	}
+	if len(v) == 0 {
+		return ""
+	}
+	return "?" + v.Encode()
+}
+
+type countCell struct {
+	Code   string
+	Counts []uint64 // by severity, most severe first
+	Total  uint64
+}
+
+func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
+	f := filterOf(r.URL.Query())
+	page, _ := strconv.Atoi(r.URL.Query().Get("page"))
+	page = max(page, 1)
+	now := c.now().UTC()
+	since := now.Truncate(24*time.Hour).AddDate(0, 0, -(chartDays - 1))
+	groups, err := c.DB.FindingGroups(r.Context(), f, since)
+	if err != nil {
+		c.failErr(w, r, "count findings", err)
+		return
+	}
+	rows, err := c.DB.FindingsPage(r.Context(), f, (page-1)*PageSize, PageSize)
+	if err != nil {
+		c.failErr(w, r, "list findings", err)
+		return
+	}
+	gateways, currencies, err := c.DB.FindingFacets(r.Context())
+	if err != nil {
+		c.failErr(w, r, "list gateways", err)
+		return
+	}
+
+	// Counts per code and severity, of the findings the filter selects.
+	byCode := map[string]*countCell{}
+	var total uint64
+	sevTotals := make([]uint64, len(severities))
+	days := make([]DayCounts, chartDays)
+	for i := range days {
+		days[i] = DayCounts{Day: since.AddDate(0, 0, i), Opened: map[string]uint64{}, Resolved: map[string]uint64{}}
+	}
+	stakes := map[[2]string]*Stake{}
+	for _, g := range groups {
+		if f.Status == "all" || g.Status == f.Status {
+			cell := byCode[g.Code]
+			if cell == nil {
+				cell = &countCell{Code: g.Code, Counts: make([]uint64, len(severities))}
+				byCode[g.Code] = cell
+			}
+			si := slices.Index(severities, g.Severity)
+			if si >= 0 {
+				cell.Counts[si] += g.Count
+				sevTotals[si] += g.Count
+			}
+			cell.Total += g.Count
+			total += g.Count
+		}
+		if !g.Opened.IsZero() {
+			if i := int(g.Opened.Sub(since) / (24 * time.Hour)); i >= 0 && i < chartDays {
+				days[i].Opened[g.Severity] += g.Count
+			}
+		}
+		if !g.Resolved.IsZero() {
+			if i := int(g.Resolved.Sub(since) / (24 * time.Hour)); i >= 0 && i < chartDays {
+				days[i].Resolved[g.Severity] += g.Count
+			}
+		}
+		if g.Status != "resolved" {
+			k := [2]string{g.Code, g.Currency}
+			s := stakes[k]
+			if s == nil {
+				s = &Stake{Code: g.Code, Currency: g.Currency}
+				stakes[k] = s
+			}
+			s.Amount = s.Amount.Add(g.Amount)
+			s.Count += g.Count
+		}
+	}
+	var counts []*countCell
+	for _, cell := range byCode {
+		counts = append(counts, cell)
+	}
+	slices.SortFunc(counts, func(a, b *countCell) int {
+		for i := range severities {
+			if a.Counts[i] != b.Counts[i] {
+				return -cmpU(a.Counts[i], b.Counts[i])
+			}
+		}
+		return strings.Compare(a.Code, b.Code)
+	})
+	var stakeList []Stake
+	for _, s := range stakes {
+		stakeList = append(stakeList, *s)
+	}
+	slices.SortFunc(stakeList, func(a, b Stake) int {
+		if a.Currency != b.Currency {
+			return strings.Compare(a.Currency, b.Currency)
+		}
+		return b.Amount.Cmp(a.Amount)
+	})
+	pages := max(int((total+PageSize-1)/PageSize), 1)
+	data := map[string]any{
+		"Title":      "Findings",
+		"Filter":     f,
+		"Query":      query(f, 0),
+		"Rows":       rows,
+		"Counts":     counts,
+		"SevTotals":  sevTotals,
+		"Severities": severities,
+		"Total":      total,
+		"Page":       page,
+		"Pages":      pages,
+		"First":      (page-1)*PageSize + 1,
+		"Last":       (page-1)*PageSize + len(rows),
+		"Codes":      codes(),
+		"Statuses":   statuses,
+		"Ages":       ages,
+		"Gateways":   gateways,
+		"Currencies": currencies,
+		"Daily":      dailyChart(days),
+		"Days":       days,
+		"Stake":      stakeChart(stakeList, decimalsOf),
+		"Stakes":     stakeList,
+		"Now":        now,
+	}
+	if page > 1 {
+		data["Prev"] = query(f, page-1)
+	}
+	if page < pages {
+		data["Next"] = query(f, page+1)
+	}
+	c.render(w, r, http.StatusOK, "findings", data)
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// decimalsOf is how many decimals an amount in currency is shown with.
+func decimalsOf(currency string) int32 { return events.CurrencyDecimals(currency) }
+
+func knownCode(c string) bool {
+	for _, x := range ledger.Codes {
+		if string(x.Code) == c {
+			return true
+		}
+	}
+	return false
+}
+
+// codes lists the finding codes, for the filter.
+func codes() []string {
+	out := make([]string, len(ledger.Codes))
+	for i, x := range ledger.Codes {
+		out[i] = string(x.Code)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// exportCSV streams the findings the filter selects, as CSV.
+func (c *Console) exportCSV(w http.ResponseWriter, r *http.Request) {
+	f := filterOf(r.URL.Query())
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="findings-%s.csv"`, c.now().UTC().Format("20060102T150405Z")))
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"session_id", "code", "severity", "status", "first_seen", "last_seen", "resolved_at", "amount", "currency_code",
+		"gateway", "acknowledged_by", "acknowledged_at", "resolved_by", "muted_until", "detail"})
+	n := 0
+	err := c.DB.EachFinding(r.Context(), f, func(x clickhouse.ConsoleFinding) error {
+		n++
+		if err := cw.Write([]string{x.SessionID, x.Code, x.Severity, x.Status, stamp(x.FirstSeen), stamp(x.LastSeen), stampp(x.ResolvedAt),
+			x.Amount.StringFixed(decimalsOf(x.Currency)), x.Currency, x.Gateway, x.AcknowledgedBy, stampp(x.AcknowledgedAt), x.ResolvedBy,
+			stampp(x.MutedUntil), csvSafe(x.Detail)}); err != nil {
+			return err
+		}
+		if n%1000 == 0 {
+			cw.Flush()
+			if fl, ok := w.(http.Flusher); ok {
+				fl.Flush()
+			}
+		}
+		return cw.Error()
+	})
+	cw.Flush()
+	if err != nil {
+		// The header is gone: the CSV ends without its last line, and the
+		// log says why.
+		c.Log.Error().Err(err).Int("rows", n).Msg("console: CSV export cut short")
+		return
+	}
+	c.Log.Info().Str("user", current(r).User).Int("rows", n).Msg("console: findings exported")
+}
+
+// csvSafe keeps a spreadsheet from reading a cell as a formula.
+func csvSafe(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func stampp(t *time.Time) string {
+	if t == nil {
+		return ""
+	}
+	return stamp(*t)
+}
+
+// validSession: Ottu session ids are short tokens; anything else is not
+// looked up.
+func validID(s string) bool {
+	return s != "" && len(s) <= 200 && utf8.ValidString(s) && !strings.ContainsAny(s, "\x00\r\n")
+}
+
+func (c *Console) paymentPage(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("session")
+	if !validID(id) {
+		c.fail(w, r, http.StatusNotFound, "There is no such payment.")
+		return
+	}
+	s, err := c.DB.Story(r.Context(), id)
+	if err != nil {
+		c.failErr(w, r, "read the payment", err)
+		return
+	}
+	if len(s.Deliveries) == 0 && len(s.Findings) == 0 {
+		c.fail(w, r, http.StatusNotFound, "Nothing is stored about this payment.")
+		return
+	}
+	currency := ""
+	var latest *clickhouse.Delivery
+	for i := range s.Deliveries {
+		d := &s.Deliveries[i]
+		if d.Kind == "payment" {
+			latest = d
+			currency = cmpOr(currency, d.Currency)
+		}
+	}
+	for _, d := range s.Deliveries {
+		currency = cmpOr(currency, d.Currency)
+	}
+	points := amountPoints(s.Deliveries)
+	actionsBy := map[string][]clickhouse.Action{}
+	for _, a := range s.Actions {
+		actionsBy[a.Code] = append(actionsBy[a.Code], a)
+	}
+	versionsBy := map[string][]clickhouse.FindingVersion{}
+	for _, v := range s.Versions {
+		versionsBy[v.Code] = append(versionsBy[v.Code], v)
+	}
+	c.render(w, r, http.StatusOK, "payment", map[string]any{
+		"Title":      "Payment " + id,
+		"Story":      s,
+		"Latest":     latest,
+		"Currency":   currency,
+		"Chart":      amountsChart(points, currency),
+		"Points":     points,
+		"ActionsBy":  actionsBy,
+		"VersionsBy": versionsBy,
+		"Tomorrow":   c.now().UTC().AddDate(0, 0, 1).Format("2006-01-02"),
+	})
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// amountPoints runs through a payment's deliveries in order of arrival and
+// returns, after each, the totals: the parent's amount once it reached paid
+// or authorized, and the sums of captures, refunds and voids, each operation
+// (reference_number) counted once at the latest state seen so far.
+func amountPoints(ds []clickhouse.Delivery) []AmountPoint {
+	type op struct {
+		kind, state string
+		amount      decimal.Decimal
+	}
+	ops := map[string]op{}
+	var paid decimal.Decimal
+	var out []AmountPoint
+	for _, d := range ds {
+		switch d.Kind {
+		case "payment":
+			if (d.State == events.StatePaid || d.State == events.StateAuthorized) && d.Amount != nil {
+				paid = *d.Amount
+			}
+		case "operation":
+			amt := decimal.Zero
+			if d.TxnAmount != nil {
+				amt = *d.TxnAmount
+			} else if d.Amount != nil {
+				amt = *d.Amount
+			}
+			ops[d.ReferenceNumber] = op{kind: d.Operation, state: d.State, amount: amt}
+		default:
+			continue
+		}
+		p := AmountPoint{At: d.ReceivedAt, Paid: paid}
+		for _, o := range ops {
+			switch {
+			case o.kind == events.OpCapture && o.state == events.TxnPaid:
+				p.Captured = p.Captured.Add(o.amount)
+			case o.kind == events.OpRefund && o.state == events.TxnRefunded:
+				p.Refunded = p.Refunded.Add(o.amount)
+			case o.kind == events.OpVoid && o.state == events.TxnVoided:
+				p.Voided = p.Voided.Add(o.amount)
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (c *Console) rawPage(w http.ResponseWriter, r *http.Request) {
+	id, delivery := r.PathValue("session"), r.PathValue("delivery")
+	if !validID(id) || !validID(delivery) {
+		c.fail(w, r, http.StatusNotFound, "There is no such delivery.")
+		return
+	}
+	body, ok, err := c.DB.RawBody(r.Context(), id, delivery)
+	if err != nil {
+		c.failErr(w, r, "read the delivery", err)
+		return
+	}
+	if !ok {
+		c.fail(w, r, http.StatusNotFound, "There is no such delivery of this payment.")
+		return
+	}
+	masked := current(r).Role != Operator
+	shown := prettyBody(body, masked)
+	c.Log.Info().Str("user", current(r).User).Bool("masked", masked).Msg("console: raw body shown")
+	c.render(w, r, http.StatusOK, "raw", map[string]any{"Title": "Delivery " + delivery, "SessionID": id, "DeliveryID": delivery,
+		"Body": shown, "Masked": masked})
+}
+
+// prettyBody indents a JSON body; with mask set, the customer's email and
+// phone (any field whose name says email, phone or mobile) are masked. A
+// body that is not JSON is shown as it is, or not at all when masked.
+func prettyBody(body []byte, mask bool) string {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		if mask {
+			return "(this body is not JSON; it is shown to operators only)"
+		}
+		return string(body)
+	}
+	if mask {
+		v = maskCustomer(v)
+	}
+	out, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return string(body)
+	}
+	return string(out)
+}
+
+func maskCustomer(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, val := range x {
+			lk := strings.ToLower(k)
+			if s, ok := val.(string); ok && (strings.Contains(lk, "email") || strings.Contains(lk, "phone") || strings.Contains(lk, "mobile")) {
+				x[k] = maskText(s)
+				continue
+			}
+			x[k] = maskCustomer(val)
+		}
+	case []any:
+		for i := range x {
+			x[i] = maskCustomer(x[i])
+		}
+	}
+	return v
+}
+
+// maskText keeps the first character of a value (and an email's domain's
+// last part) and hides the rest.
+func maskText(s string) string {
+	if s == "" {
+		return ""
+	}
+	first, _ := utf8.DecodeRuneInString(s)
+	tail := ""
+	if at := strings.LastIndexByte(s, '.'); strings.Contains(s, "@") && at > 0 {
+		tail = s[at:]
+	}
+	return string(first) + "•••••" + tail
+}
+
+// act records an operator's action on a finding and goes back to its payment.
+func (c *Console) act(w http.ResponseWriter, r *http.Request) {
+	s := current(r)
+	a := clickhouse.Action{SessionID: r.PostFormValue("session_id"), Code: r.PostFormValue("code"), Action: r.PostFormValue("action"),
+		Actor: s.User, Note: strings.TrimSpace(r.PostFormValue("note")), Evidence: r.PostFormValue("evidence")}
+	bad := func(msg string) { c.fail(w, r, http.StatusBadRequest, msg) }
+	switch {
+	case !validID(a.SessionID) || !knownCode(a.Code):
+		bad("No such finding.")
+		return
+	case len(a.Note) > 4000:
+		bad("A note is at most 4000 characters.")
+		return
+	case len(a.Evidence) > 64:
+		bad("No such finding.")
+		return
+	}
+	switch a.Action {
+	case clickhouse.ActionAcknowledge:
+	case clickhouse.ActionResolve, clickhouse.ActionNote:
+		if a.Note == "" {
+			bad("Say why, in the note: it is what an auditor reads.")
+			return
+		}
+	case clickhouse.ActionMute:
+		until, err := time.Parse("2006-01-02", r.PostFormValue("until"))
+		if err != nil {
+			bad("Mute until a date (YYYY-MM-DD).")
+			return
+		}
+		until = until.Add(24 * time.Hour) // to the end of that day, UTC
+		if !until.After(c.now()) || until.After(c.now().AddDate(1, 0, 0)) {
+			bad("Mute until a date from today to a year ahead.")
+			return
+		}
+		a.Until = &until
+	default:
+		bad("Unknown action.")
+		return
+	}
+	a, err := c.DB.AddAction(r.Context(), a)
+	if errors.Is(err, clickhouse.ErrNoFinding) {
+		bad("No such finding.")
+		return
+	}
+	if err != nil {
+		c.failErr(w, r, "record the action", err)
+		return
+	}
+	c.Log.Info().Str("user", s.User).Str("action", a.Action).Str("code", a.Code).Str("action_id", a.ID).Msg("console: action recorded")
+	http.Redirect(w, r, "/payments/"+url.PathEscape(a.SessionID)+"#"+a.Code, http.StatusSeeOther)
+}
+
+// funcs are the templates' helpers.
+var funcs = template.FuncMap{
+	"stamp":  stamp,
+	"stampp": stampp,
+	"money": func(d decimal.Decimal, currency string) string {
+		return d.StringFixed(decimalsOf(currency))
+	},
+	"moneyp": func(d *decimal.Decimal, currency string) string {
+		if d == nil {
+			return ""
+		}
+		return d.StringFixed(decimalsOf(currency))
+	},
+	"age": func(now, t time.Time) string {
+		d := now.Sub(t)
+		switch {
+		case d < time.Hour:
+			return fmt.Sprintf("%d min", int(d.Minutes()))
+		case d < 48*time.Hour:
+			return fmt.Sprintf("%d h", int(d.Hours()))
+		}
+		return fmt.Sprintf("%d days", int(d.Hours()/24))
+	},
+	"path": url.PathEscape,
+	"inc":  func(i int) int { return i + 1 },
+	"sevIndex": func(s string) int {
+		return slices.Index(severities, s)
+	},
+	"eq2": func(a, b any) bool { return fmt.Sprint(a) == fmt.Sprint(b) },
+}

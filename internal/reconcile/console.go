@@ -1,0 +1,61 @@
+package reconcile
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/ottu-recon/ottu-recon/internal/console"
+	"github.com/ottu-recon/ottu-recon/internal/httpserver"
+)
+
+// openConsole serves the findings console on RECON_CONSOLE_LISTEN, when set
+// (docs/console.md). Its sessions live in NATS, so that any replica serves
+// a person signed in on another, and signing out ends the session on all.
+func (m *Main) openConsole() error {
+	if m.Config.ConsoleListen == "" {
+		return nil
+	}
+	users, err := console.LoadUsers(m.Config.ConsoleUsersFile)
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	log := m.component("console")
+	if users.Len() == 0 {
+		log.Warn().Msg("the console users file lists nobody: nobody can sign in (reconcile console-user NAME ROLE adds one)")
+	}
+	const ttl = 12 * time.Hour
+	c := &console.Console{
+		DB:         m.db,
+		UsersFile:  m.Config.ConsoleUsersFile,
+		Sessions:   &console.KVSessions{JS: m.conn.JetStream(), TTL: ttl, Replicas: m.Config.Stream.Replicas},
+		Secure:     m.Config.ConsoleTLSCertFile != "",
+		SessionTTL: ttl,
+		Log:        log,
+		Now:        m.Now,
+	}
+	handler := c.Handler()
+	m.console = &httpserver.Server{Addr: m.Config.ConsoleListen, NoAdmin: true, MaxConnections: 256,
+		CertFile: m.Config.ConsoleTLSCertFile, KeyFile: m.Config.ConsoleTLSKeyFile,
+		Routes: map[string]http.Handler{"/": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !m.ready.Load() {
+				w.Header().Set("Retry-After", "5")
+				http.Error(w, "The console is starting: ClickHouse or NATS is not reachable yet.", http.StatusServiceUnavailable)
+				return
+			}
+			handler.ServeHTTP(w, r)
+		})}}
+	if err := m.console.Open(); err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
+	log.Info().Str("url", m.console.URL()).Int("users", users.Len()).Msg("findings console listening")
+	return nil
+}
+
+// ConsoleURL is the console's base URL ("" when it is off).
+func (m *Main) ConsoleURL() string {
+	if m.console == nil {
+		return ""
+	}
+	return m.console.URL()
+}
