@@ -95,8 +95,8 @@ type Webhook struct {
 	HMACKey []byte // optional: sign the body; a key written whsec_<base64> is decoded for webhook-signature
 	// ConsoleURL, when set, is the console's base URL: each finding links to it.
 	ConsoleURL string
-	Client  *http.Client
-	Now     func() time.Time // default time.Now: webhook-timestamp
+	Client     *http.Client
+	Now        func() time.Time // default time.Now: webhook-timestamp
 }
 
 // standard returns the Standard Webhooks signer of key: a key written

@@ -537,7 +537,9 @@ func (db *DB) AddAction(ctx context.Context, a Action) (Action, error) {
 	var err error
 	for range 3 { // a copy stored by a failed attempt is the same row: one action
 		err = w.insert(ctx, "finding_actions", `INSERT INTO finding_actions (session_id, code, action, actor, at, note, until, evidence, action_id)`, 1,
-			func(int) []any { return []any{a.SessionID, a.Code, a.Action, a.Actor, a.At, a.Note, a.Until, a.Evidence, a.ID} })
+			func(int) []any {
+				return []any{a.SessionID, a.Code, a.Action, a.Actor, a.At, a.Note, a.Until, a.Evidence, a.ID}
+			})
 		if err == nil || ctx.Err() != nil {
 			break
 		}

@@ -172,7 +172,7 @@ func orNone(s string) string {
 
 // AmountPoint is a payment's running totals after one delivery.
 type AmountPoint struct {
-	At                                 time.Time
+	At                               time.Time
 	Paid, Captured, Refunded, Voided decimal.Decimal
 }
 
