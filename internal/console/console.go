@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -92,6 +93,7 @@ func (c *Console) Handler() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(assets, "static")
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /signin", c.signinPage)
 	mux.HandleFunc("POST /signin", c.signin)
 	mux.Handle("POST /signout", c.authed(c.signout, false))
@@ -119,7 +121,7 @@ func (c *Console) headers(next http.Handler) http.Handler {
 		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Referrer-Policy", "same-origin") // a page's address (a payment's id) never goes to another site
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
 		if !strings.HasPrefix(r.URL.Path, "/static/") {
 			h.Set("Cache-Control", "no-store")
@@ -235,19 +237,24 @@ func (c *Console) authed(next http.HandlerFunc, operator bool) http.Handler {
 	})
 }
 
-// sameOrigin refuses what a browser says came from another site: the
-// Sec-Fetch-Site and Origin headers, when sent, must name this site.
+// sameOrigin refuses what a browser says came from elsewhere: the
+// Sec-Fetch-Site and Origin headers, when sent, must name this origin. An
+// opaque origin ("null": a sandboxed frame, a redirect across sites, some
+// privacy settings) passes only when Sec-Fetch-Site says same-origin.
 func sameOrigin(r *http.Request) bool {
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+	site := r.Header.Get("Sec-Fetch-Site")
+	if site != "" && site != "same-origin" && site != "none" {
 		return false
 	}
-	if origin := r.Header.Get("Origin"); origin != "" && origin != "null" {
-		host := strings.TrimPrefix(strings.TrimPrefix(origin, "https://"), "http://")
-		if host != r.Host {
+	switch origin := r.Header.Get("Origin"); origin {
+	case "":
+	case "null":
+		return site == "same-origin"
+	default:
+		u, err := url.Parse(origin)
+		if err != nil || u.Host != r.Host {
 			return false
 		}
-	} else if origin == "null" {
-		return false
 	}
 	return true
 }
@@ -265,7 +272,15 @@ func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Console) renderSignin(w http.ResponseWriter, r *http.Request, status int, problem string) {
-	token := newToken()
+	// One token per browser, kept while it is on the sign-in page: a page
+	// the browser fetches beside it (its icon) must not replace the token
+	// the form carries.
+	token := ""
+	if cookie, err := r.Cookie(c.signinCookie()); err == nil && len(cookie.Value) == 64 {
+		token = cookie.Value
+	} else {
+		token = newToken()
+	}
 	http.SetCookie(w, &http.Cookie{Name: c.signinCookie(), Value: token, Path: "/", HttpOnly: true, Secure: c.Secure,
 		SameSite: http.SameSiteStrictMode, MaxAge: 3600})
 	c.render(w, r, status, "signin", map[string]any{"Title": "Sign in", "Token": token, "Problem": problem})

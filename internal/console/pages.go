@@ -584,6 +584,14 @@ var funcs = template.FuncMap{
 		return fmt.Sprintf("%d days", int(d.Hours()/24))
 	},
 	"path": url.PathEscape,
+	// short is the start of a long id, for a list (the link and its label
+	// carry it whole).
+	"short": func(s string) string {
+		if utf8.RuneCountInString(s) <= 14 {
+			return s
+		}
+		return string([]rune(s)[:12]) + "…"
+	},
 	"inc":  func(i int) int { return i + 1 },
 	"sevIndex": func(s string) int {
 		return slices.Index(severities, s)
