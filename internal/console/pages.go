@@ -592,7 +592,7 @@ var funcs = template.FuncMap{
 		}
 		return string([]rune(s)[:12]) + "…"
 	},
-	"inc":  func(i int) int { return i + 1 },
+	"inc": func(i int) int { return i + 1 },
 	"sevIndex": func(s string) int {
 		return slices.Index(severities, s)
 	},
