@@ -61,7 +61,9 @@ echo "ClickHouse at $CLICKHOUSE_ADDR, database $CLICKHOUSE_DATABASE"
 
 KEY="demo-hmac-key-$(date +%s)"
 ALERT_KEY="demo-alert-key"
-http_port=$(free_port); nats_port=$(free_port); recon_port=$(free_port); alert_port=$(free_port)
+http_port=$(free_port); nats_port=$(free_port); recon_port=$(free_port); alert_port=$(free_port); console_port=$(free_port)
+CONSOLE_USERS="$work/console-users"
+DEMO_PASSWORD="demo-password-$(date +%s | tail -c 5)"
 
 say "starting ingest (embedded NATS with JetStream) on 127.0.0.1:$http_port"
 env OTTU_HMAC_KEYS="$KEY" INGEST_LISTEN="127.0.0.1:$http_port" NATS_EMBEDDED=true \
@@ -74,10 +76,17 @@ say "starting an alert receiver on 127.0.0.1:$alert_port"
 env ALERT_HMAC_KEY="$ALERT_KEY" "$bin/ottusim" alerts -listen "127.0.0.1:$alert_port" >"$work/alerts.log" 2>&1 &
 pids+=($!)
 
-say "starting reconcile serve (migrates the schema)"
+say "adding console users: demo (operator) and viewer (viewer)"
+printf '%s\n' "$DEMO_PASSWORD" | RECON_CONSOLE_USERS_FILE="$CONSOLE_USERS" "$bin/reconcile" console-user demo operator
+printf '%s\n' "$DEMO_PASSWORD" | RECON_CONSOLE_USERS_FILE="$CONSOLE_USERS" "$bin/reconcile" console-user viewer viewer
+
+say "starting reconcile serve (migrates the schema; the console on 127.0.0.1:$console_port)"
 export NATS_URL="nats://127.0.0.1:$nats_port" RECON_GRACE=1s OTTU_ENVIRONMENT=live \
-  ALERT_WEBHOOK_URL="http://127.0.0.1:$alert_port/" ALERT_HMAC_KEY="$ALERT_KEY" LOG_LEVEL=warn
-env RECON_LISTEN="127.0.0.1:$recon_port" RECON_SCHEDULE="0 0 1 1 *" "$bin/reconcile" serve >"$work/reconcile.log" 2>&1 &
+  ALERT_WEBHOOK_URL="http://127.0.0.1:$alert_port/" ALERT_HMAC_KEY="$ALERT_KEY" LOG_LEVEL=warn \
+  RECON_CONSOLE_URL="http://127.0.0.1:$console_port"
+env RECON_LISTEN="127.0.0.1:$recon_port" RECON_SCHEDULE="0 0 1 1 *" RECON_CONSOLE_LISTEN="127.0.0.1:$console_port" \
+  RECON_CONSOLE_USERS_FILE="$CONSOLE_USERS" "$bin/reconcile" serve >"$work/reconcile.log" 2>&1 &
+recon_pid=$!
 pids+=($!)
 wait_http "http://127.0.0.1:$recon_port/readyz" 60
 
@@ -143,6 +152,24 @@ say "reconcile report"
 say "findings by code (SELECT code, severity, count() FROM findings GROUP BY code, severity)"
 clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
   --query "SELECT code, severity, count() AS findings FROM findings WHERE status = 'open' GROUP BY code, severity ORDER BY severity DESC, code FORMAT PrettyCompact"
+
+say "the findings console"
+wait_http "http://127.0.0.1:$console_port/signin" 10
+echo "  console:  http://127.0.0.1:$console_port/"
+echo "  operator: demo / $DEMO_PASSWORD   (acknowledge, resolve, mute, note)"
+echo "  viewer:   viewer / $DEMO_PASSWORD (reads; customer email and phone masked)"
+echo "  Alerts now carry a console_url to each finding's page."
+# The console stays up to be looked at: until Ctrl-C, or DEMO_HOLD seconds
+# (DEMO_HOLD=0 stops here).
+hold=${DEMO_HOLD:-forever}
+trap 'echo; echo "stopping the demo"; exit 0' INT TERM
+if [ "$hold" = forever ]; then
+  echo "The demo keeps running for the console; Ctrl-C stops it (DEMO_HOLD=0 make demo stops here)."
+  while kill -0 "$recon_pid" 2>/dev/null; do sleep 1; done
+elif [ "$hold" -gt 0 ]; then
+  echo "The demo keeps running for the console for ${hold}s; Ctrl-C stops it sooner."
+  sleep "$hold"
+fi
 
 clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --query "DROP DATABASE IF EXISTS $CLICKHOUSE_DATABASE" || true
 say "done: everything this demo started is stopped"
