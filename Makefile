@@ -2,7 +2,7 @@
 GO ?= go
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: build test test-modern test-cluster vet unit bench fuzz demo clean clickhouse-start clickhouse-stop
+.PHONY: build test test-modern test-cluster vet unit bench fuzz demo clean clickhouse-start clickhouse-stop screenshots
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -14,14 +14,22 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
 # The whole suite: vet, then every test with the race detector against an
-# embedded NATS, a real ClickHouse 18.16 (started by scripts/clickhouse.sh)
+# embedded NATS, Debian's chromium for the console (scripts/chromium.sh; its
+# screenshots land in .tmp/screenshots), a real ClickHouse 18.16 (started by scripts/clickhouse.sh)
 # and a replicated cluster of two (scripts/clickhouse-cluster.sh: ZooKeeper
 # and two 18.16 replicas), then the modern-ClickHouse check: every statement
 # the product sent, replayed in ClickHouse 26.7 in process (chDB, installed by
 # scripts/chdb.sh) and compared with 18.16's answers.
 test: vet
-	scripts/clickhouse.sh run scripts/clickhouse-cluster.sh run sh -c '$(GO) test -race -count=1 -timeout 15m ./... && \
+	CONSOLE_SCREENSHOTS=$(CURDIR)/.tmp/screenshots scripts/chromium.sh run scripts/clickhouse.sh run scripts/clickhouse-cluster.sh run \
+		sh -c '$(GO) test -race -count=1 -timeout 15m ./... && \
 		scripts/chdb.sh run $(GO) test -tags chdb -count=1 -run TestModernClickHouse -v ./internal/clickhouse'
+
+# The console's browser test alone, writing the README's screenshots into
+# docs/screenshots.
+screenshots:
+	CONSOLE_SCREENSHOTS=$(CURDIR)/docs/screenshots scripts/chromium.sh run scripts/clickhouse.sh run \
+		$(GO) test -count=1 -run TestConsole_Browser -v ./internal/reconcile
 
 # The replicated-cluster tests alone.
 test-cluster:

@@ -509,13 +509,13 @@ var ErrNoFinding = errors.New("no such finding")
 func (db *DB) AddAction(ctx context.Context, a Action) (Action, error) {
 	ctx, cancel := db.timeout(ctx)
 	defer cancel()
-	var n uint64
+	var found uint8
 	var evidence string
-	if err := db.conn.QueryRow(ctx, "SELECT count(), argMax(evidence, version) FROM findings_log WHERE session_id = ? AND code = ?",
-		a.SessionID, a.Code).Scan(&n, &evidence); err != nil {
+	if err := db.conn.QueryRow(ctx, "SELECT count() > 0, argMax(evidence, version) FROM findings_log WHERE session_id = ? AND code = ?",
+		a.SessionID, a.Code).Scan(&found, &evidence); err != nil {
 		return a, fmt.Errorf("look up the finding: %w", err)
 	}
-	if n == 0 {
+	if found == 0 {
 		return a, ErrNoFinding
 	}
 	if a.Evidence == "" {

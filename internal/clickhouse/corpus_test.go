@@ -150,6 +150,11 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 	if _, err := store.Report(ctx, now.Add(-30*24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+	consoleFlow(t, db, now)
+	clock = clock.Add(5 * time.Minute)
+	if rep, err := r.Run(ctx); err != nil || rep.ParentsFailed != 0 { // with people's actions
+		t.Fatalf("pass 4 on 18.16: %+v %v", rep, err)
+	}
 	// The README's queries.
 	for _, q := range []string{
 		"SELECT currency_code, gateway_account, count() AS payments, sum(amount) AS paid FROM payments WHERE state = 'paid' GROUP BY currency_code, gateway_account",
@@ -164,5 +169,55 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 			t.Fatalf("%s: %v", q, err)
 		}
 		rows.Close()
+	}
+}
+
+// consoleFlow runs what the console reads and writes: every filter of the
+// list, its groups and facets, a payment's story and raw body, and each
+// action.
+func consoleFlow(t *testing.T, db *clickhouse.DB, now time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	all, err := db.FindingsPage(ctx, clickhouse.FindingFilter{Status: "all"}, 0, 50)
+	if err != nil || len(all) == 0 {
+		t.Fatalf("findings page: %d %v", len(all), err)
+	}
+	f := all[0]
+	for _, a := range []clickhouse.Action{
+		{SessionID: f.SessionID, Code: f.Code, Action: clickhouse.ActionAcknowledge, Actor: "ada"},
+		{SessionID: f.SessionID, Code: f.Code, Action: clickhouse.ActionNote, Actor: "ada", Note: "asked the bank"},
+		{SessionID: all[len(all)-1].SessionID, Code: all[len(all)-1].Code, Action: clickhouse.ActionResolve, Actor: "ada", Note: "goodwill"},
+		{SessionID: f.SessionID, Code: f.Code, Action: clickhouse.ActionMute, Actor: "ada", Until: new(now.Add(48 * time.Hour))},
+	} {
+		if _, err := db.AddAction(ctx, a); err != nil {
+			t.Fatalf("%s: %v", a.Action, err)
+		}
+	}
+	for _, ff := range []clickhouse.FindingFilter{
+		{}, {Status: "acknowledged"}, {Status: "resolved"}, {Status: "all", Code: f.Code, Severity: f.Severity},
+		{Status: "all", OlderThan: time.Hour, Gateway: f.Gateway, Currency: f.Currency}, {Status: "all", Search: f.SessionID},
+		{Status: "all", Search: "o-s-order"},
+	} {
+		if _, err := db.FindingsPage(ctx, ff, 0, 50); err != nil {
+			t.Fatalf("findings page %+v: %v", ff, err)
+		}
+		if _, err := db.FindingGroups(ctx, ff, now.Add(-29*24*time.Hour)); err != nil {
+			t.Fatalf("finding groups %+v: %v", ff, err)
+		}
+		if err := db.EachFinding(ctx, ff, func(clickhouse.ConsoleFinding) error { return nil }); err != nil {
+			t.Fatalf("each finding %+v: %v", ff, err)
+		}
+	}
+	if _, _, err := db.FindingFacets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	story, err := db.Story(ctx, f.SessionID)
+	if err != nil || len(story.Findings) == 0 || len(story.Actions) != 3 {
+		t.Fatalf("story of %s: %+v %v", f.SessionID, story, err)
+	}
+	for _, d := range story.Deliveries {
+		if _, ok, err := db.RawBody(ctx, f.SessionID, d.DeliveryID); err != nil || !ok {
+			t.Fatalf("raw body of %s: %v %v", d.DeliveryID, ok, err)
+		}
 	}
 }

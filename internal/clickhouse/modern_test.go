@@ -89,8 +89,11 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 var (
 	insertHeader = regexp.MustCompile(`(?is)^\s*INSERT\s+INTO\s+([A-Za-z_.` + "`" + `0-9]+)\s*\(([^)]*)\)\s*(VALUES|FORMAT\s+Native)\s*$`)
 	isQuery      = regexp.MustCompile(`(?is)^\s*(SELECT|WITH)\b`)
-	unstable     = regexp.MustCompile(`(?i)\bnow\(\)|\bsystem\.|\bversion\(\)`)
-	external     = regexp.MustCompile(`\b_recon_list_\d+\b`)
+	// The clock or the server itself; or every version of a finding, which
+	// the load below (one insert into a ReplacingMergeTree) keeps only the
+	// latest of, as merges do in time.
+	unstable = regexp.MustCompile(`(?i)\bnow\(\)|\bsystem\.|\bversion\(\)|FROM findings_log WHERE session_id = \S+ ORDER BY version`)
+	external = regexp.MustCompile(`\b_recon_list_\d+\b`)
 )
 
 // literal turns the external tables a query names into lists in its text,

@@ -1,0 +1,167 @@
+package console
+
+import (
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shopspring/decimal"
+
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+)
+
+func TestSameOrigin(t *testing.T) {
+	tests := []struct {
+		name         string
+		origin, site string
+		want         bool
+	}{
+		{"no headers (an old browser, a script)", "", "", true},
+		{"same origin", "http://console.example:8443", "same-origin", true},
+		{"typed or bookmarked", "", "none", true},
+		{"another origin", "https://evil.example", "", false},
+		{"another port", "http://console.example:9999", "same-origin", false},
+		{"same site, other origin", "http://console.example:8443", "same-site", false},
+		{"cross site", "", "cross-site", false},
+		{"opaque origin from this origin", "null", "same-origin", true},
+		{"opaque origin from elsewhere", "null", "cross-site", false},
+		{"opaque origin, no fetch metadata", "null", "", false},
+		{"not a URL", "::", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "http://console.example:8443/actions", nil)
+			if tt.origin != "" {
+				r.Header.Set("Origin", tt.origin)
+			}
+			if tt.site != "" {
+				r.Header.Set("Sec-Fetch-Site", tt.site)
+			}
+			if got := sameOrigin(r); got != tt.want {
+				t.Fatalf("sameOrigin = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestThrottle(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	th := &Throttle{Now: func() time.Time { return now }}
+	for i := range 5 {
+		if w := th.Wait("name:ada", "ip:10.0.0.1"); w != 0 {
+			t.Fatalf("attempt %d waits %s", i+1, w)
+		}
+		th.Fail("name:ada", "ip:10.0.0.1")
+	}
+	th.Fail("name:ada", "ip:10.0.0.1") // the sixth failure
+	if w := th.Wait("name:ada"); w != time.Second {
+		t.Fatalf("after 6 failures: wait %s, want 1s", w)
+	}
+	th.Fail("name:ada", "ip:10.0.0.1")
+	if w := th.Wait("name:ada"); w != 2*time.Second {
+		t.Fatalf("after 7 failures: wait %s, want 2s (doubling)", w)
+	}
+	if w := th.Wait("name:bob", "ip:10.0.0.1"); w != 0 {
+		t.Fatalf("another name from the same address waits %s: the address allows four times as many", w)
+	}
+	for range 20 {
+		th.Fail("name:ada")
+	}
+	if w := th.Wait("name:ada"); w != 15*time.Minute {
+		t.Fatalf("wait %s, want the 15 min cap", w)
+	}
+	th.Succeed("name:ada")
+	if w := th.Wait("name:ada"); w != 0 {
+		t.Fatalf("after a success: wait %s", w)
+	}
+	now = now.Add(16 * time.Minute)
+	th.Fail("name:carol")
+	if len(th.keys) != 1 {
+		t.Fatalf("old failures kept: %v", th.keys)
+	}
+}
+
+func TestPrettyBody(t *testing.T) {
+	body := []byte(`{"session_id":"s1","amount":"10.500","customer_email":"sara@example.com","customer_phone":"+96550000001",
+		"extra":{"billing":{"Mobile_Number":"+96599999999"}},"notes":[{"contact_email":"x@y.kw"}]}`)
+	masked := prettyBody(body, true)
+	for _, secret := range []string{"sara@example.com", "+96550000001", "+96599999999", "x@y.kw"} {
+		if strings.Contains(masked, secret) {
+			t.Errorf("masked body shows %s:\n%s", secret, masked)
+		}
+	}
+	for _, kept := range []string{`"10.500"`, `"s•••••.com"`, `"+•••••"`} {
+		if !strings.Contains(masked, kept) {
+			t.Errorf("masked body lacks %s:\n%s", kept, masked)
+		}
+	}
+	if whole := prettyBody(body, false); !strings.Contains(whole, "sara@example.com") || !strings.Contains(whole, `"10.500"`) {
+		t.Errorf("operator's body: %s", whole)
+	}
+	if got := prettyBody([]byte("not json <b>sara@example.com</b>"), true); strings.Contains(got, "sara") {
+		t.Errorf("a body that is not JSON is shown masked: %s", got)
+	}
+}
+
+func TestFilterOf(t *testing.T) {
+	tests := []struct {
+		query string
+		want  clickhouse.FindingFilter
+	}{
+		{"", clickhouse.FindingFilter{Status: "open"}},
+		{"status=resolved&code=OVER_REFUND&severity=critical&age=7d&gateway=knet&currency=KWD&q=+ORD-1+",
+			clickhouse.FindingFilter{Status: "resolved", Code: "OVER_REFUND", Severity: "critical", OlderThan: 7 * 24 * time.Hour,
+				Gateway: "knet", Currency: "KWD", Search: "ORD-1"}},
+		{"status=bogus&code=DROP+TABLE&severity=huge&age=1y", clickhouse.FindingFilter{Status: "open"}},
+		{"q=" + strings.Repeat("x", 201), clickhouse.FindingFilter{Status: "open"}},
+	}
+	for _, tt := range tests {
+		q, _ := url.ParseQuery(tt.query)
+		got := filterOf(q)
+		if got != tt.want {
+			t.Errorf("%q: %+v, want %+v", tt.query, got, tt.want)
+		}
+		// The list's links keep the filter.
+		back, _ := url.ParseQuery(strings.TrimPrefix(query(got, 2), "?"))
+		if again := filterOf(back); again != got || back.Get("page") != "2" {
+			t.Errorf("%q: round trip %+v", tt.query, again)
+		}
+	}
+}
+
+func TestAmountPoints(t *testing.T) {
+	d := func(s string) *decimal.Decimal { v := decimal.RequireFromString(s); return &v }
+	at := func(m int) time.Time { return time.Date(2026, 12, 1, 10, m, 0, 0, time.UTC) }
+	points := amountPoints([]clickhouse.Delivery{
+		{Kind: "payment", State: "authorized", Amount: d("100.000"), ReceivedAt: at(0)},
+		{Kind: "operation", Operation: "capture", ReferenceNumber: "c1", State: "paid", TxnAmount: d("60.000"), ReceivedAt: at(1)},
+		{Kind: "operation", Operation: "refund", ReferenceNumber: "r1", State: "refund_queued", TxnAmount: d("10.000"), ReceivedAt: at(2)},
+		{Kind: "unreadable", ReceivedAt: at(3)},
+		{Kind: "operation", Operation: "refund", ReferenceNumber: "r1", State: "refunded", TxnAmount: d("10.000"), ReceivedAt: at(4)},
+		{Kind: "operation", Operation: "capture", ReferenceNumber: "c1", State: "paid", TxnAmount: d("60.000"), ReceivedAt: at(5)}, // again
+	})
+	want := []struct{ paid, captured, refunded string }{
+		{"100", "0", "0"}, {"100", "60", "0"}, {"100", "60", "0"}, {"100", "60", "10"}, {"100", "60", "10"},
+	}
+	if len(points) != len(want) {
+		t.Fatalf("%d points, want %d (the unreadable delivery adds none)", len(points), len(want))
+	}
+	for i, w := range want {
+		p := points[i]
+		if !p.Paid.Equal(decimal.RequireFromString(w.paid)) || !p.Captured.Equal(decimal.RequireFromString(w.captured)) ||
+			!p.Refunded.Equal(decimal.RequireFromString(w.refunded)) || !p.Voided.IsZero() {
+			t.Errorf("point %d: %+v, want %+v", i, p, w)
+		}
+	}
+}
+
+func TestCSVSafe(t *testing.T) {
+	for in, want := range map[string]string{"=HYPERLINK(\"x\")": "'=HYPERLINK(\"x\")", "+1": "'+1", "-2": "'-2", "@a": "'@a",
+		"refunds sum": "refunds sum", "": ""} {
+		if got := csvSafe(in); got != want {
+			t.Errorf("csvSafe(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
