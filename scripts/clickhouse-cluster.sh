@@ -92,6 +92,10 @@ write_node_config() { # N
     <operation_timeout_ms>10000</operation_timeout_ms>
   </zookeeper>
   <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+  <!-- A node killed mid-insert starts again: its parts that ZooKeeper never
+       recorded (inserts that were not acknowledged) are detached, whatever
+       their share of a small table, and the data comes from the other replica. -->
+  <merge_tree><replicated_max_ratio_of_wrong_parts>1</replicated_max_ratio_of_wrong_parts></merge_tree>
   <macros><shard>1</shard><replica>node$n</replica></macros>
   <remote_servers>
     <$cluster>

@@ -34,7 +34,7 @@ type Sessions interface {
 }
 
 // SessionBucket is the NATS key-value bucket of console sessions.
-const SessionBucket = "recon_console_sessions"
+const SessionBucket = "OTTU_RECON_CONSOLE_SESSIONS"
 
 // KVSessions keeps sessions in a JetStream key-value bucket whose entries
 // expire after TTL (the bucket's max age): a session lives at most TTL,

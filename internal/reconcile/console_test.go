@@ -111,9 +111,11 @@ type client struct {
 	http *http.Client
 }
 
-func (f *consoleFixture) client(t *testing.T) *client {
+func (f *consoleFixture) client(t *testing.T) *client { return newClient(t, f.url) }
+
+func newClient(t *testing.T, base string) *client {
 	jar, _ := cookiejar.New(nil)
-	return &client{t: t, base: f.url, http: &http.Client{Jar: jar, Timeout: 30 * time.Second,
+	return &client{t: t, base: base, http: &http.Client{Jar: jar, Timeout: 30 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
 

@@ -17,6 +17,7 @@ import (
 	natsgo "github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
@@ -61,8 +62,9 @@ func TestSecure_Compose(t *testing.T) {
 		alertQuery  = "S3CRET-5"
 		alertKey    = "alert-S3CRET-6"
 		ottuKey     = "ottu-api-S3CRET-7"
+		consolePW   = "console-S3CRET-8"
 	)
-	secrets := []string{hmacKey, ingestPW, reconcilePW, alertToken, alertQuery, alertKey, chtest.SecretPassword, ottuKey}
+	secrets := []string{hmacKey, ingestPW, reconcilePW, alertToken, alertQuery, alertKey, chtest.SecretPassword, ottuKey, consolePW}
 	// Every secret that can come from a file does, in one daemon or the other.
 	file := func(secret string) string {
 		p := filepath.Join(t.TempDir(), "secret")
@@ -122,6 +124,7 @@ func TestSecure_Compose(t *testing.T) {
 		"OTTU_API_URL": ottuAPI.URL, "OTTU_API_KEY_FILE": file(ottuKey), "OTTU_HMAC_KEYS": "another-key",
 		"ALERT_WEBHOOK_URL": failing.URL + "/services/T000/B000/" + alertToken + "?token=" + alertQuery,
 		"RECON_LISTEN":      "127.0.0.1:0", "RECON_SCHEDULE": "@every 1h", "RECON_BATCH_WAIT": "50ms",
+		"RECON_CONSOLE_LISTEN": "127.0.0.1:0", "RECON_CONSOLE_USERS_FILE": consoleUsers(t, "ada", "operator", consolePW),
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -209,6 +212,15 @@ func TestSecure_Compose(t *testing.T) {
 		t.Errorf("the shared rate of Ottu's API was not kept in NATS: %v", err)
 	}
 
+	// The console's sessions live in NATS under these permissions too.
+	console := newClient(t, rm.ConsoleURL())
+	if resp, csrf := console.signIn("ada", consolePW); resp.StatusCode != http.StatusSeeOther || csrf == "" {
+		t.Fatalf("console sign-in under the reconcile user's permissions: %d", resp.StatusCode)
+	}
+	if resp, page := console.do("GET", "/?status=all", nil, nil); resp.StatusCode != http.StatusOK || !strings.Contains(page, "sec-1") {
+		t.Fatalf("console findings page: %d", resp.StatusCode)
+	}
+
 	// No secret anywhere.
 	places := map[string]string{"logs": logs.String()}
 	for name, u := range map[string]string{"ingest metrics": im.URL() + "/metrics", "reconcile metrics": rm.URL() + "/metrics",
@@ -235,6 +247,20 @@ func TestSecure_Compose(t *testing.T) {
 			}
 		}
 	}
+}
+
+// consoleUsers writes a console users file with one user.
+func consoleUsers(t *testing.T, name, role, password string) string {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "console-users")
+	if err := os.WriteFile(p, []byte(name+" "+role+" "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func httpQuery(t *testing.T, addr, q string) string {
