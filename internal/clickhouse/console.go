@@ -1,49 +1,38 @@
 package clickhouse
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/shopspring/decimal"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
 
 // What the console (internal/console) reads and writes. Every query is
-// bounded by the DB's QueryTimeout, reads a parent by the event tables'
-// sorting key (session_id) or the findings by their view, and takes its
-// values as parameters: nothing a person types reaches the SQL text.
+// bounded by the DB's QueryTimeout, reads a parent by the tables' sorting
+// key (session_id), or every finding once (FindingStates, which the console
+// keeps in memory until findings change), and takes its values as
+// parameters: nothing a person types reaches the SQL text.
 
-// FindingFilter selects findings for the console's list, its counts and its
-// export.
-type FindingFilter struct {
-	// Status is "open" (open, nobody acknowledged it: the default),
-	// "acknowledged" (open, acknowledged), "resolved", or "all".
-	Status   string
-	Code     string
-	Severity string
-	// OlderThan keeps findings first seen at least this long ago (0: any age).
-	OlderThan time.Duration
-	Gateway   string
-	Currency  string
-	// Search is a session_id, an order_no or a reference_number (of the
-	// payment or of an operation): the findings of the parents it names.
-	Search string
-}
-
-// ConsoleFinding is one row of the findings list.
+// ConsoleFinding is a finding as the findings view shows it: its latest
+// version, with what people decided (Overlay).
 type ConsoleFinding struct {
 	SessionID      string
 	Code           string
 	Severity       string
-	Status         string
+	Status         string // open or resolved, as the view says
 	FirstSeen      time.Time
 	LastSeen       time.Time
 	ResolvedAt     *time.Time
-	Detail         string
+	Detail         string // "" from FindingStates: FindingDetails reads it
 	Evidence       string
 	Amount         decimal.Decimal
 	Currency       string
@@ -55,182 +44,210 @@ type ConsoleFinding struct {
 	Confirmation   string
 }
 
-// where renders the filter as a WHERE clause over the findings view, with
-// its arguments. now is the server's clock for the age.
-func (f FindingFilter) where(withStatus bool) (string, []any) {
-	var conds []string
-	var args []any
-	if withStatus {
-		switch f.Status {
-		case "acknowledged":
-			conds = append(conds, "status = 'open' AND acknowledged_by != ''")
-		case "resolved":
-			conds = append(conds, "status = 'resolved'")
-		case "all":
-		default:
-			conds = append(conds, "status = 'open' AND acknowledged_by = ''")
-		}
-	}
-	if f.Code != "" {
-		conds, args = append(conds, "code = ?"), append(args, f.Code)
-	}
-	if f.Severity != "" {
-		conds, args = append(conds, "toString(severity) = ?"), append(args, f.Severity)
-	}
-	if f.OlderThan > 0 {
-		conds, args = append(conds, "first_seen <= now() - ?"), append(args, uint64(f.OlderThan/time.Second))
-	}
-	if f.Gateway != "" {
-		conds, args = append(conds, "gateway = ?"), append(args, f.Gateway)
-	}
-	if f.Currency != "" {
-		conds, args = append(conds, "currency_code = ?"), append(args, f.Currency)
-	}
-	if f.Search != "" {
-		conds = append(conds, `(session_id = ? OR session_id IN (SELECT session_id FROM parent_keys
-			WHERE key_kind IN ('payment_reference', 'operation_reference', 'order_no') AND key = ?))`)
-		args = append(args, f.Search, f.Search)
-	}
-	if len(conds) == 0 {
-		return "", nil
-	}
-	return " WHERE " + strings.Join(conds, " AND "), args
+// FindingKey names a finding.
+type FindingKey struct{ SessionID, Code string }
+
+// Decisions is what people decided about one finding (finding_actions): the
+// latest acknowledgement, resolution and mute.
+type Decisions struct {
+	AckBy, ResolveBy             string
+	AckAt, ResolveAt             time.Time
+	AckEvidence, ResolveEvidence string
+	MutedUntil                   *time.Time
 }
 
-const consoleFindingColumns = `session_id, code, toString(severity), status, first_seen, last_seen, resolved_at, detail, evidence,
-	amount, currency_code, gateway, acknowledged_by, acknowledged_at, resolved_by, muted_until, confirmation`
-
-func scanConsoleFinding(scan func(...any) error) (ConsoleFinding, error) {
-	var f ConsoleFinding
-	err := scan(&f.SessionID, &f.Code, &f.Severity, &f.Status, &f.FirstSeen, &f.LastSeen, &f.ResolvedAt, &f.Detail, &f.Evidence,
-		&f.Amount, &f.Currency, &f.Gateway, &f.AcknowledgedBy, &f.AcknowledgedAt, &f.ResolvedBy, &f.MutedUntil, &f.Confirmation)
-	f.FirstSeen, f.LastSeen = f.FirstSeen.UTC(), f.LastSeen.UTC()
-	for _, t := range []*time.Time{f.ResolvedAt, f.AcknowledgedAt, f.MutedUntil} {
-		if t != nil {
-			*t = t.UTC()
+// Overlay is the findings view's reading of people's decisions, in Go
+// (schema/0011_console.sql has it in SQL; TestOverlay pins the two
+// together): f, as a pass left it, becomes what the view shows.
+func Overlay(f *ConsoleFinding, d Decisions) {
+	byHand := d.ResolveBy != "" && d.ResolveEvidence == f.Evidence
+	if byHand {
+		if f.Status == "open" {
+			at := d.ResolveAt
+			f.ResolvedAt = &at
 		}
+		f.Status, f.ResolvedBy = "resolved", d.ResolveBy
 	}
-	return f, err
+	if f.Status == "open" && d.AckBy != "" && d.AckEvidence == f.Evidence {
+		at := d.AckAt
+		f.AcknowledgedBy, f.AcknowledgedAt = d.AckBy, &at
+	}
+	f.MutedUntil = d.MutedUntil
 }
 
-// FindingsPage returns the findings f selects, most severe and oldest first,
-// limit of them from offset.
-func (db *DB) FindingsPage(ctx context.Context, f FindingFilter, offset, limit int) ([]ConsoleFinding, error) {
-	ctx, cancel := db.timeout(ctx)
-	defer cancel()
-	where, args := f.where(true)
-	rows, err := db.conn.Query(ctx, "SELECT "+consoleFindingColumns+" FROM findings"+where+
-		" ORDER BY severity DESC, first_seen, session_id, code LIMIT ?, ?", append(args, uint64(offset), uint64(limit))...)
+// decisionsQuery reads Decisions by finding; where narrows it.
+const decisionsQuery = `SELECT session_id, code,
+	argMaxIf(actor, at, action = 'acknowledge'), argMaxIf(at, at, action = 'acknowledge'), argMaxIf(evidence, at, action = 'acknowledge'),
+	argMaxIf(actor, at, action = 'resolve'), argMaxIf(at, at, action = 'resolve'), argMaxIf(evidence, at, action = 'resolve'),
+	argMaxIf(until, at, action = 'mute')
+FROM finding_actions`
+
+func (db *DB) decisions(ctx context.Context, where string, args ...any) (map[FindingKey]Decisions, error) {
+	rows, err := db.conn.Query(ctx, decisionsQuery+where+" GROUP BY session_id, code", args...)
+	if err != nil {
+		return nil, fmt.Errorf("query finding_actions: %w", err)
+	}
+	defer rows.Close()
+	out := map[FindingKey]Decisions{}
+	for rows.Next() {
+		var k FindingKey
+		var d Decisions
+		if err := rows.Scan(&k.SessionID, &k.Code, &d.AckBy, &d.AckAt, &d.AckEvidence, &d.ResolveBy, &d.ResolveAt, &d.ResolveEvidence,
+			&d.MutedUntil); err != nil {
+			return nil, fmt.Errorf("scan finding_actions: %w", err)
+		}
+		d.AckAt, d.ResolveAt = d.AckAt.UTC(), d.ResolveAt.UTC()
+		if d.MutedUntil != nil {
+			*d.MutedUntil = d.MutedUntil.UTC()
+		}
+		out[k] = d
+	}
+	return out, rows.Err()
+}
+
+// latestQuery reads the latest version of each finding as a pass wrote it,
+// with or without its detail; where narrows it (before the grouping: it
+// must name session_id and code only).
+func latestQuery(detail bool, where string) string {
+	d := "''"
+	if detail {
+		d = "detail"
+	}
+	return `SELECT session_id, code, toString(tupleElement(l, 1)), toString(tupleElement(l, 2)), tupleElement(l, 3), tupleElement(l, 4),
+	tupleElement(l, 5), tupleElement(l, 6), tupleElement(l, 7), tupleElement(l, 8), tupleElement(l, 9), tupleElement(l, 10), tupleElement(l, 11)
+FROM (
+	SELECT session_id, code, argMax(tuple(severity, status, first_seen, last_seen, resolved_at, ` + d + `, evidence, amount, currency_code,
+		gateway, confirmation), version) AS l
+	FROM findings_log` + where + `
+	GROUP BY session_id, code
+)`
+}
+
+func (db *DB) latest(ctx context.Context, detail bool, where string, args ...any) ([]ConsoleFinding, error) {
+	rows, err := db.conn.Query(ctx, latestQuery(detail, where), args...)
 	if err != nil {
 		return nil, fmt.Errorf("query findings: %w", err)
 	}
 	defer rows.Close()
 	var out []ConsoleFinding
 	for rows.Next() {
-		cf, err := scanConsoleFinding(rows.Scan)
-		if err != nil {
+		var f ConsoleFinding
+		if err := rows.Scan(&f.SessionID, &f.Code, &f.Severity, &f.Status, &f.FirstSeen, &f.LastSeen, &f.ResolvedAt, &f.Detail, &f.Evidence,
+			&f.Amount, &f.Currency, &f.Gateway, &f.Confirmation); err != nil {
 			return nil, fmt.Errorf("scan finding: %w", err)
 		}
-		out = append(out, cf)
+		f.FirstSeen, f.LastSeen = f.FirstSeen.UTC(), f.LastSeen.UTC()
+		if f.ResolvedAt != nil {
+			*f.ResolvedAt = f.ResolvedAt.UTC()
+		}
+		out = append(out, f)
 	}
 	return out, rows.Err()
 }
 
-// EachFinding streams every finding f selects to fn, in the list's order
-// (the CSV export).
-func (db *DB) EachFinding(ctx context.Context, f FindingFilter, fn func(ConsoleFinding) error) error {
-	where, args := f.where(true)
-	rows, err := db.conn.Query(ctx, "SELECT "+consoleFindingColumns+" FROM findings"+where+
-		" ORDER BY severity DESC, first_seen, session_id, code", args...)
-	if err != nil {
-		return fmt.Errorf("query findings: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		cf, err := scanConsoleFinding(rows.Scan)
-		if err != nil {
-			return fmt.Errorf("scan finding: %w", err)
-		}
-		if err := fn(cf); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
-}
-
-// FindingGroup counts findings of one code, severity, status and currency,
-// opened (or resolved) on one day in the recent window.
-type FindingGroup struct {
-	Code     string
-	Severity string
-	Status   string // open, acknowledged or resolved (as FindingFilter.Status)
-	Currency string
-	Opened   time.Time // the UTC day first seen, zero when before the window
-	Resolved time.Time // the UTC day resolved, zero when open or before the window
-	Count    uint64
-	Amount   decimal.Decimal // the money at stake, summed
-}
-
-// FindingGroups summarises the findings f selects, whatever their status
-// (f.Status is ignored): the console's counts and pictures. Days before
-// since are folded into the zero day.
-func (db *DB) FindingGroups(ctx context.Context, f FindingFilter, since time.Time) ([]FindingGroup, error) {
+// FindingStates returns the latest version, as passes wrote it and without
+// its detail (FindingDetails), of every finding written after version
+// (0: of every finding), and the highest version read. The console keeps
+// them in memory, reads only what changed since, and applies people's
+// decisions (Decisions, Overlay) itself.
+func (db *DB) FindingStates(ctx context.Context, after uint64) ([]ConsoleFinding, uint64, error) {
 	ctx, cancel := db.timeout(ctx)
 	defer cancel()
-	where, args := f.where(false)
-	day := since.UTC().Truncate(24 * time.Hour)
-	q := `SELECT code, toString(severity),
-		multiIf(status = 'resolved', 'resolved', acknowledged_by != '', 'acknowledged', 'open') AS st,
-		currency_code,
-		toUInt32(if(first_seen >= ?, toStartOfDay(first_seen), toDateTime(0))) AS opened,
-		toUInt32(if(status = 'resolved' AND ifNull(resolved_at, toDateTime(0)) >= ?, toStartOfDay(assumeNotNull(resolved_at)), toDateTime(0))) AS closed,
-		count(), sum(amount)
-	FROM findings` + where + `
-	GROUP BY code, severity, st, currency_code, opened, closed`
-	rows, err := db.conn.Query(ctx, q, append([]any{day, day}, args...)...)
+	where := ""
+	var args []any
+	if after > 0 {
+		where, args = " WHERE version > ?", []any{after}
+	}
+	var top uint64
+	if err := db.conn.QueryRow(ctx, "SELECT max(version) FROM findings_log"+where, args...).Scan(&top); err != nil {
+		return nil, 0, fmt.Errorf("read the findings' version: %w", err)
+	}
+	if top == 0 {
+		return nil, after, nil
+	}
+	// Only versions up to top: a pass writing meanwhile is read next time.
+	if where == "" {
+		where, args = " WHERE version <= ?", []any{top}
+	} else {
+		where, args = where+" AND version <= ?", append(args, top)
+	}
+	rows, err := db.latest(ctx, false, where, args...)
+	return rows, top, err
+}
+
+// Decisions returns what people decided, by finding.
+func (db *DB) Decisions(ctx context.Context) (map[FindingKey]Decisions, error) {
+	ctx, cancel := db.timeout(ctx)
+	defer cancel()
+	return db.decisions(ctx, "")
+}
+
+// Generation is what the console compares to tell whether findings changed:
+// the highest version of findings_log, and how many actions people took.
+type Generation struct{ Version, Actions uint64 }
+
+// FindingsGeneration reads the current Generation.
+func (db *DB) FindingsGeneration(ctx context.Context) (Generation, error) {
+	ctx, cancel := db.timeout(ctx)
+	defer cancel()
+	var g Generation
+	if err := db.conn.QueryRow(ctx, "SELECT max(version), (SELECT count() FROM finding_actions) FROM findings_log").Scan(&g.Version, &g.Actions); err != nil {
+		return g, fmt.Errorf("read the findings' generation: %w", err)
+	}
+	return g, nil
+}
+
+// FindingDetails returns the latest detail of each of keys.
+func (db *DB) FindingDetails(ctx context.Context, keys []FindingKey) (map[FindingKey]string, error) {
+	out := map[FindingKey]string{}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	ctx, cancel := db.timeout(ctx)
+	defer cancel()
+	sessions := make([]string, 0, len(keys))
+	want := map[FindingKey]bool{}
+	for _, k := range keys {
+		if !want[k] {
+			sessions = append(sessions, k.SessionID)
+		}
+		want[k] = true
+	}
+	ctx, in, err := (&Store{DB: db}).inList(ctx, "session_id", sessions)
 	if err != nil {
-		return nil, fmt.Errorf("query finding groups: %w", err)
+		return nil, err
+	}
+	rows, err := db.conn.Query(ctx, "SELECT session_id, code, argMax(detail, version) FROM findings_log WHERE "+in+" GROUP BY session_id, code")
+	if err != nil {
+		return nil, fmt.Errorf("query details: %w", err)
 	}
 	defer rows.Close()
-	var out []FindingGroup
 	for rows.Next() {
-		var g FindingGroup
-		var opened, closed uint32
-		if err := rows.Scan(&g.Code, &g.Severity, &g.Status, &g.Currency, &opened, &closed, &g.Count, &g.Amount); err != nil {
-			return nil, fmt.Errorf("scan finding group: %w", err)
+		var k FindingKey
+		var detail string
+		if err := rows.Scan(&k.SessionID, &k.Code, &detail); err != nil {
+			return nil, fmt.Errorf("scan detail: %w", err)
 		}
-		g.Opened, g.Resolved = unixTime(opened), unixTime(closed)
-		out = append(out, g)
+		if want[k] {
+			out[k] = detail
+		}
 	}
 	return out, rows.Err()
 }
 
-// FindingFacets lists the gateways and currencies findings carry: the
-// console's filter choices.
-func (db *DB) FindingFacets(ctx context.Context) (gateways, currencies []string, err error) {
+// SessionsByKey returns the parents a search names: the session_id itself,
+// or the parents carrying it as an order_no or a reference_number (of the
+// payment or one of its operations).
+func (db *DB) SessionsByKey(ctx context.Context, key string) ([]string, error) {
 	ctx, cancel := db.timeout(ctx)
 	defer cancel()
-	rows, err := db.conn.Query(ctx, `SELECT groupUniqArray(gateway), groupUniqArray(currency_code) FROM findings_log`)
+	var out []string
+	err := db.conn.QueryRow(ctx, `SELECT groupUniqArray(session_id) FROM parent_keys
+		WHERE key_kind IN ('payment_reference', 'operation_reference', 'order_no') AND key = ?`, key).Scan(&out)
 	if err != nil {
-		return nil, nil, fmt.Errorf("query facets: %w", err)
+		return nil, fmt.Errorf("look up a search key: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		if err := rows.Scan(&gateways, &currencies); err != nil {
-			return nil, nil, fmt.Errorf("scan facets: %w", err)
-		}
-	}
-	return dropEmpty(gateways), dropEmpty(currencies), rows.Err()
-}
-
-func dropEmpty(xs []string) []string {
-	out := xs[:0]
-	for _, x := range xs {
-		if x != "" {
-			out = append(out, x)
-		}
-	}
-	return out
+	return append(out, key), nil
 }
 
 // Delivery is one delivery of a payment's story: a payment or operation
@@ -368,77 +385,91 @@ LIMIT 1 BY delivery_id`, sessionID, sessionID, sessionID, sessionID, sessionID)
 		return nil, fmt.Errorf("read deliveries: %w", err)
 	}
 
-	if s.OrderNo != "" {
-		var o MerchantOrder
-		var n uint64
-		err := db.conn.QueryRow(ctx, `SELECT count(), argMax(amount, updated_at), argMax(currency_code, updated_at), max(updated_at)
-			FROM merchant_orders WHERE order_no = ?`, s.OrderNo).Scan(&n, &o.Amount, &o.Currency, &o.UpdatedAt)
-		if err != nil {
-			return nil, fmt.Errorf("query merchant order: %w", err)
-		}
-		if n > 0 {
-			o.UpdatedAt = o.UpdatedAt.UTC()
-			s.Order = &o
-		}
-	}
+	// The rest at once: the page's time is the slowest part's.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return db.storyOrder(gctx, s) })
+	g.Go(func() error { return db.storyAnswers(gctx, s) })
+	g.Go(func() error { return db.storyVersions(gctx, s) })
+	g.Go(func() error { return db.storyFindings(gctx, s) })
+	g.Go(func() (err error) { s.Actions, err = db.Actions(gctx, sessionID); return err })
+	return s, g.Wait()
+}
 
-	rows, err = db.conn.Query(ctx, `SELECT asked_at, status, verdict, state, amount, currency_code, error
-		FROM ottu_inquiries WHERE session_id = ? ORDER BY asked_at`, sessionID)
-	if err != nil {
-		return nil, fmt.Errorf("query Ottu's answers: %w", err)
+func (db *DB) storyOrder(ctx context.Context, s *Story) error {
+	if s.OrderNo == "" {
+		return nil
 	}
+	var o MerchantOrder
+	var n uint64
+	err := db.conn.QueryRow(ctx, `SELECT count(), argMax(amount, updated_at), argMax(currency_code, updated_at), max(updated_at)
+		FROM merchant_orders WHERE order_no = ?`, s.OrderNo).Scan(&n, &o.Amount, &o.Currency, &o.UpdatedAt)
+	if err != nil {
+		return fmt.Errorf("query merchant order: %w", err)
+	}
+	if n > 0 {
+		o.UpdatedAt = o.UpdatedAt.UTC()
+		s.Order = &o
+	}
+	return nil
+}
+
+func (db *DB) storyAnswers(ctx context.Context, s *Story) error {
+	rows, err := db.conn.Query(ctx, `SELECT asked_at, status, verdict, state, amount, currency_code, error
+		FROM ottu_inquiries WHERE session_id = ? ORDER BY asked_at`, s.SessionID)
+	if err != nil {
+		return fmt.Errorf("query Ottu's answers: %w", err)
+	}
+	defer rows.Close()
 	for rows.Next() {
 		var q OttuAnswer
 		if err := rows.Scan(&q.AskedAt, &q.Status, &q.Verdict, &q.State, &q.Amount, &q.Currency, &q.Error); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("scan Ottu's answer: %w", err)
+			return fmt.Errorf("scan Ottu's answer: %w", err)
 		}
 		q.AskedAt = q.AskedAt.UTC()
 		s.Inquiries = append(s.Inquiries, q)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read Ottu's answers: %w", err)
-	}
+	return rows.Err()
+}
 
-	rows, err = db.conn.Query(ctx, `SELECT code, toString(severity), toString(status), last_seen, detail, evidence, run_id, alerted_at
-		FROM findings_log WHERE session_id = ? ORDER BY version`, sessionID)
+func (db *DB) storyVersions(ctx context.Context, s *Story) error {
+	rows, err := db.conn.Query(ctx, `SELECT code, toString(severity), toString(status), last_seen, detail, evidence, run_id, alerted_at
+		FROM findings_log WHERE session_id = ? ORDER BY version`, s.SessionID)
 	if err != nil {
-		return nil, fmt.Errorf("query finding versions: %w", err)
+		return fmt.Errorf("query finding versions: %w", err)
 	}
+	defer rows.Close()
 	for rows.Next() {
 		var v FindingVersion
 		if err := rows.Scan(&v.Code, &v.Severity, &v.Status, &v.LastSeen, &v.Detail, &v.Evidence, &v.RunID, &v.AlertedAt); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("scan finding version: %w", err)
+			return fmt.Errorf("scan finding version: %w", err)
 		}
 		v.LastSeen = v.LastSeen.UTC()
 		s.Versions = append(s.Versions, v)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read finding versions: %w", err)
-	}
+	return rows.Err()
+}
 
-	rows, err = db.conn.Query(ctx, "SELECT "+consoleFindingColumns+" FROM findings WHERE session_id = ? ORDER BY severity DESC, code", sessionID)
-	if err != nil {
-		return nil, fmt.Errorf("query findings: %w", err)
+func (db *DB) storyFindings(ctx context.Context, s *Story) error {
+	var (
+		dec map[FindingKey]Decisions
+		err error
+	)
+	if s.Findings, err = db.latest(ctx, true, " WHERE session_id = ?", s.SessionID); err != nil {
+		return err
 	}
-	for rows.Next() {
-		f, err := scanConsoleFinding(rows.Scan)
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("scan finding: %w", err)
+	if dec, err = db.decisions(ctx, " WHERE session_id = ?", s.SessionID); err != nil {
+		return err
+	}
+	for i := range s.Findings {
+		if d, ok := dec[FindingKey{s.SessionID, s.Findings[i].Code}]; ok {
+			Overlay(&s.Findings[i], d)
 		}
-		s.Findings = append(s.Findings, f)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read findings: %w", err)
-	}
-
-	s.Actions, err = db.Actions(ctx, sessionID)
-	return s, err
+	slices.SortFunc(s.Findings, func(a, b ConsoleFinding) int {
+		return cmp.Or(cmp.Compare(ledger.SeverityRank(ledger.Severity(b.Severity)), ledger.SeverityRank(ledger.Severity(a.Severity))),
+			cmp.Compare(a.Code, b.Code))
+	})
+	return nil
 }
 
 // Actions returns the actions people took on the parent's findings, oldest

@@ -172,51 +172,106 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 	}
 }
 
-// consoleFlow runs what the console reads and writes: every filter of the
-// list, its groups and facets, a payment's story and raw body, and each
-// action.
+// consoleFlow runs what the console reads and writes: the findings'
+// states, details and generation, a search, a payment's story and raw body,
+// and each action; and pins the console's reading of people's decisions
+// (clickhouse.Overlay) to the findings view's.
 func consoleFlow(t *testing.T, db *clickhouse.DB, now time.Time) {
 	t.Helper()
 	ctx := context.Background()
-	all, err := db.FindingsPage(ctx, clickhouse.FindingFilter{Status: "all"}, 0, 50)
-	if err != nil || len(all) == 0 {
-		t.Fatalf("findings page: %d %v", len(all), err)
+	all, top, err := db.FindingStates(ctx, 0)
+	if err != nil || len(all) < 4 {
+		t.Fatalf("finding states: %d %v", len(all), err)
 	}
-	f := all[0]
+	if again, _, err := db.FindingStates(ctx, top); err != nil || len(again) != 0 {
+		t.Fatalf("findings written after the highest version: %d %v", len(again), err)
+	}
+	gen, err := db.FindingsGeneration(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, a := range []clickhouse.Action{
-		{SessionID: f.SessionID, Code: f.Code, Action: clickhouse.ActionAcknowledge, Actor: "ada"},
-		{SessionID: f.SessionID, Code: f.Code, Action: clickhouse.ActionNote, Actor: "ada", Note: "asked the bank"},
-		{SessionID: all[len(all)-1].SessionID, Code: all[len(all)-1].Code, Action: clickhouse.ActionResolve, Actor: "ada", Note: "goodwill"},
-		{SessionID: f.SessionID, Code: f.Code, Action: clickhouse.ActionMute, Actor: "ada", Until: new(now.Add(48 * time.Hour))},
+		{SessionID: all[0].SessionID, Code: all[0].Code, Action: clickhouse.ActionAcknowledge, Actor: "ada"},
+		{SessionID: all[0].SessionID, Code: all[0].Code, Action: clickhouse.ActionNote, Actor: "ada", Note: "asked the bank"},
+		{SessionID: all[0].SessionID, Code: all[0].Code, Action: clickhouse.ActionMute, Actor: "ada", Until: new(now.Add(48 * time.Hour))},
+		{SessionID: all[1].SessionID, Code: all[1].Code, Action: clickhouse.ActionResolve, Actor: "bob", Note: "goodwill"},
+		{SessionID: all[2].SessionID, Code: all[2].Code, Action: clickhouse.ActionResolve, Actor: "bob", Note: "stale", Evidence: "older"},
+		{SessionID: all[3].SessionID, Code: all[3].Code, Action: clickhouse.ActionAcknowledge, Actor: "cy", Evidence: "older"},
+		{SessionID: all[3].SessionID, Code: all[3].Code, Action: clickhouse.ActionResolve, Actor: "cy", Note: "then resolved"},
 	} {
 		if _, err := db.AddAction(ctx, a); err != nil {
 			t.Fatalf("%s: %v", a.Action, err)
 		}
 	}
-	for _, ff := range []clickhouse.FindingFilter{
-		{}, {Status: "acknowledged"}, {Status: "resolved"}, {Status: "all", Code: f.Code, Severity: f.Severity},
-		{Status: "all", OlderThan: time.Hour, Gateway: f.Gateway, Currency: f.Currency}, {Status: "all", Search: f.SessionID},
-		{Status: "all", Search: "o-s-order"},
-	} {
-		if _, err := db.FindingsPage(ctx, ff, 0, 50); err != nil {
-			t.Fatalf("findings page %+v: %v", ff, err)
-		}
-		if _, err := db.FindingGroups(ctx, ff, now.Add(-29*24*time.Hour)); err != nil {
-			t.Fatalf("finding groups %+v: %v", ff, err)
-		}
-		if err := db.EachFinding(ctx, ff, func(clickhouse.ConsoleFinding) error { return nil }); err != nil {
-			t.Fatalf("each finding %+v: %v", ff, err)
-		}
+	if again, err := db.FindingsGeneration(ctx); err != nil || again == gen {
+		t.Fatalf("generation %+v after actions, %+v before: %v", again, gen, err)
 	}
-	if _, _, err := db.FindingFacets(ctx); err != nil {
+	states, _, err := db.FindingStates(ctx, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	story, err := db.Story(ctx, f.SessionID)
+	decisions, err := db.Decisions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range states {
+		if d, ok := decisions[clickhouse.FindingKey{SessionID: states[i].SessionID, Code: states[i].Code}]; ok {
+			clickhouse.Overlay(&states[i], d)
+		}
+	}
+	type seen struct {
+		status, ackBy, resolvedBy string
+		ackAt, resolvedAt, muted  uint32
+	}
+	got := map[clickhouse.FindingKey]seen{}
+	u := func(p *time.Time) uint32 {
+		if p == nil {
+			return 0
+		}
+		return uint32(p.Unix())
+	}
+	for _, f := range states {
+		got[clickhouse.FindingKey{SessionID: f.SessionID, Code: f.Code}] = seen{f.Status, f.AcknowledgedBy, f.ResolvedBy, u(f.AcknowledgedAt), u(f.ResolvedAt), u(f.MutedUntil)}
+	}
+	rows, err := db.Conn().Query(ctx, `SELECT session_id, code, status, acknowledged_by, resolved_by, toUInt32(ifNull(acknowledged_at, toDateTime(0))),
+		toUInt32(ifNull(resolved_at, toDateTime(0))), toUInt32(ifNull(muted_until, toDateTime(0))) FROM findings`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var k clickhouse.FindingKey
+		var v seen
+		if err := rows.Scan(&k.SessionID, &k.Code, &v.status, &v.ackBy, &v.resolvedBy, &v.ackAt, &v.resolvedAt, &v.muted); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if got[k] != v {
+			t.Errorf("%v: the console reads %+v, the findings view %+v", k, got[k], v)
+		}
+	}
+	if n != len(states) {
+		t.Fatalf("the view has %d findings, the console %d", n, len(states))
+	}
+	if g := got[clickhouse.FindingKey{SessionID: all[2].SessionID, Code: all[2].Code}]; g.resolvedBy != "" {
+		t.Errorf("a resolution of older evidence applies: %+v", g)
+	}
+	if g := got[clickhouse.FindingKey{SessionID: all[1].SessionID, Code: all[1].Code}]; g.resolvedBy != "bob" || g.status != "resolved" {
+		t.Errorf("a resolution by hand does not apply: %+v", g)
+	}
+	if _, err := db.FindingDetails(ctx, []clickhouse.FindingKey{{SessionID: all[0].SessionID, Code: all[0].Code}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SessionsByKey(ctx, "o-s-order"); err != nil {
+		t.Fatal(err)
+	}
+	story, err := db.Story(ctx, all[0].SessionID)
 	if err != nil || len(story.Findings) == 0 || len(story.Actions) != 3 {
-		t.Fatalf("story of %s: %+v %v", f.SessionID, story, err)
+		t.Fatalf("story of %s: %+v %v", all[0].SessionID, story, err)
 	}
 	for _, d := range story.Deliveries {
-		if _, ok, err := db.RawBody(ctx, f.SessionID, d.DeliveryID); err != nil || !ok {
+		if _, ok, err := db.RawBody(ctx, all[0].SessionID, d.DeliveryID); err != nil || !ok {
 			t.Fatalf("raw body of %s: %v %v", d.DeliveryID, ok, err)
 		}
 	}

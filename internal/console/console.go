@@ -46,6 +46,7 @@ type Console struct {
 	once  sync.Once
 	pages map[string]*template.Template
 	users usersCache
+	snaps snapshots
 }
 
 // sessionCookie names the session cookie; under TLS the __Host- prefix makes

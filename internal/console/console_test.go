@@ -108,14 +108,14 @@ func TestPrettyBody(t *testing.T) {
 func TestFilterOf(t *testing.T) {
 	tests := []struct {
 		query string
-		want  clickhouse.FindingFilter
+		want  Filter
 	}{
-		{"", clickhouse.FindingFilter{Status: "open"}},
+		{"", Filter{Status: "open"}},
 		{"status=resolved&code=OVER_REFUND&severity=critical&age=7d&gateway=knet&currency=KWD&q=+ORD-1+",
-			clickhouse.FindingFilter{Status: "resolved", Code: "OVER_REFUND", Severity: "critical", OlderThan: 7 * 24 * time.Hour,
+			Filter{Status: "resolved", Code: "OVER_REFUND", Severity: "critical", OlderThan: 7 * 24 * time.Hour,
 				Gateway: "knet", Currency: "KWD", Search: "ORD-1"}},
-		{"status=bogus&code=DROP+TABLE&severity=huge&age=1y", clickhouse.FindingFilter{Status: "open"}},
-		{"q=" + strings.Repeat("x", 201), clickhouse.FindingFilter{Status: "open"}},
+		{"status=bogus&code=DROP+TABLE&severity=huge&age=1y", Filter{Status: "open"}},
+		{"q=" + strings.Repeat("x", 201), Filter{Status: "open"}},
 	}
 	for _, tt := range tests {
 		q, _ := url.ParseQuery(tt.query)

@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -16,7 +17,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/shopspring/decimal"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/events"
@@ -50,8 +50,8 @@ var statuses = []struct{ Value, Label string }{
 
 // filterOf reads the list's filter from the query; unknown values are
 // ignored (the filter shows what was applied).
-func filterOf(q url.Values) clickhouse.FindingFilter {
-	f := clickhouse.FindingFilter{Status: "open"}
+func filterOf(q url.Values) Filter {
+	f := Filter{Status: "open"}
 	for _, s := range statuses {
 		if q.Get("status") == s.Value {
 			f.Status = s.Value
@@ -82,7 +82,7 @@ func clip(s string, n int) string {
 }
 
 // query renders f (and page) as the list's query string.
-func query(f clickhouse.FindingFilter, page int) string {
+func query(f Filter, page int) string {
 	v := url.Values{}
 	if f.Status != "open" {
 		v.Set("status", f.Status)
@@ -118,81 +118,85 @@ func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
 	page = max(page, 1)
 	now := c.now().UTC()
 	since := now.Truncate(24*time.Hour).AddDate(0, 0, -(chartDays - 1))
-	// The page's three questions go to ClickHouse at once: its time is the
-	// slowest one's, not their sum.
-	var (
-		groups               []clickhouse.FindingGroup
-		rows                 []clickhouse.ConsoleFinding
-		gateways, currencies []string
-	)
-	g, ctx := errgroup.WithContext(r.Context())
-	g.Go(func() (err error) {
-		groups, err = c.DB.FindingGroups(ctx, f, since)
-		return err
-	})
-	g.Go(func() (err error) {
-		rows, err = c.DB.FindingsPage(ctx, f, (page-1)*PageSize, PageSize)
-		return err
-	})
-	g.Go(func() (err error) {
-		gateways, currencies, err = c.DB.FindingFacets(ctx)
-		return err
-	})
-	if err := g.Wait(); err != nil {
+	snap, err := c.findings(r.Context())
+	if err != nil {
 		c.failErr(w, r, "read the findings", err)
 		return
 	}
+	match, err := c.matcher(r.Context(), f, now)
+	if err != nil {
+		c.failErr(w, r, "search", err)
+		return
+	}
 
-	// Counts per code and severity, of the findings the filter selects.
-	byCode := map[string]*countCell{}
+	// One run through the findings: the page's rows, the counts per code
+	// and severity (of the filter's status), the days' openings and
+	// resolutions, and the money at stake (of every status but resolved).
+	nc, ns, ncur := len(snap.codes), len(severities), len(snap.currencies)
+	counts := make([]uint64, nc*ns)
+	opened, resolved := make([]uint64, chartDays*ns), make([]uint64, chartDays*ns)
+	units := make([]int64, nc*ncur)
+	inexact := map[int]decimal.Decimal{} // stakes whose amounts do not fit units
+	stakeN := make([]uint64, nc*ncur)
 	var total uint64
-	sevTotals := make([]uint64, len(severities))
-	days := make([]DayCounts, chartDays)
-	for i := range days {
-		days[i] = DayCounts{Day: since.AddDate(0, 0, i), Opened: map[string]uint64{}, Resolved: map[string]uint64{}}
+	from := since.Unix()
+	dayOf := func(t int64) int {
+		if t < from {
+			return -1
+		}
+		return int((t - from) / 86400)
 	}
-	stakes := map[[2]string]*Stake{}
-	for _, g := range groups {
-		if f.Status == "all" || g.Status == f.Status {
-			cell := byCode[g.Code]
-			if cell == nil {
-				cell = &countCell{Code: g.Code, Counts: make([]uint64, len(severities))}
-				byCode[g.Code] = cell
-			}
-			si := slices.Index(severities, g.Severity)
-			if si >= 0 {
-				cell.Counts[si] += g.Count
-				sevTotals[si] += g.Count
-			}
-			cell.Total += g.Count
-			total += g.Count
+	var rows []clickhouse.ConsoleFinding
+	first := (page - 1) * PageSize
+	for i := range snap.rows {
+		x, m := &snap.rows[i], &snap.meta[i]
+		if m.code < 0 || m.sev < 0 || !match(x, false) {
+			continue
 		}
-		if !g.Opened.IsZero() {
-			if i := int(g.Opened.Sub(since) / (24 * time.Hour)); i >= 0 && i < chartDays {
-				days[i].Opened[g.Severity] += g.Count
-			}
+		if d := dayOf(m.opened); d >= 0 && d < chartDays {
+			opened[d*ns+m.sev]++
 		}
-		if !g.Resolved.IsZero() {
-			if i := int(g.Resolved.Sub(since) / (24 * time.Hour)); i >= 0 && i < chartDays {
-				days[i].Resolved[g.Severity] += g.Count
+		if m.resolved != 0 {
+			if d := dayOf(m.resolved); d >= 0 && d < chartDays {
+				resolved[d*ns+m.sev]++
+			}
+		} else if x.Status != ledger.StatusResolved {
+			k := m.code*ncur + m.cur
+			stakeN[k]++
+			if m.exact && units[k] < 1<<62 {
+				units[k] += m.units
+			} else {
+				inexact[k] = inexact[k].Add(x.Amount)
 			}
 		}
-		if g.Status != "resolved" {
-			k := [2]string{g.Code, g.Currency}
-			s := stakes[k]
-			if s == nil {
-				s = &Stake{Code: g.Code, Currency: g.Currency}
-				stakes[k] = s
-			}
-			s.Amount = s.Amount.Add(g.Amount)
-			s.Count += g.Count
+		if !match(x, true) {
+			continue
+		}
+		if int(total) >= first && len(rows) < PageSize {
+			rows = append(rows, *x)
+		}
+		total++
+		counts[m.code*ns+m.sev]++
+	}
+	if err := c.withDetails(r.Context(), rows); err != nil {
+		c.failErr(w, r, "read the findings' details", err)
+		return
+	}
+	gateways, currencies := snap.gateways, snap.currencies[:len(snap.currencies)-1]
+
+	var cells []*countCell
+	sevTotals := make([]uint64, ns)
+	for ci, code := range snap.codes {
+		cell := &countCell{Code: code, Counts: counts[ci*ns : (ci+1)*ns]}
+		for si, n := range cell.Counts {
+			cell.Total += n
+			sevTotals[si] += n
+		}
+		if cell.Total > 0 {
+			cells = append(cells, cell)
 		}
 	}
-	var counts []*countCell
-	for _, cell := range byCode {
-		counts = append(counts, cell)
-	}
-	slices.SortFunc(counts, func(a, b *countCell) int {
+	slices.SortFunc(cells, func(a, b *countCell) int {
 		for i := range severities {
 			if a.Counts[i] != b.Counts[i] {
 				return -cmpU(a.Counts[i], b.Counts[i])
@@ -200,9 +204,21 @@ func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
 		}
 		return strings.Compare(a.Code, b.Code)
 	})
+	counts2 := cells
+	days := make([]DayCounts, chartDays)
+	for d := range days {
+		days[d] = DayCounts{Day: since.AddDate(0, 0, d), Opened: map[string]uint64{}, Resolved: map[string]uint64{}}
+		for si, sev := range severities {
+			days[d].Opened[sev], days[d].Resolved[sev] = opened[d*ns+si], resolved[d*ns+si]
+		}
+	}
 	var stakeList []Stake
-	for _, s := range stakes {
-		stakeList = append(stakeList, *s)
+	for k, n := range stakeN {
+		if n == 0 {
+			continue
+		}
+		amount := decimal.New(units[k], -events.MaxScale).Add(inexact[k])
+		stakeList = append(stakeList, Stake{Code: snap.codes[k/ncur], Currency: snap.currencies[k%ncur], Amount: amount, Count: n})
 	}
 	slices.SortFunc(stakeList, func(a, b Stake) int {
 		if a.Currency != b.Currency {
@@ -216,7 +232,7 @@ func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
 		"Filter":     f,
 		"Query":      query(f, 0),
 		"Rows":       rows,
-		"Counts":     counts,
+		"Counts":     counts2,
 		"SevTotals":  sevTotals,
 		"Severities": severities,
 		"Total":      total,
@@ -284,30 +300,57 @@ func (c *Console) exportCSV(w http.ResponseWriter, r *http.Request) {
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"session_id", "code", "severity", "status", "first_seen", "last_seen", "resolved_at", "amount", "currency_code",
 		"gateway", "acknowledged_by", "acknowledged_at", "resolved_by", "muted_until", "detail"})
-	n := 0
-	err := c.DB.EachFinding(r.Context(), f, func(x clickhouse.ConsoleFinding) error {
-		n++
-		if err := cw.Write([]string{x.SessionID, x.Code, x.Severity, x.Status, stamp(x.FirstSeen), stamp(x.LastSeen), stampp(x.ResolvedAt),
-			x.Amount.StringFixed(decimalsOf(x.Currency)), x.Currency, x.Gateway, x.AcknowledgedBy, stampp(x.AcknowledgedAt), x.ResolvedBy,
-			stampp(x.MutedUntil), csvSafe(x.Detail)}); err != nil {
-			return err
+	snap, err := c.findings(r.Context())
+	if err == nil {
+		var match func(*clickhouse.ConsoleFinding, bool) bool
+		if match, err = c.matcher(r.Context(), f, c.now().UTC()); err == nil {
+			err = c.export(r.Context(), w, cw, snap, match)
 		}
-		if n%1000 == 0 {
-			cw.Flush()
-			if fl, ok := w.(http.Flusher); ok {
-				fl.Flush()
-			}
-		}
-		return cw.Error()
-	})
+	}
 	cw.Flush()
 	if err != nil {
-		// The header is gone: the CSV ends without its last line, and the
-		// log says why.
-		c.Log.Error().Err(err).Int("rows", n).Msg("console: CSV export cut short")
+		// The header is gone: the CSV ends short, and the log says why.
+		c.Log.Error().Err(err).Msg("console: CSV export cut short")
 		return
 	}
-	c.Log.Info().Str("user", current(r).User).Int("rows", n).Msg("console: findings exported")
+	c.Log.Info().Str("user", current(r).User).Msg("console: findings exported")
+}
+
+// export writes the findings match selects, their details read a chunk at
+// a time, flushing each chunk to the client.
+func (c *Console) export(ctx context.Context, w http.ResponseWriter, cw *csv.Writer, snap *snapshot,
+	match func(*clickhouse.ConsoleFinding, bool) bool) error {
+	const chunk = 1000
+	var batch []clickhouse.ConsoleFinding
+	flush := func() error {
+		if err := c.withDetails(ctx, batch); err != nil {
+			return err
+		}
+		for _, x := range batch {
+			if err := cw.Write([]string{x.SessionID, x.Code, x.Severity, x.Status, stamp(x.FirstSeen), stamp(x.LastSeen), stampp(x.ResolvedAt),
+				x.Amount.StringFixed(decimalsOf(x.Currency)), x.Currency, x.Gateway, x.AcknowledgedBy, stampp(x.AcknowledgedAt), x.ResolvedBy,
+				stampp(x.MutedUntil), csvSafe(x.Detail)}); err != nil {
+				return err
+			}
+		}
+		batch = batch[:0]
+		cw.Flush()
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+		return cw.Error()
+	}
+	for i := range snap.rows {
+		if match(&snap.rows[i], true) {
+			batch = append(batch, snap.rows[i])
+			if len(batch) == chunk {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
 }
 
 // csvSafe keeps a spreadsheet from reading a cell as a formula.

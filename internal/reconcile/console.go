@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"time"
@@ -48,6 +49,16 @@ func (m *Main) openConsole() error {
 	if err := m.console.Open(); err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.consoleStop = cancel
+	readyCh := m.readyCh
+	go func() {
+		select {
+		case <-readyCh: // ClickHouse is open
+			c.Refresh(ctx, 2*time.Second)
+		case <-ctx.Done():
+		}
+	}()
 	log.Info().Str("url", m.console.URL()).Int("users", users.Len()).Msg("findings console listening")
 	return nil
 }

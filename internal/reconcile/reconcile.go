@@ -48,17 +48,18 @@ type Main struct {
 	// start (doubling to 30s); default 500ms.
 	RetryMin time.Duration
 
-	db       *clickhouse.DB
-	dbOpen   bool
-	ready    atomic.Bool
-	readyCh  chan struct{}
-	conn     *nats.Conn
-	lease    *nats.Lease
-	consumer *nats.Consumer
-	http     *httpserver.Server
-	console  *httpserver.Server // RECON_CONSOLE_LISTEN
-	cron     *cron.Cron
-	passes   *passMetrics
+	db          *clickhouse.DB
+	dbOpen      bool
+	ready       atomic.Bool
+	readyCh     chan struct{}
+	conn        *nats.Conn
+	lease       *nats.Lease
+	consumer    *nats.Consumer
+	http        *httpserver.Server
+	console     *httpserver.Server // RECON_CONSOLE_LISTEN
+	consoleStop context.CancelFunc
+	cron        *cron.Cron
+	passes      *passMetrics
 
 	depRetries   *prometheus.CounterVec
 	parentErrors prometheus.Counter
@@ -499,6 +500,9 @@ func (m *Main) URL() string { return m.http.URL() }
 // Close stops intake, finishes the batch in hand, then closes connections.
 func (m *Main) Close(ctx context.Context) error {
 	var errs []error
+	if m.consoleStop != nil {
+		m.consoleStop()
+	}
 	if m.console != nil {
 		errs = append(errs, m.console.Close(ctx))
 	}
