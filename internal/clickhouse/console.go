@@ -77,8 +77,8 @@ func Overlay(f *ConsoleFinding, d Decisions) {
 
 // decisionsQuery reads Decisions by finding; where narrows it.
 const decisionsQuery = `SELECT session_id, code,
-	argMaxIf(actor, at, action = 'acknowledge'), argMaxIf(at, at, action = 'acknowledge'), argMaxIf(evidence, at, action = 'acknowledge'),
-	argMaxIf(actor, at, action = 'resolve'), argMaxIf(at, at, action = 'resolve'), argMaxIf(evidence, at, action = 'resolve'),
+	argMaxIf(actor, at, action = 'acknowledge'), toUInt32(argMaxIf(at, at, action = 'acknowledge')), argMaxIf(evidence, at, action = 'acknowledge'),
+	argMaxIf(actor, at, action = 'resolve'), toUInt32(argMaxIf(at, at, action = 'resolve')), argMaxIf(evidence, at, action = 'resolve'),
 	argMaxIf(until, at, action = 'mute')
 FROM finding_actions`
 
@@ -92,11 +92,12 @@ func (db *DB) decisions(ctx context.Context, where string, args ...any) (map[Fin
 	for rows.Next() {
 		var k FindingKey
 		var d Decisions
-		if err := rows.Scan(&k.SessionID, &k.Code, &d.AckBy, &d.AckAt, &d.AckEvidence, &d.ResolveBy, &d.ResolveAt, &d.ResolveEvidence,
+		var ackAt, resolveAt uint32
+		if err := rows.Scan(&k.SessionID, &k.Code, &d.AckBy, &ackAt, &d.AckEvidence, &d.ResolveBy, &resolveAt, &d.ResolveEvidence,
 			&d.MutedUntil); err != nil {
 			return nil, fmt.Errorf("scan finding_actions: %w", err)
 		}
-		d.AckAt, d.ResolveAt = d.AckAt.UTC(), d.ResolveAt.UTC()
+		d.AckAt, d.ResolveAt = unixTime(ackAt), unixTime(resolveAt)
 		if d.MutedUntil != nil {
 			*d.MutedUntil = d.MutedUntil.UTC()
 		}
@@ -191,7 +192,7 @@ func (db *DB) FindingsGeneration(ctx context.Context) (Generation, error) {
 	ctx, cancel := db.timeout(ctx)
 	defer cancel()
 	var g Generation
-	if err := db.conn.QueryRow(ctx, "SELECT max(version), (SELECT count() FROM finding_actions) FROM findings_log").Scan(&g.Version, &g.Actions); err != nil {
+	if err := db.conn.QueryRow(ctx, "SELECT max(version), ifNull((SELECT count() FROM finding_actions), 0) FROM findings_log").Scan(&g.Version, &g.Actions); err != nil {
 		return g, fmt.Errorf("read the findings' generation: %w", err)
 	}
 	return g, nil
@@ -401,13 +402,14 @@ func (db *DB) storyOrder(ctx context.Context, s *Story) error {
 	}
 	var o MerchantOrder
 	var n uint64
-	err := db.conn.QueryRow(ctx, `SELECT count(), argMax(amount, updated_at), argMax(currency_code, updated_at), max(updated_at)
-		FROM merchant_orders WHERE order_no = ?`, s.OrderNo).Scan(&n, &o.Amount, &o.Currency, &o.UpdatedAt)
+	var updated uint32
+	err := db.conn.QueryRow(ctx, `SELECT count(), argMax(amount, updated_at), argMax(currency_code, updated_at), toUInt32(max(updated_at))
+		FROM merchant_orders WHERE order_no = ?`, s.OrderNo).Scan(&n, &o.Amount, &o.Currency, &updated)
 	if err != nil {
 		return fmt.Errorf("query merchant order: %w", err)
 	}
 	if n > 0 {
-		o.UpdatedAt = o.UpdatedAt.UTC()
+		o.UpdatedAt = unixTime(updated)
 		s.Order = &o
 	}
 	return nil

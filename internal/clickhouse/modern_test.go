@@ -92,7 +92,7 @@ var (
 	// The clock or the server itself; or every version of a finding, which
 	// the load below (one insert into a ReplacingMergeTree) keeps only the
 	// latest of, as merges do in time.
-	unstable = regexp.MustCompile(`(?i)\bnow\(\)|\bsystem\.|\bversion\(\)|FROM findings_log WHERE session_id = \S+ ORDER BY version`)
+	unstable = regexp.MustCompile(`(?i)\bnow\(\)|\bsystem\.|\bversion\(\)|FROM findings_log WHERE session_id = \S+ ORDER BY version|FROM findings_log WHERE version`)
 	external = regexp.MustCompile(`\b_recon_list_\d+\b`)
 )
 

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -148,12 +149,20 @@ func BenchmarkConsolePages(b *testing.B) {
 	b.Run("first-load", func(b *testing.B) {
 		var total time.Duration
 		n := 0
+		var heap uint64
 		for b.Loop() {
 			c.snaps = snapshots{}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
 			total += get(b, "/")
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			heap = after.HeapAlloc - min(before.HeapAlloc, after.HeapAlloc)
 			n++
 		}
 		b.ReportMetric(float64(total.Microseconds())/1000/float64(n), "ms/page")
+		b.ReportMetric(float64(heap)/(1<<20), "MB-kept")
 	})
 	b.Run("after-a-pass-of-1000", func(b *testing.B) {
 		var total time.Duration
