@@ -29,7 +29,8 @@ import (
 
 const usage = `usage: reconcile serve|migrate|run-once|report [flags]
 
-  serve      consume webhooks from JetStream into ClickHouse and run the scheduled pass
+  serve      consume webhooks from JetStream into ClickHouse and run the scheduled pass;
+             with RECON_CONSOLE_LISTEN, serve the findings console too
   migrate    create the database if missing, then create or upgrade the schema (idempotent)
   run-once   run one reconciliation pass now, alerts included, then exit
   report     print reports (reconcile report -h for its flags)
