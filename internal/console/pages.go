@@ -149,7 +149,7 @@ func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
 	var rows []clickhouse.ConsoleFinding
 	first := (page - 1) * PageSize
 	for i := range snap.rows {
-		x, m := &snap.rows[i], &snap.meta[i]
+		x, m := snap.rows[i], &snap.meta[i]
 		if m.code < 0 || m.sev < 0 || !match(x, false) {
 			continue
 		}
@@ -182,7 +182,7 @@ func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
 		c.failErr(w, r, "read the findings' details", err)
 		return
 	}
-	gateways, currencies := snap.gateways, snap.currencies[:len(snap.currencies)-1]
+	gateways, currencies := snap.gateways, snap.choices
 
 	var cells []*countCell
 	sevTotals := make([]uint64, ns)
@@ -341,8 +341,8 @@ func (c *Console) export(ctx context.Context, w http.ResponseWriter, cw *csv.Wri
 		return cw.Error()
 	}
 	for i := range snap.rows {
-		if match(&snap.rows[i], true) {
-			batch = append(batch, snap.rows[i])
+		if match(snap.rows[i], true) {
+			batch = append(batch, *snap.rows[i])
 			if len(batch) == chunk {
 				if err := flush(); err != nil {
 					return err

@@ -25,11 +25,12 @@ import (
 // (clickhouse.DB.FindingsGeneration) is the one it was built at.
 type snapshot struct {
 	gen        clickhouse.Generation
-	rows       []clickhouse.ConsoleFinding
-	meta       []rowMeta // beside rows: what the page counts, as numbers
-	codes      []string  // meta's code indexes
+	rows       []*clickhouse.ConsoleFinding // never changed once in a snapshot
+	meta       []rowMeta                    // beside rows: what the page counts, as numbers
+	codes      []string                     // meta's code indexes
 	gateways   []string
-	currencies []string // meta's currency indexes
+	currencies []string // by meta's currency indexes ("" among them)
+	choices    []string // currencies, sorted, for the filter
 }
 
 // rowMeta is a finding's severity, code and currency as indexes, its times
@@ -45,27 +46,95 @@ type rowMeta struct {
 
 var unitScale = decimal.New(1, events.MaxScale)
 
-// rawFinding is a finding as a pass left it, with its amount in units.
+// rawFinding is a finding as a pass left it, with its numbers. It stays
+// the same object for as long as the finding exists: a newer version
+// replaces f (a new ConsoleFinding, so that snapshots already handed out
+// keep theirs) and m.
 type rawFinding struct {
-	f     clickhouse.ConsoleFinding
-	units int64
-	exact bool
+	f *clickhouse.ConsoleFinding
+	m rowMeta
+	// decided is f with people's decisions applied, made by the build
+	// numbered decidedAt.
+	decided   *clickhouse.ConsoleFinding
+	decidedAt int
+	placed    bool // in snapshots.order at its place
 }
 
-func newRaw(f clickhouse.ConsoleFinding) rawFinding {
-	r := rawFinding{f: f}
-	if u := f.Amount.Mul(unitScale); u.IsInteger() && u.Abs().LessThan(decimal.New(1, 17)) {
-		r.units, r.exact = u.IntPart(), true
+// set makes f the finding's latest version and reads its numbers.
+func (sn *snapshots) set(r *rawFinding, f clickhouse.ConsoleFinding) {
+	r.f = &f
+	r.m = rowMeta{sev: slices.Index(severities, f.Severity), code: -1, opened: f.FirstSeen.Unix()}
+	if ci, ok := sn.codeIdx[f.Code]; ok {
+		r.m.code = ci
 	}
-	return r
+	ci, ok := sn.curIdx[f.Currency]
+	if !ok {
+		ci = len(sn.currencies)
+		sn.curIdx[f.Currency] = ci
+		sn.currencies = append(sn.currencies, f.Currency)
+	}
+	r.m.cur = ci
+	if f.Gateway != "" && !sn.gateways[f.Gateway] {
+		sn.gateways[f.Gateway] = true
+	}
+	if u := f.Amount.Mul(unitScale); u.IsInteger() && u.Abs().LessThan(decimal.New(1, 17)) {
+		r.m.units, r.m.exact = u.IntPart(), true
+	}
+	r.m.resolved = resolvedAt(r.f)
+}
+
+// apply takes in the latest versions of findings (each named once).
+func (sn *snapshots) apply(changed []clickhouse.ConsoleFinding) {
+	for _, f := range changed {
+		k := clickhouse.FindingKey{SessionID: f.SessionID, Code: f.Code}
+		r := sn.raw[k]
+		if r == nil {
+			r = &rawFinding{}
+			sn.raw[k] = r
+		}
+		was := r.m
+		sn.set(r, f)
+		if !r.placed || was.sev != r.m.sev || was.opened != r.m.opened {
+			r.placed = false // its old place, if any, is dropped at the next build
+			sn.moved = append(sn.moved, r)
+		}
+	}
+}
+
+// before is the list's order (most severe, then oldest, first) on raw
+// findings, by their numbers first.
+func before(a, b *rawFinding) int {
+	if c := cmp.Or(cmp.Compare(a.m.sev, b.m.sev), cmp.Compare(a.m.opened, b.m.opened)); c != 0 {
+		return c
+	}
+	return cmp.Or(cmp.Compare(a.f.SessionID, b.f.SessionID), cmp.Compare(a.f.Code, b.f.Code))
+}
+
+func resolvedAt(f *clickhouse.ConsoleFinding) int64 {
+	if f.Status == ledger.StatusResolved && f.ResolvedAt != nil {
+		return f.ResolvedAt.Unix()
+	}
+	return 0
 }
 
 type snapshots struct {
-	mu        sync.Mutex // one reload at a time
-	raw       map[clickhouse.FindingKey]rawFinding
+	mu        sync.Mutex // one rebuild at a time
+	raw       map[clickhouse.FindingKey]*rawFinding
 	version   uint64 // the highest version in raw
 	decisions map[clickhouse.FindingKey]clickhouse.Decisions
 	actions   uint64 // the count of actions decisions was read at
+	codes     []string
+	codeIdx   map[string]int
+	// Every currency and gateway seen, currencies by the index rowMeta
+	// holds (a filter offers what findings ever carried).
+	currencies []string
+	curIdx     map[string]int
+	gateways   map[string]bool
+	builds     int
+	// order is every raw finding in the list's order; moved are those read
+	// since the last build that are new or whose place changed.
+	order []*rawFinding
+	moved []*rawFinding
 
 	curM sync.RWMutex
 	cur  *snapshot
@@ -95,18 +164,22 @@ func (c *Console) findings(ctx context.Context) (*snapshot, error) {
 	}
 	start := time.Now()
 	if gen.Version < sn.version { // the table was emptied or rebuilt: read it whole
-		sn.raw, sn.version = nil, 0
+		sn.raw, sn.version, sn.order, sn.moved = nil, 0, nil, nil
 	}
 	if sn.raw == nil {
-		sn.raw = map[clickhouse.FindingKey]rawFinding{}
+		sn.raw = map[clickhouse.FindingKey]*rawFinding{}
+		sn.codes = codes()
+		sn.codeIdx = map[string]int{}
+		for i, c := range sn.codes {
+			sn.codeIdx[c] = i
+		}
+		sn.currencies, sn.curIdx, sn.gateways = nil, map[string]int{}, map[string]bool{}
 	}
 	changed, top, err := c.DB.FindingStates(ctx, sn.version)
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range changed {
-		sn.raw[clickhouse.FindingKey{SessionID: f.SessionID, Code: f.Code}] = newRaw(f)
-	}
+	sn.apply(changed)
 	sn.version = max(sn.version, top)
 	if sn.decisions == nil || gen.Actions != sn.actions {
 		if sn.decisions, err = c.DB.Decisions(ctx); err != nil {
@@ -114,64 +187,70 @@ func (c *Console) findings(ctx context.Context) (*snapshot, error) {
 		}
 		sn.actions = gen.Actions
 	}
-	s := &snapshot{gen: clickhouse.Generation{Version: sn.version, Actions: sn.actions}, codes: codes()}
-	codeIdx, curIdx := map[string]int{}, map[string]int{}
-	for i, c := range s.codes {
-		codeIdx[c] = i
-	}
-	gw := map[string]bool{}
-	rows := make([]clickhouse.ConsoleFinding, 0, len(sn.raw))
-	meta := make([]rowMeta, 0, len(sn.raw))
-	for k, r := range sn.raw {
-		f := r.f
-		if d, ok := sn.decisions[k]; ok {
-			clickhouse.Overlay(&f, d)
-		}
-		m := rowMeta{sev: slices.Index(severities, f.Severity), code: -1, opened: f.FirstSeen.Unix(), units: r.units, exact: r.exact}
-		if ci, ok := codeIdx[f.Code]; ok {
-			m.code = ci
-		}
-		if f.Status == ledger.StatusResolved && f.ResolvedAt != nil {
-			m.resolved = f.ResolvedAt.Unix()
-		}
-		if f.Gateway != "" && !gw[f.Gateway] {
-			gw[f.Gateway] = true
-			s.gateways = append(s.gateways, f.Gateway)
-		}
-		if _, ok := curIdx[f.Currency]; !ok && f.Currency != "" {
-			curIdx[f.Currency] = -1
-			s.currencies = append(s.currencies, f.Currency)
-		}
-		rows = append(rows, f)
-		meta = append(meta, m)
-	}
-	slices.Sort(s.gateways)
-	slices.Sort(s.currencies)
-	s.currencies = append(s.currencies, "") // findings with no currency last
-	for i, c := range s.currencies {
-		curIdx[c] = i
-	}
-	// The list's order (most severe, then oldest, first), sorting indexes
-	// by numbers first: 100,000 findings sort in a few milliseconds.
-	order := make([]int32, len(rows))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(i, j int32) int {
-		a, b := &meta[i], &meta[j]
-		return cmp.Or(cmp.Compare(a.sev, b.sev), cmp.Compare(a.opened, b.opened),
-			cmp.Compare(rows[i].SessionID, rows[j].SessionID), cmp.Compare(rows[i].Code, rows[j].Code))
-	})
-	s.rows, s.meta = make([]clickhouse.ConsoleFinding, len(rows)), make([]rowMeta, len(rows))
-	for to, from := range order {
-		s.rows[to], s.meta[to] = rows[from], meta[from]
-		s.meta[to].cur = curIdx[rows[from].Currency]
-	}
+	s := sn.build()
 	sn.curM.Lock()
 	sn.cur = s
 	sn.curM.Unlock()
 	c.Log.Debug().Int("findings", len(s.rows)).Int("read", len(changed)).Dur("took", time.Since(start)).Msg("console: findings brought up to date")
 	return s, nil
+}
+
+// build makes a snapshot of raw with people's decisions applied, in the
+// list's order. Rows no one decided about are shared with raw, not copied.
+func (sn *snapshots) build() *snapshot {
+	sn.builds++
+	s := &snapshot{gen: clickhouse.Generation{Version: sn.version, Actions: sn.actions}, codes: sn.codes,
+		currencies: slices.Clone(sn.currencies)}
+	for g := range sn.gateways {
+		s.gateways = append(s.gateways, g)
+	}
+	slices.Sort(s.gateways)
+	for _, c := range s.currencies {
+		if c != "" {
+			s.choices = append(s.choices, c)
+		}
+	}
+	slices.Sort(s.choices)
+	// People's decisions: a copy of each finding they touched, overlaid.
+	for k, d := range sn.decisions {
+		if r := sn.raw[k]; r != nil {
+			f := *r.f
+			clickhouse.Overlay(&f, d)
+			r.decided, r.decidedAt = &f, sn.builds
+		}
+	}
+	// The list's order: the findings read since the last build that are
+	// new or moved, sorted, merged into the order kept from before (one
+	// pass, no sort of the whole).
+	slices.SortFunc(sn.moved, before)
+	sn.moved = slices.CompactFunc(sn.moved, func(a, b *rawFinding) bool { return a == b })
+	order := make([]*rawFinding, 0, len(sn.raw))
+	i, j := 0, 0
+	for i < len(sn.order) || j < len(sn.moved) {
+		switch {
+		case i < len(sn.order) && !sn.order[i].placed:
+			i++ // moved: it comes from sn.moved
+		case j < len(sn.moved) && (i == len(sn.order) || before(sn.moved[j], sn.order[i]) < 0):
+			order = append(order, sn.moved[j])
+			j++
+		default:
+			order = append(order, sn.order[i])
+			i++
+		}
+	}
+	for _, r := range sn.moved {
+		r.placed = true
+	}
+	sn.order, sn.moved = order, sn.moved[:0]
+	s.rows, s.meta = make([]*clickhouse.ConsoleFinding, len(order)), make([]rowMeta, len(order))
+	for i, r := range order {
+		s.rows[i], s.meta[i] = r.f, r.m
+		if r.decidedAt == sn.builds {
+			s.rows[i] = r.decided
+			s.meta[i].resolved = resolvedAt(r.decided)
+		}
+	}
+	return s
 }
 
 // byListOrder is the list's order: most severe, then oldest, first.
@@ -260,6 +339,9 @@ func (c *Console) withDetails(ctx context.Context, rows []clickhouse.ConsoleFind
 // since (a person's action, a pass in the last interval).
 func (c *Console) Refresh(ctx context.Context, every time.Duration) {
 	c.init()
+	if _, err := c.findings(ctx); err != nil && ctx.Err() == nil { // the first read, before anyone asks
+		c.Log.Debug().Err(err).Msg("console: findings not read yet; the next page tries again")
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
