@@ -102,6 +102,7 @@ func (c *Console) Handler() http.Handler {
 	mux.Handle("GET /findings.csv", c.authed(c.exportCSV, false))
 	mux.Handle("GET /payments/{session}", c.authed(c.paymentPage, false))
 	mux.Handle("GET /payments/{session}/deliveries/{delivery}", c.authed(c.rawPage, false))
+	mux.Handle("GET /payments/{session}/deliveries/{delivery}/body", c.authed(c.bodyBytes, false))
 	mux.Handle("POST /actions", c.authed(c.act, true))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := c.session(r); !ok {

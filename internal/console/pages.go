@@ -505,9 +505,18 @@ func (c *Console) rawPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // prettyBody indents a JSON body; with mask set, the customer's email and
-// phone (any field whose name says email, phone or mobile) are masked. A
-// body that is not JSON is shown as it is, or not at all when masked.
+// phone (any field whose name says email, phone or mobile) are masked (and
+// the keys sorted). A body that is not JSON is shown as it is, or not at
+// all when masked.
 func prettyBody(body []byte, mask bool) string {
+	if !mask {
+		// Indented only: keys, their order and every value as Ottu sent them.
+		var b bytes.Buffer
+		if json.Indent(&b, body, "", "  ") == nil {
+			return b.String()
+		}
+		return string(body)
+	}
 	var v any
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
@@ -558,6 +567,33 @@ func maskText(s string) string {
 		tail = s[at:]
 	}
 	return string(first) + "•••••" + tail
+}
+
+// bodyBytes answers the delivery's body exactly as it was received, as a
+// download: for operators (a viewer sees it masked only).
+func (c *Console) bodyBytes(w http.ResponseWriter, r *http.Request) {
+	if current(r).Role != Operator {
+		c.fail(w, r, http.StatusForbidden, "Only an operator may download a body whole.")
+		return
+	}
+	id, delivery := r.PathValue("session"), r.PathValue("delivery")
+	if !validID(id) || !validID(delivery) {
+		c.fail(w, r, http.StatusNotFound, "There is no such delivery.")
+		return
+	}
+	body, ok, err := c.DB.RawBody(r.Context(), id, delivery)
+	if err != nil {
+		c.failErr(w, r, "read the delivery", err)
+		return
+	}
+	if !ok {
+		c.fail(w, r, http.StatusNotFound, "There is no such delivery of this payment.")
+		return
+	}
+	c.Log.Info().Str("user", current(r).User).Msg("console: raw body downloaded")
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="delivery.json"`)
+	_, _ = w.Write(body)
 }
 
 // act records an operator's action on a finding and goes back to its payment.

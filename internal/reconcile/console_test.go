@@ -271,6 +271,17 @@ func TestConsole_Access(t *testing.T) {
 	if !strings.Contains(opRaw, email) {
 		t.Errorf("operator does not see the raw body whole")
 	}
+	// The exact bytes, for operators only.
+	var stored string
+	if err := f.db.Conn().QueryRow(context.Background(), "SELECT body FROM webhooks_raw WHERE delivery_id = ?", delivery[1]).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := op.do("GET", "/payments/"+over.SessionID+"/deliveries/"+delivery[1]+"/body", nil, nil); resp.StatusCode != http.StatusOK || body != stored {
+		t.Errorf("operator's download: %d, the stored bytes: %v", resp.StatusCode, body == stored)
+	}
+	if resp, _ := viewer.do("GET", "/payments/"+over.SessionID+"/deliveries/"+delivery[1]+"/body", nil, nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("viewer's download: %d, want 403", resp.StatusCode)
+	}
 
 	// The operator's own, well-formed request is recorded.
 	if resp, _ := op.do("POST", "/actions", withToken, map[string]string{"Origin": f.url}); resp.StatusCode != http.StatusSeeOther {
