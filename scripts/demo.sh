@@ -161,8 +161,11 @@ echo "  viewer:   viewer / $DEMO_PASSWORD (reads; customer email and phone maske
 echo "  Alerts now carry a console_url to each finding's page."
 # The console stays up to be looked at: until Ctrl-C, or DEMO_HOLD seconds
 # (DEMO_HOLD=0 stops here).
+drop_demo_database() {
+  clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --query "DROP DATABASE IF EXISTS $CLICKHOUSE_DATABASE" || true
+}
 hold=${DEMO_HOLD:-forever}
-trap 'echo; echo "stopping the demo"; exit 0' INT TERM
+trap 'echo; echo "stopping the demo"; drop_demo_database; exit 0' INT TERM
 if [ "$hold" = forever ]; then
   echo "The demo keeps running for the console; Ctrl-C stops it (DEMO_HOLD=0 make demo stops here)."
   while kill -0 "$recon_pid" 2>/dev/null; do sleep 1; done
@@ -171,5 +174,5 @@ elif [ "$hold" -gt 0 ]; then
   sleep "$hold"
 fi
 
-clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --query "DROP DATABASE IF EXISTS $CLICKHOUSE_DATABASE" || true
+drop_demo_database
 say "done: everything this demo started is stopped"
