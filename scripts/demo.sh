@@ -158,7 +158,8 @@ wait_http "http://127.0.0.1:$console_port/signin" 10
 echo "  console:  http://127.0.0.1:$console_port/"
 echo "  operator: demo / $DEMO_PASSWORD   (acknowledge, resolve, mute, note)"
 echo "  viewer:   viewer / $DEMO_PASSWORD (reads; customer email and phone masked)"
-echo "  Alerts now carry a console_url to each finding's page."
+echo "  Alerts now carry a console_url to each finding's page; they land in $work/alerts.log."
+echo "  ingest:   http://127.0.0.1:$http_port/webhooks/ottu (HMAC key $KEY), for webhooks of your own"
 # The console stays up to be looked at: until Ctrl-C, or DEMO_HOLD seconds
 # (DEMO_HOLD=0 stops here).
 drop_demo_database() {
@@ -166,12 +167,23 @@ drop_demo_database() {
 }
 hold=${DEMO_HOLD:-forever}
 trap 'echo; echo "stopping the demo"; drop_demo_database; exit 0' INT TERM
+# Meanwhile a pass runs every 30 s, as the schedule would in production: what
+# a person does in the console, and webhooks posted to ingest, are reconciled.
+passes() {
+  while kill -0 "$recon_pid" 2>/dev/null; do
+    for _ in $(seq 1 30); do sleep 1; done
+    "$bin/reconcile" run-once >>"$work/passes.log" 2>&1 || true
+  done
+}
 if [ "$hold" = forever ]; then
-  echo "The demo keeps running for the console; Ctrl-C stops it (DEMO_HOLD=0 make demo stops here)."
-  while kill -0 "$recon_pid" 2>/dev/null; do sleep 1; done
+  echo "The demo keeps running for the console, with a pass every 30 s; Ctrl-C stops it (DEMO_HOLD=0 make demo stops here)."
+  passes
 elif [ "$hold" -gt 0 ]; then
-  echo "The demo keeps running for the console for ${hold}s; Ctrl-C stops it sooner."
+  echo "The demo keeps running for the console for ${hold}s, with a pass every 30 s; Ctrl-C stops it sooner."
+  passes & passes_pid=$!
+  pids+=("$passes_pid")
   sleep "$hold"
+  kill "$passes_pid" 2>/dev/null || true
 fi
 
 drop_demo_database
