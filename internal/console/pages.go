@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -199,7 +200,7 @@ func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
 	slices.SortFunc(cells, func(a, b *countCell) int {
 		for i := range severities {
 			if a.Counts[i] != b.Counts[i] {
-				return -cmpU(a.Counts[i], b.Counts[i])
+				return cmp.Compare(b.Counts[i], a.Counts[i])
 			}
 		}
 		return strings.Compare(a.Code, b.Code)
@@ -258,16 +259,6 @@ func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
 		data["Next"] = query(f, page+1)
 	}
 	c.render(w, r, http.StatusOK, "findings", data)
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // decimalsOf is how many decimals an amount in currency is shown with.
@@ -483,25 +474,34 @@ func amountPoints(ds []clickhouse.Delivery) []AmountPoint {
 }
 
 func (c *Console) rawPage(w http.ResponseWriter, r *http.Request) {
-	id, delivery := r.PathValue("session"), r.PathValue("delivery")
-	if !validID(id) || !validID(delivery) {
-		c.fail(w, r, http.StatusNotFound, "There is no such delivery.")
-		return
-	}
-	body, ok, err := c.DB.RawBody(r.Context(), id, delivery)
-	if err != nil {
-		c.failErr(w, r, "read the delivery", err)
-		return
-	}
+	id, delivery, body, ok := c.delivery(w, r)
 	if !ok {
-		c.fail(w, r, http.StatusNotFound, "There is no such delivery of this payment.")
 		return
 	}
 	masked := current(r).Role != Operator
-	shown := prettyBody(body, masked)
 	c.Log.Info().Str("user", current(r).User).Bool("masked", masked).Msg("console: raw body shown")
 	c.render(w, r, http.StatusOK, "raw", map[string]any{"Title": "Delivery " + delivery, "SessionID": id, "DeliveryID": delivery,
-		"Body": shown, "Masked": masked})
+		"Body": prettyBody(body, masked), "Masked": masked})
+}
+
+// delivery reads the body of the delivery the request names, answering
+// for it when there is none.
+func (c *Console) delivery(w http.ResponseWriter, r *http.Request) (id, delivery string, body []byte, ok bool) {
+	id, delivery = r.PathValue("session"), r.PathValue("delivery")
+	if !validID(id) || !validID(delivery) {
+		c.fail(w, r, http.StatusNotFound, "There is no such delivery.")
+		return "", "", nil, false
+	}
+	body, found, err := c.DB.RawBody(r.Context(), id, delivery)
+	if err != nil {
+		c.failErr(w, r, "read the delivery", err)
+		return "", "", nil, false
+	}
+	if !found {
+		c.fail(w, r, http.StatusNotFound, "There is no such delivery of this payment.")
+		return "", "", nil, false
+	}
+	return id, delivery, body, true
 }
 
 // prettyBody indents a JSON body; with mask set, the customer's email and
@@ -576,18 +576,8 @@ func (c *Console) bodyBytes(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusForbidden, "Only an operator may download a body whole.")
 		return
 	}
-	id, delivery := r.PathValue("session"), r.PathValue("delivery")
-	if !validID(id) || !validID(delivery) {
-		c.fail(w, r, http.StatusNotFound, "There is no such delivery.")
-		return
-	}
-	body, ok, err := c.DB.RawBody(r.Context(), id, delivery)
-	if err != nil {
-		c.failErr(w, r, "read the delivery", err)
-		return
-	}
+	_, _, body, ok := c.delivery(w, r)
 	if !ok {
-		c.fail(w, r, http.StatusNotFound, "There is no such delivery of this payment.")
 		return
 	}
 	c.Log.Info().Str("user", current(r).User).Msg("console: raw body downloaded")

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -35,7 +36,7 @@ func TestSnapshotOrder(t *testing.T) {
 		}
 		// Each batch names a finding once, as a read of the latest versions does.
 		slices.SortFunc(batch, func(a, b clickhouse.ConsoleFinding) int {
-			return compareKeys(a.SessionID+a.Code, b.SessionID+b.Code)
+			return cmp.Or(cmp.Compare(a.SessionID, b.SessionID), cmp.Compare(a.Code, b.Code))
 		})
 		batch = slices.CompactFunc(batch, func(a, b clickhouse.ConsoleFinding) bool { return a.SessionID == b.SessionID && a.Code == b.Code })
 		sn.apply(batch)
@@ -57,14 +58,4 @@ func TestSnapshotOrder(t *testing.T) {
 			}
 		}
 	}
-}
-
-func compareKeys(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
