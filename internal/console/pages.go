@@ -2,7 +2,6 @@ package console
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -107,12 +106,6 @@ func query(f Filter, page int) string {
 	return "?" + v.Encode()
 }
 
-type countCell struct {
-	Code   string
-	Counts []uint64 // by severity, most severe first
-	Total  uint64
-}
-
 func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
 	f := filterOf(r.URL.Query())
 	page, _ := strconv.Atoi(r.URL.Query().Get("page"))
@@ -130,111 +123,20 @@ func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// One run through the findings: the page's rows, the counts per code
-	// and severity (of the filter's status), the days' openings and
-	// resolutions, and the money at stake (of every status but resolved).
-	nc, ns, ncur := len(snap.codes), len(severities), len(snap.currencies)
-	counts := make([]uint64, nc*ns)
-	opened, resolved := make([]uint64, chartDays*ns), make([]uint64, chartDays*ns)
-	units := make([]int64, nc*ncur)
-	inexact := map[int]decimal.Decimal{} // stakes whose amounts do not fit units
-	stakeN := make([]uint64, nc*ncur)
-	var total uint64
-	from := since.Unix()
-	dayOf := func(t int64) int {
-		if t < from {
-			return -1
-		}
-		return int((t - from) / 86400)
-	}
-	var rows []clickhouse.ConsoleFinding
-	first := (page - 1) * PageSize
-	for i := range snap.rows {
-		x, m := snap.rows[i], &snap.meta[i]
-		if m.code < 0 || m.sev < 0 || !match(x, false) {
-			continue
-		}
-		if d := dayOf(m.opened); d >= 0 && d < chartDays {
-			opened[d*ns+m.sev]++
-		}
-		if m.resolved != 0 {
-			if d := dayOf(m.resolved); d >= 0 && d < chartDays {
-				resolved[d*ns+m.sev]++
-			}
-		} else if x.Status != ledger.StatusResolved {
-			k := m.code*ncur + m.cur
-			stakeN[k]++
-			if m.exact && units[k] < 1<<62 {
-				units[k] += m.units
-			} else {
-				inexact[k] = inexact[k].Add(x.Amount)
-			}
-		}
-		if !match(x, true) {
-			continue
-		}
-		if int(total) >= first && len(rows) < PageSize {
-			rows = append(rows, *x)
-		}
-		total++
-		counts[m.code*ns+m.sev]++
-	}
-	if err := c.withDetails(r.Context(), rows); err != nil {
+	t := tally(snap, match, since, (page-1)*PageSize)
+	if err := c.withDetails(r.Context(), t.rows); err != nil {
 		c.failErr(w, r, "read the findings' details", err)
 		return
 	}
-	gateways, currencies := snap.gateways, snap.choices
-
-	var cells []*countCell
-	sevTotals := make([]uint64, ns)
-	for ci, code := range snap.codes {
-		cell := &countCell{Code: code, Counts: counts[ci*ns : (ci+1)*ns]}
-		for si, n := range cell.Counts {
-			cell.Total += n
-			sevTotals[si] += n
-		}
-		if cell.Total > 0 {
-			cells = append(cells, cell)
-		}
-	}
-	slices.SortFunc(cells, func(a, b *countCell) int {
-		for i := range severities {
-			if a.Counts[i] != b.Counts[i] {
-				return cmp.Compare(b.Counts[i], a.Counts[i])
-			}
-		}
-		return strings.Compare(a.Code, b.Code)
-	})
-	counts2 := cells
-	days := make([]DayCounts, chartDays)
-	for d := range days {
-		days[d] = DayCounts{Day: since.AddDate(0, 0, d), Opened: map[string]uint64{}, Resolved: map[string]uint64{}}
-		for si, sev := range severities {
-			days[d].Opened[sev], days[d].Resolved[sev] = opened[d*ns+si], resolved[d*ns+si]
-		}
-	}
-	var stakeList []Stake
-	for k, n := range stakeN {
-		if n == 0 {
-			continue
-		}
-		amount := decimal.New(units[k], -events.MaxScale).Add(inexact[k])
-		stakeList = append(stakeList, Stake{Code: snap.codes[k/ncur], Currency: snap.currencies[k%ncur], Amount: amount, Count: n})
-	}
-	slices.SortFunc(stakeList, func(a, b Stake) int {
-		if a.Currency != b.Currency {
-			return strings.Compare(a.Currency, b.Currency)
-		}
-		return b.Amount.Cmp(a.Amount)
-	})
+	total, rows := t.total, t.rows
 	pages := max(int((total+PageSize-1)/PageSize), 1)
 	data := map[string]any{
 		"Title":      "Findings",
 		"Filter":     f,
 		"Query":      query(f, 0),
 		"Rows":       rows,
-		"Counts":     counts2,
-		"SevTotals":  sevTotals,
+		"Counts":     t.cells,
+		"SevTotals":  t.sevTotals,
 		"Severities": severities,
 		"Total":      total,
 		"Page":       page,
@@ -244,12 +146,12 @@ func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
 		"Codes":      codes(),
 		"Statuses":   statuses,
 		"Ages":       ages,
-		"Gateways":   gateways,
-		"Currencies": currencies,
-		"Daily":      dailyChart(days),
-		"Days":       days,
-		"Stake":      stakeChart(stakeList, decimalsOf),
-		"Stakes":     stakeList,
+		"Gateways":   snap.gateways,
+		"Currencies": snap.choices,
+		"Daily":      dailyChart(t.days),
+		"Days":       t.days,
+		"Stake":      stakeChart(t.stakes, decimalsOf),
+		"Stakes":     t.stakes,
 		"Now":        now,
 	}
 	if page > 1 {

@@ -59,3 +59,59 @@ func TestSnapshotOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestTally: the page's counts, days and stakes, as numbers, against the
+// same sums done plainly; an amount too large for the units is added
+// exactly all the same.
+func TestTally(t *testing.T) {
+	sn := &snapshots{raw: map[clickhouse.FindingKey]*rawFinding{}, codes: codes(), codeIdx: map[string]int{},
+		curIdx: map[string]int{}, gateways: map[string]bool{}}
+	for i, c := range sn.codes {
+		sn.codeIdx[c] = i
+	}
+	since := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
+	at := func(day int) time.Time { return since.AddDate(0, 0, day).Add(time.Hour) }
+	resolvedOn := at(3)
+	huge := decimal.RequireFromString("123456789012345678901.5")
+	sn.apply([]clickhouse.ConsoleFinding{
+		{SessionID: "a", Code: "OVER_REFUND", Severity: "critical", Status: "open", FirstSeen: at(0), Amount: decimal.RequireFromString("10.500"), Currency: "KWD"},
+		{SessionID: "b", Code: "OVER_REFUND", Severity: "critical", Status: "open", FirstSeen: at(1), Amount: huge, Currency: "KWD"},
+		{SessionID: "c", Code: "OVER_REFUND", Severity: "critical", Status: "resolved", FirstSeen: at(1), ResolvedAt: &resolvedOn,
+			Amount: decimal.RequireFromString("1"), Currency: "KWD"},
+		{SessionID: "d", Code: "STALE_AUTHORIZATION", Severity: "info", Status: "open", FirstSeen: at(-40), Amount: decimal.RequireFromString("7"), Currency: "USD"},
+		{SessionID: "e", Code: "PG_SIDE_OPERATION", Severity: "warning", Status: "open", FirstSeen: at(2), AcknowledgedBy: "ada", Currency: ""},
+	})
+	s := sn.build()
+	openOnly := func(x *clickhouse.ConsoleFinding, withStatus bool) bool { return !withStatus || statusOf(x) == "open" }
+	l := tally(s, openOnly, since, 0)
+	if l.total != 3 || len(l.rows) != 3 || l.rows[0].SessionID != "a" {
+		t.Fatalf("open: %d rows of %d, first %v", len(l.rows), l.total, l.rows)
+	}
+	want := map[string][]uint64{"OVER_REFUND": {2, 0, 0}, "STALE_AUTHORIZATION": {0, 0, 1}}
+	if len(l.cells) != len(want) {
+		t.Fatalf("cells %+v", l.cells)
+	}
+	for _, c := range l.cells {
+		if !slices.Equal(c.Counts, want[c.Code]) {
+			t.Errorf("%s: %v, want %v", c.Code, c.Counts, want[c.Code])
+		}
+	}
+	if l.days[0].Opened["critical"] != 1 || l.days[1].Opened["critical"] != 2 || l.days[3].Resolved["critical"] != 1 || l.days[2].Opened["warning"] != 1 {
+		t.Errorf("days: %+v", l.days[:4])
+	}
+	stakes := map[string]string{}
+	for _, st := range l.stakes {
+		stakes[st.Code+"/"+st.Currency] = st.Amount.String() + " x" + fmt.Sprint(st.Count)
+	}
+	wantStakes := map[string]string{
+		"OVER_REFUND/KWD":         huge.Add(decimal.RequireFromString("10.5")).String() + " x2", // the resolved one is not at stake
+		"STALE_AUTHORIZATION/USD": "7 x1",
+		"PG_SIDE_OPERATION/":      "0 x1",
+	}
+	if fmt.Sprint(stakes) != fmt.Sprint(wantStakes) {
+		t.Errorf("stakes %v, want %v", stakes, wantStakes)
+	}
+	if l := tally(s, openOnly, since, 2); len(l.rows) != 1 || l.total != 3 {
+		t.Errorf("from the third: %d rows of %d", len(l.rows), l.total)
+	}
+}
