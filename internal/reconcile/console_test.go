@@ -2,18 +2,10 @@ package reconcile
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/csv"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -32,6 +24,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 	"github.com/ottu-recon/ottu-recon/internal/ottusim"
 )
 
@@ -459,36 +452,6 @@ func around(page, s string) string {
 	return page[max(0, i-400):min(len(page), i+200)]
 }
 
-// selfSigned writes a certificate for 127.0.0.1 and its key, PEM.
-func selfSigned(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
 // TestConsole_TLS: over HTTPS, the session cookie is Secure and __Host-
 // prefixed (the browser keeps it to this host, on /, over TLS only), and
 // pages ask the browser to keep to HTTPS.
@@ -497,7 +460,8 @@ func TestConsole_TLS(t *testing.T) {
 	db := chtest.MustOpenDB(t)
 	cfg := testConfig(t, ns.ClientURL(), db)
 	cfg.ConsoleListen, cfg.ConsoleUsersFile = "127.0.0.1:0", consoleUsers(t, "ada", "operator", operatorPassword)
-	cfg.ConsoleTLSCertFile, cfg.ConsoleTLSKeyFile = selfSigned(t)
+	cert := nettest.NewCert(t)
+	cfg.ConsoleTLSCertFile, cfg.ConsoleTLSKeyFile = cert.CertFile, cert.KeyFile
 	m := MustOpenMain(t, cfg)
 	if !strings.HasPrefix(m.ConsoleURL(), "https://") {
 		t.Fatalf("console at %s", m.ConsoleURL())
