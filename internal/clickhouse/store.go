@@ -157,36 +157,24 @@ func (s *Store) findings(ctx context.Context, status string) ([]ledger.Record, e
 	return out, rows.Err()
 }
 
-// Standings returns what people decided in the console (finding_actions),
-// by finding: the evidence of the latest acknowledgement and of the latest
-// resolution, and the latest mute.
+// Standings returns what people decided in the console (finding_actions,
+// read as the console reads it: DB.Decisions), by finding: the evidence of
+// the latest acknowledgement and of the latest resolution, and the latest
+// mute.
 func (s *Store) Standings(ctx context.Context) (map[ledger.Key]ledger.Standing, error) {
-	ctx, cancel := s.DB.timeout(ctx)
-	defer cancel()
-	rows, err := s.DB.conn.Query(ctx, `SELECT session_id, code,
-		argMaxIf(evidence, at, action = 'acknowledge'), argMaxIf(evidence, at, action = 'resolve'),
-		toUInt32(ifNull(argMaxIf(until, at, action = 'mute'), toDateTime(0)))
-	FROM finding_actions
-	WHERE action != 'note'
-	GROUP BY session_id, code`)
+	decisions, err := s.DB.Decisions(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("query finding_actions: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	out := map[ledger.Key]ledger.Standing{}
-	for rows.Next() {
-		var k ledger.Key
-		var code string
-		var st ledger.Standing
-		var until uint32
-		if err := rows.Scan(&k.SessionID, &code, &st.AcknowledgedEvidence, &st.ResolvedEvidence, &until); err != nil {
-			return nil, fmt.Errorf("scan finding_actions: %w", err)
+	out := make(map[ledger.Key]ledger.Standing, len(decisions))
+	for k, d := range decisions {
+		st := ledger.Standing{AcknowledgedEvidence: d.AckEvidence, ResolvedEvidence: d.ResolveEvidence}
+		if d.MutedUntil != nil {
+			st.MutedUntil = *d.MutedUntil
 		}
-		k.Code = ledger.Code(code)
-		st.MutedUntil = unixTime(until)
-		out[k] = st
+		out[ledger.Key{SessionID: k.SessionID, Code: ledger.Code(k.Code)}] = st
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // SaveFindings writes new versions of findings.
