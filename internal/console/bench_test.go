@@ -183,6 +183,23 @@ func BenchmarkConsolePages(b *testing.B) {
 		}
 		b.ReportMetric(float64(total.Microseconds())/1000/float64(n), "ms/page")
 	})
+	// The yardstick: the open findings' count read through the findings
+	// view, which a page per query would pay at least.
+	b.Run("view-query", func(b *testing.B) {
+		var total time.Duration
+		n := 0
+		for b.Loop() {
+			t0 := time.Now()
+			var count uint64
+			if err := db.Conn().QueryRow(context.Background(),
+				"SELECT count() FROM findings WHERE status = 'open' AND acknowledged_by = ''").Scan(&count); err != nil {
+				b.Fatal(err)
+			}
+			total += time.Since(t0)
+			n++
+		}
+		b.ReportMetric(float64(total.Microseconds())/1000/float64(n), "ms/query")
+	})
 	for _, page := range []struct{ name, path string }{
 		{"findings", "/"},
 		{"findings-filtered", "/?status=all&code=OVER_REFUND&currency=KWD&age=7d"},
