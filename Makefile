@@ -2,7 +2,7 @@
 GO ?= go
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: build test test-modern test-cluster vet unit bench fuzz demo clean clickhouse-start clickhouse-stop screenshots
+.PHONY: build test test-modern test-cluster vet lint unit bench fuzz demo clean clickhouse-start clickhouse-stop screenshots
 
 build:
 	$(GO) build -o bin/ ./cmd/...
@@ -13,14 +13,19 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
-# The whole suite: vet, then every test with the race detector against an
+# The linters (scripts/lint.sh): staticcheck and deadcode, pinned in tools.mod
+# and kept out of the product's module graph; zero findings.
+lint:
+	scripts/lint.sh
+
+# The whole suite: vet and the linters, then every test with the race detector against an
 # embedded NATS, Debian's chromium for the console (scripts/chromium.sh; its
 # screenshots land in .tmp/screenshots), a real ClickHouse 18.16 (started by scripts/clickhouse.sh)
 # and a replicated cluster of two (scripts/clickhouse-cluster.sh: ZooKeeper
 # and two 18.16 replicas), then the modern-ClickHouse check: every statement
 # the product sent, replayed in ClickHouse 26.7 in process (chDB, installed by
 # scripts/chdb.sh) and compared with 18.16's answers.
-test: vet
+test: vet lint
 	CONSOLE_SCREENSHOTS=$(CURDIR)/.tmp/screenshots scripts/chromium.sh run scripts/clickhouse.sh run scripts/clickhouse-cluster.sh run \
 		sh -c '$(GO) test -race -count=1 -timeout 15m ./... && \
 		scripts/chdb.sh run $(GO) test -tags chdb -count=1 -run TestModernClickHouse -v ./internal/clickhouse'

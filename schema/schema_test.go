@@ -129,7 +129,7 @@ func TestBackfills(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mv := regexp.MustCompile("(?s)^CREATE MATERIALIZED VIEW IF NOT EXISTS \\S+ TO (\\S+) AS\\s+(.*)$")
+	mv := regexp.MustCompile(`(?s)^CREATE MATERIALIZED VIEW IF NOT EXISTS \S+ TO (\S+) AS\s+(.*)$`)
 	insert := regexp.MustCompile(`(?s)^INSERT INTO (\S+) \([^)]*\)\s+(.*)$`)
 	partition := regexp.MustCompile(`\s*(WHERE|AND) toYYYYMM\(received_at\) = \{partition\}$`)
 	norm := func(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -125,7 +125,7 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 		t.Fatal(err)
 	}
 	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-null", AskedAt: now.Add(-time.Minute), Status: 200, Verdict: clickhouse.VerdictFound,
-		State: "paid", Children: []events.Child{{SessionID: "c-r1", State: "refunded", Amount: events.NewAmount("5.000")}}}); err != nil {
+		State: "paid", Children: []events.Child{{SessionID: "c-r1", State: "refunded", Amount: amt("5.000")}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-orphan", AskedAt: now.Add(-time.Minute), Status: 404, Verdict: clickhouse.VerdictNotFound}); err != nil {
@@ -134,7 +134,7 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 	// A record with every value a confirmation compares, and an answer that is no verdict.
 	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-q", AskedAt: now.Add(-time.Minute), Status: 200, Verdict: clickhouse.VerdictFound,
 		State: "paid", Amount: "10.000", Currency: "KWD", Sandbox: true, Children: []events.Child{{SessionID: "c-q", State: "refunded",
-			Amount: events.NewAmount("1.000"), CurrencyCode: "KWD"}}}); err != nil {
+			Amount: amt("1.000"), CurrencyCode: "KWD"}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-delim", AskedAt: now.Add(-time.Minute), Status: 404,

@@ -74,7 +74,7 @@ func loadParents(b *testing.B, db *clickhouse.DB, n int) {
 	batch := make([]events.StreamMessage, 0, chunk+4)
 	for i := range n {
 		s := fmt.Sprintf("%040d", i)
-		amount := events.NewAmount("40.000")
+		amount := amt("40.000")
 		batch = append(batch, msg(&events.Webhook{Kind: events.KindPayment, Payment: &events.Payment{
 			SessionID: s, OrderNo: "o" + s, State: "authorized", Result: "success", Amount: amount, CurrencyCode: "KWD",
 			GatewayAccount: "credit-card", GatewayName: "mpgs", Timestamp: at}}, "p"+s))
@@ -88,8 +88,8 @@ func loadParents(b *testing.B, db *clickhouse.DB, n int) {
 			ref := fmt.Sprintf("r%s-%d", s, j)
 			batch = append(batch, msg(&events.Webhook{Kind: events.KindOperation, Operation: &events.Operation{
 				ReferenceNumber: ref, SessionID: s, Operation: o.kind, Source: "input", Result: "success", Success: true,
-				Amount: events.NewAmount(o.amount), Timestamp: at,
-				Txn: events.Txn{SessionID: "c" + ref, State: o.state, Amount: events.NewAmount(o.amount), CurrencyCode: "KWD"}}}, ref))
+				Amount: amt(o.amount), Timestamp: at,
+				Txn: events.Txn{SessionID: "c" + ref, State: o.state, Amount: amt(o.amount), CurrencyCode: "KWD"}}}, ref))
 		}
 		if len(batch) >= chunk || i == n-1 {
 			if _, err := w.Write(context.Background(), batch, nil); err != nil {

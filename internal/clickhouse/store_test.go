@@ -21,7 +21,7 @@ func storedPayment(session, state string, ts, received time.Time) events.StreamM
 		Envelope:  events.Envelope{ID: "p-" + session + state, Kind: events.KindPayment, ReceivedAt: received, Body: []byte(`{}`)},
 		StreamSeq: seq,
 		Webhook: &events.Webhook{Kind: events.KindPayment, Payment: &events.Payment{SessionID: session, State: state,
-			Amount: events.NewAmount("10"), CurrencyCode: "KWD", Timestamp: ts}},
+			Amount: amt("10"), CurrencyCode: "KWD", Timestamp: ts}},
 	}
 }
 
@@ -31,8 +31,8 @@ func storedOperation(ref, session, state string, ts, received time.Time) events.
 		Envelope:  events.Envelope{ID: "o-" + ref + state, Kind: events.KindOperation, ReceivedAt: received, Body: []byte(`{}`)},
 		StreamSeq: seq,
 		Webhook: &events.Webhook{Kind: events.KindOperation, Operation: &events.Operation{ReferenceNumber: ref, SessionID: session,
-			Operation: "refund", Amount: events.NewAmount("1"), Timestamp: ts,
-			Txn: events.Txn{SessionID: "c-" + ref, State: state, Amount: events.NewAmount("1"), CurrencyCode: "KWD"}}},
+			Operation: "refund", Amount: amt("1"), Timestamp: ts,
+			Txn: events.Txn{SessionID: "c-" + ref, State: state, Amount: amt("1"), CurrencyCode: "KWD"}}},
 	}
 }
 
@@ -183,7 +183,7 @@ func TestStore_ReportPGSide(t *testing.T) {
 	}
 	huge := storedOperation("op-max", "p-max", "refunded", now, now)
 	huge.Webhook.Operation.Source = "pg"
-	huge.Webhook.Operation.Txn.Amount = events.NewAmount("999999999999999999999999999999.99999999")
+	huge.Webhook.Operation.Txn.Amount = amt("999999999999999999999999999999.99999999")
 	want["op-max"] = "999999999999999999999999999999.99999999"
 	mustWrite(t, w, append(msgs, huge)...)
 
@@ -515,3 +515,6 @@ func TestStore_Months(t *testing.T) {
 		}
 	}
 }
+
+// amt is the amount s, a valid constant of the test.
+func amt(s string) events.Amount { a, _ := events.ParseAmount(s); return a }

@@ -253,15 +253,6 @@ func (sn *snapshots) build() *snapshot {
 	return s
 }
 
-// byListOrder is the list's order: most severe, then oldest, first.
-func byListOrder(a, b clickhouse.ConsoleFinding) int {
-	return cmp.Or(
-		cmp.Compare(ledger.SeverityRank(ledger.Severity(b.Severity)), ledger.SeverityRank(ledger.Severity(a.Severity))),
-		a.FirstSeen.Compare(b.FirstSeen),
-		cmp.Compare(a.SessionID, b.SessionID),
-		cmp.Compare(a.Code, b.Code))
-}
-
 // Filter selects findings for the list, its counts and its export.
 type Filter struct {
 	// Status is "open" (open, nobody acknowledged it: the default),

@@ -30,16 +30,6 @@ type Amount struct {
 	Valid   bool
 }
 
-// NewAmount parses s as an exact decimal. It panics on bad input and is meant
-// for tests and constants.
-func NewAmount(s string) Amount {
-	a, err := parseAmount(s)
-	if err != nil {
-		panic(err)
-	}
-	return a
-}
-
 // String renders the amount as the canonical decimal text, or "" when absent.
 func (a Amount) String() string {
 	if !a.Valid {

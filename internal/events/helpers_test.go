@@ -26,3 +26,6 @@ func stringsReplaceOnce(s, old, new string) string { return strings.Replace(s, o
 func lower(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// amt is the amount s, a valid constant of the test.
+func amt(s string) events.Amount { a, _ := events.ParseAmount(s); return a }

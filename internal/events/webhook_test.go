@@ -22,7 +22,7 @@ func TestDecode_Examples(t *testing.T) {
 		p.CurrencyCode != "KWD" || p.OrderNo != "ORD-2026-0001" || p.GatewayAccount != "credit-card" || p.GatewayName != "mpgs" {
 		t.Fatalf("payment fields: got %+v", p)
 	}
-	if !p.Amount.Equal(events.NewAmount("25.5")) || p.Amount.String() != "25.5" {
+	if !p.Amount.Equal(amt("25.5")) || p.Amount.String() != "25.5" {
 		t.Fatalf("amount: got %s, want 25.5", p.Amount)
 	}
 	if want := time.Date(2026, 5, 14, 10, 22, 31, 0, time.UTC); !p.Timestamp.Equal(want) {
@@ -43,7 +43,7 @@ func TestDecode_Examples(t *testing.T) {
 	if o.ReferenceNumber != "shopR9X4M" || o.SessionID != "3f6c0a9e5b1d4c2a8e7f90b1c2d3e4f5a6b7c8d9" ||
 		o.Operation != "refund" || o.Source != "input" || !o.Success ||
 		o.Txn.SessionID != "8a1b2c3d4e5f60718293a4b5c6d7e8f901234567" || o.Txn.State != "refunded" ||
-		o.Txn.CurrencyCode != "KWD" || !o.Txn.Amount.Equal(events.NewAmount("5")) {
+		o.Txn.CurrencyCode != "KWD" || !o.Txn.Amount.Equal(amt("5")) {
 		t.Fatalf("operation fields: got %+v", o)
 	}
 
@@ -65,7 +65,7 @@ func TestDecode_Tolerant(t *testing.T) {
 		{"number amounts", `{"session_id":"s","state":"paid","amount":25.5,"refunded_amount":0,"paid_amount":"30.000"}`,
 			func(w *events.Webhook) bool {
 				p := w.Payment
-				return p.Amount.Equal(events.NewAmount("25.500")) && p.RefundedAmount.Valid && p.RefundedAmount.Decimal.IsZero() &&
+				return p.Amount.Equal(amt("25.500")) && p.RefundedAmount.Valid && p.RefundedAmount.Decimal.IsZero() &&
 					p.PaidAmount.String() == "30"
 			}},
 		{"empty and null amounts are absent", `{"session_id":"s","state":"paid","amount":"","voided_amount":null}`,
@@ -83,7 +83,7 @@ func TestDecode_Tolerant(t *testing.T) {
 		{"transactions", `{"session_id":"s","state":"paid","transactions":[{"session_id":"c1","state":"refunded","amount":"1.000","currency_code":"KWD"},"junk"]}`,
 			func(w *events.Webhook) bool {
 				tx := w.Payment.Transactions
-				return len(tx) == 1 && tx[0].SessionID == "c1" && tx[0].Amount.Equal(events.NewAmount("1"))
+				return len(tx) == 1 && tx[0].SessionID == "c1" && tx[0].Amount.Equal(amt("1"))
 			}},
 		{"operation null (documented refund example)", `{"operation":null,"reference_number":"r","session_id":"s","txn":{"state":"refunded","amount":"9.000"}}`,
 			func(w *events.Webhook) bool { return w.Kind == events.KindOperation && w.Operation.Operation == "" }},
@@ -203,7 +203,7 @@ func TestAmount_Equal(t *testing.T) {
 		{"", "0", false},
 	}
 	for _, tt := range tests {
-		if got := events.NewAmount(tt.a).Equal(events.NewAmount(tt.b)); got != tt.want {
+		if got := amt(tt.a).Equal(amt(tt.b)); got != tt.want {
 			t.Errorf("%q == %q: got %v, want %v", tt.a, tt.b, got, tt.want)
 		}
 	}
@@ -241,7 +241,7 @@ func TestAmount_Format(t *testing.T) {
 		{"", "KWD", "(none)"},
 	}
 	for _, tt := range tests {
-		if got := events.NewAmount(tt.amount).Format(tt.code); got != tt.want {
+		if got := amt(tt.amount).Format(tt.code); got != tt.want {
 			t.Errorf("Format(%q, %q): got %q, want %q", tt.amount, tt.code, got, tt.want)
 		}
 	}

@@ -174,6 +174,7 @@ func (m *Main) URL() string { return m.http.URL() }
 
 // AdminURL is the base URL of the health and metrics server: the admin
 // server when INGEST_ADMIN_LISTEN is set, else the webhook server.
+// deadcode:keep: tests start ingest on :0 and read back where it listens.
 func (m *Main) AdminURL() string {
 	if m.admin != nil {
 		return m.admin.URL()
@@ -182,15 +183,13 @@ func (m *Main) AdminURL() string {
 }
 
 // NATSURL is the URL of the embedded NATS server, when there is one.
+// deadcode:keep: tests start it on :0 and read back where it listens.
 func (m *Main) NATSURL() string {
 	if m.server == nil {
 		return ""
 	}
 	return m.server.ClientURL()
 }
-
-// Backlog is the number of webhooks waiting in the spool.
-func (m *Main) Backlog() int { return m.spool.Len() }
 
 // Close shuts down in order: stop intake (in-flight requests finish), forward
 // the spool while ctx allows, close NATS, stop the embedded server.

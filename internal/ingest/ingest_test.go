@@ -19,6 +19,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 	"github.com/ottu-recon/ottu-recon/internal/spool"
 )
 
@@ -146,13 +147,7 @@ func msgIDs(tb testing.TB, s jetstream.Stream) map[string]*jetstream.RawStreamMs
 
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	nettest.WaitFor(tb, what, 20*time.Second, cond)
 }
 
 func TestIngest_StoredBeforeOK(t *testing.T) {
@@ -322,7 +317,7 @@ func TestIngest_NATSOutage(t *testing.T) {
 			t.Fatalf("webhook %d during outage: got %d %s, want 200 spooled", i, status, body)
 		}
 	}
-	if got := m.Backlog(); got != during {
+	if got := m.spool.Len(); got != during {
 		t.Fatalf("backlog: got %d, want %d", got, during)
 	}
 	resp, err := http.Get(m.URL() + "/readyz")
@@ -336,7 +331,7 @@ func TestIngest_NATSOutage(t *testing.T) {
 
 	// NATS comes back on the same address with the same storage.
 	restarted := natstest.MustOpenServer(t, strings.TrimPrefix(url, "nats://"), storeDir)
-	waitFor(t, "the spool to drain", func() bool { return m.Backlog() == 0 })
+	waitFor(t, "the spool to drain", func() bool { return m.spool.Len() == 0 })
 	s := stream(t, restarted.ClientURL())
 	ids := msgIDs(t, s)
 	for i := range before + during {

@@ -232,13 +232,7 @@ func TestIngest_NATSOverTLS(t *testing.T) {
 	cfg := testConfig(t, url)
 	cfg.NATSAuth = nats.Auth{User: "ingest", Password: "tls-S3CRET", CAFile: ca}
 	m := MustOpenMain(t, cfg)
-	deadline := time.Now().Add(10 * time.Second)
-	for !m.conn.Connected() {
-		if time.Now().After(deadline) {
-			t.Fatal("no TLS connection to NATS")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	nettest.WaitFor(t, "a TLS connection to NATS", 10*time.Second, m.conn.Connected)
 	if status, body := post(t, m.URL(), http.MethodPost, payment(t, 1, testKey)); status != 200 || !strings.Contains(body, `"stored"`) {
 		t.Fatalf("over TLS: got %d %s, want stored", status, body)
 	}

@@ -226,10 +226,6 @@ func (f *Fold) AddOperation(r *OperationRow) {
 	o.seq = max(o.seq, r.Rank.Seq)
 }
 
-// WantsOrders tells whether any parent folded so far has an order_no: only
-// then are merchant orders worth reading.
-func (f *Fold) WantsOrders() bool { return len(f.orders()) > 0 }
-
 // OrderNos lists the order_nos of the parents folded so far, whose
 // merchant orders the rules compare (AddOrder), in no particular order.
 func (f *Fold) OrderNos() []string {
@@ -260,20 +256,12 @@ func (f *Fold) AddOrder(o OrderRow) {
 	}
 }
 
-// AddUnreadable files an authentic delivery that could not be read under key
-// (UnreadableKey).
+// AddUnreadable files an authentic delivery that could not be read under key:
+// its parent's session_id when that could be read, else its own delivery id
+// (the store decides it where it selects the deliveries).
 func (f *Fold) AddUnreadable(key string, u Unreadable) {
 	p := f.parent(key)
 	p.Unreadable = append(p.Unreadable, u)
-}
-
-// UnreadableKey is what an unreadable delivery is filed under: its parent's
-// session_id when that could be read, else its own delivery id.
-func UnreadableKey(sessionID, deliveryID string) string {
-	if sessionID != "" {
-		return sessionID
-	}
-	return deliveryID
 }
 
 // AddInquiry attaches Ottu's record of a parent. A text that cannot be read
@@ -284,7 +272,7 @@ func (f *Fold) AddInquiry(r InquiryRow) {
 		Children: make(map[string]OttuChild, len(r.ChildSessionIDs))}
 	fail := func(what string, err error) {
 		if p.Err == nil {
-			p.Err = fmt.Errorf("Ottu's record of %s: %s: %w", r.SessionID, what, err)
+			p.Err = fmt.Errorf("record from Ottu of %s: %s: %w", r.SessionID, what, err)
 		}
 	}
 	if r.Amount != "" {

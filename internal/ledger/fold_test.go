@@ -162,11 +162,11 @@ func TestFold_Attached(t *testing.T) {
 	f := ledger.NewFold(2)
 	f.AddPayment(payRow("s1", "paid", now, now, 1))
 	f.AddPayment(payRow("s2", "paid", now, now, 2))
-	if !f.WantsOrders() {
-		t.Fatal("parents with an order_no want their orders")
+	if got := f.OrderNos(); len(got) != 2 {
+		t.Fatalf("order_nos %v, want those of both parents", got)
 	}
 	f.AddOrder(ledger.OrderRow{OrderNo: "o-s1", Amount: amt("9"), Currency: "KWD"})
-	f.AddUnreadable(ledger.UnreadableKey("", "d1"), ledger.Unreadable{DeliveryID: "d1", Field: "amount"})
+	f.AddUnreadable("d1", ledger.Unreadable{DeliveryID: "d1", Field: "amount"})
 	f.AddInquiry(ledger.InquiryRow{SessionID: "s1", AskedAt: now, Found: true, State: "paid", Amount: "10.000", Currency: "KWD",
 		ChildSessionIDs: []string{"c1"}, ChildStates: []string{"refunded"}, ChildAmounts: []string{"5.000"}, ChildCurrencies: []string{"KWD"}})
 	f.AddInquiry(ledger.InquiryRow{SessionID: "s2", AskedAt: now, Found: true, Amount: "ten"})

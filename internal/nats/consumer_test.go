@@ -11,6 +11,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 )
 
 // TestConsumer_BatchBytes: a backlog of large deliveries (rejected bodies of
@@ -55,19 +56,11 @@ func TestConsumer_BatchBytes(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	nettest.WaitFor(t, fmt.Sprintf("%d deliveries", n), 20*time.Second, func() bool {
 		mu.Lock()
-		got := total
-		mu.Unlock()
-		if got == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d delivered", got, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return total == n
+	})
 	cancel()
 	<-done
 	for _, s := range sizes {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,12 +17,9 @@ import (
 // FreePort returns a loopback port nothing listens on (at the time asked).
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	_, port, _ := net.SplitHostPort(FreeAddr(tb))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // FreeAddr returns a loopback address nothing listens on.
@@ -63,4 +62,37 @@ func Lock(tb testing.TB, path string) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() })
+}
+
+// Metric scrapes the Prometheus text at url and returns the value of series,
+// written as the exposition writes it (a name, or a name with its labels);
+// it fails the test when the series is absent.
+func Metric(tb testing.TB, url, series string) float64 {
+	tb.Helper()
+	_, body := Get(tb, url)
+	for line := range strings.SplitSeq(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				tb.Fatalf("%s: %v", series, err)
+			}
+			return f
+		}
+	}
+	tb.Fatalf("%s not among the metrics at %s", series, url)
+	return 0
+}
+
+// WaitFor polls cond until it holds, and fails the test when it still does
+// not after timeout: the one way tests wait for another process or
+// goroutine, never a fixed sleep.
+func WaitFor(tb testing.TB, what string, timeout time.Duration, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -17,7 +17,6 @@ import (
 
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/events"
-	"github.com/ottu-recon/ottu-recon/internal/ingest"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
 	"github.com/ottu-recon/ottu-recon/internal/nettest"
@@ -94,13 +93,7 @@ func TestCluster_Daemons(t *testing.T) {
 	reader.Now = func() time.Time { return time.Now().Add(time.Hour) }
 
 	key := []byte("cluster-key")
-	icfg := ingest.DefaultConfig()
-	icfg.Listen, icfg.HMACKeys, icfg.NATSURL, icfg.SpoolDir = "127.0.0.1:0", [][]byte{key}, ns.ClientURL(), t.TempDir()
-	im := ingest.NewMain(icfg, natstest.Logger(t))
-	if err := im.Open(); err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close(context.Background())
+	im := mustIngest(t, ns.ClientURL(), key, nil)
 	var answered atomic.Int64
 	post := func(body []byte) {
 		resp, err := http.Post(im.URL()+"/webhooks/ottu", "application/json", bytes.NewReader(body))
@@ -147,7 +140,7 @@ func TestCluster_Daemons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	open, err := (&clickhouse.Store{DB: reader.DB()}).OpenFindings(context.Background())
+	open, err := (&clickhouse.Store{DB: reader.db}).OpenFindings(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,9 +204,9 @@ func TestCluster_Daemons(t *testing.T) {
 // when the test ends; it returns a context for the pass.
 func openedFor(t *testing.T, m *Main) context.Context {
 	t.Helper()
-	if err := m.DB().Open(context.Background()); err != nil {
+	if err := m.db.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = m.DB().Close() })
+	t.Cleanup(func() { _ = m.db.Close() })
 	return context.Background()
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ottu-recon/ottu-recon/internal/console"
 	"github.com/ottu-recon/ottu-recon/internal/httpserver"
+	"github.com/ottu-recon/ottu-recon/internal/nats"
 )
 
 // openConsole serves the findings console on RECON_CONSOLE_LISTEN, when set
@@ -29,7 +30,7 @@ func (m *Main) openConsole() error {
 	c := &console.Console{
 		DB:         m.db,
 		UsersFile:  m.Config.ConsoleUsersFile,
-		Sessions:   &console.KVSessions{JS: m.conn.JetStream(), TTL: ttl, Replicas: m.Config.Stream.Replicas},
+		Sessions:   &console.KVSessions{KV: nats.SessionsBucket(m.conn, ttl, m.Config.Stream.Replicas)},
 		Secure:     m.Config.ConsoleTLSCertFile != "",
 		SessionTTL: ttl,
 		Log:        log,
@@ -64,6 +65,7 @@ func (m *Main) openConsole() error {
 }
 
 // ConsoleURL is the console's base URL ("" when it is off).
+// deadcode:keep: tests start the console on :0 and read back where it listens.
 func (m *Main) ConsoleURL() string {
 	if m.console == nil {
 		return ""

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
-	"github.com/ottu-recon/ottu-recon/internal/ingest"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
 	"github.com/ottu-recon/ottu-recon/internal/nettest"
@@ -100,13 +99,7 @@ func TestDependable_NATSRebuiltEmpty(t *testing.T) {
 	cfg := testConfig(t, first.ClientURL(), db)
 	cfg.LeaseTTL = 2 * time.Second
 	m := MustOpenMain(t, cfg)
-	icfg := ingest.DefaultConfig()
-	icfg.Listen, icfg.HMACKeys, icfg.NATSURL, icfg.SpoolDir = "127.0.0.1:0", [][]byte{signKey}, first.ClientURL(), t.TempDir()
-	im := ingest.NewMain(icfg, natstest.Logger(t))
-	if err := im.Open(); err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close(context.Background())
+	im := mustIngest(t, first.ClientURL(), signKey, nil)
 	post := func(session string) {
 		resp, err := http.Post(im.URL()+"/webhooks/ottu", "application/json", bytes.NewReader(signed(payment(session, nil))))
 		if err != nil {

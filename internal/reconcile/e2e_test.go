@@ -245,7 +245,10 @@ func insertOrders(tb testing.TB, db *clickhouse.DB, orders []ottusim.Order) {
 		tb.Fatal(err)
 	}
 	for _, o := range orders {
-		a := events.NewAmount(o.Amount)
+		a, err := events.ParseAmount(o.Amount)
+		if err != nil {
+			tb.Fatal(err)
+		}
 		if err := batch.Append(o.OrderNo, a.Decimal, o.Currency); err != nil {
 			tb.Fatal(err)
 		}

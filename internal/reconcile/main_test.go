@@ -17,8 +17,10 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
 	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/ingest"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 )
 
 func testConfig(tb testing.TB, natsURL string, db *clickhouse.DB) Config {
@@ -33,15 +35,53 @@ func testConfig(tb testing.TB, natsURL string, db *clickhouse.DB) Config {
 	return cfg
 }
 
+// mustRig starts what most tests start from: a NATS server and a database of
+// their own, a reconcile daemon on them (its configuration changed by change,
+// when set) and a publisher into its stream.
+func mustRig(tb testing.TB, change func(*Config)) (*nats.Server, *clickhouse.DB, *Main, *nats.Publisher) {
+	tb.Helper()
+	ns := natstest.MustOpenServer(tb, "", "")
+	db := chtest.MustOpenDB(tb)
+	cfg := testConfig(tb, ns.ClientURL(), db)
+	if change != nil {
+		change(&cfg)
+	}
+	return ns, db, MustOpenMain(tb, cfg), publisher(tb, ns.ClientURL())
+}
+
+// mustIngest starts an ingest daemon publishing to natsURL and verifying
+// with key (its configuration changed by change, when set), closed when the
+// test ends.
+func mustIngest(tb testing.TB, natsURL string, key []byte, change func(*ingest.Config)) *ingest.Main {
+	tb.Helper()
+	cfg := ingest.DefaultConfig()
+	cfg.Listen, cfg.HMACKeys, cfg.NATSURL, cfg.SpoolDir = "127.0.0.1:0", [][]byte{key}, natsURL, tb.TempDir()
+	if change != nil {
+		change(&cfg)
+	}
+	m := ingest.NewMain(cfg, natstest.Logger(tb))
+	if err := m.Open(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = m.Close(context.Background()) })
+	return m
+}
+
 func MustOpenMain(tb testing.TB, cfg Config) *Main {
 	tb.Helper()
 	m := openWaiting(tb, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := m.WaitReady(ctx); err != nil {
-		tb.Fatal(err)
-	}
+	waitReady(tb, m)
 	return m
+}
+
+// waitReady waits until m is connected to ClickHouse and the stream.
+func waitReady(tb testing.TB, m *Main) {
+	tb.Helper()
+	select {
+	case <-m.readyCh:
+	case <-time.After(30 * time.Second):
+		tb.Fatal("reconcile did not connect to ClickHouse and the stream within 30s")
+	}
 }
 
 // openWaiting starts reconcile without waiting for its dependencies, and
@@ -102,16 +142,8 @@ func paymentBody(i int, state string) string {
 		`"reference_number":"r%d","result":"success","timestamp_utc":"2026-05-14 10:00:00"}`, i, state, i, i)
 }
 
-func waitFor(tb testing.TB, what string, timeout time.Duration, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitFor is nettest.WaitFor.
+var waitFor = nettest.WaitFor
 
 func consumerInfo(tb testing.TB, url, durable string) *jetstream.ConsumerInfo {
 	tb.Helper()
@@ -133,10 +165,7 @@ func consumerInfo(tb testing.TB, url, durable string) *jetstream.ConsumerInfo {
 }
 
 func TestServe_StoresEveryWebhookOnce(t *testing.T) {
-	ns := natstest.MustOpenServer(t, "", "")
-	db := chtest.MustOpenDB(t)
-	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
-	p := publisher(t, ns.ClientURL())
+	ns, db, m, p := mustRig(t, nil)
 
 	const n = 300
 	for i := range n {
@@ -161,10 +190,7 @@ func TestServe_StoresEveryWebhookOnce(t *testing.T) {
 }
 
 func TestServe_PoisonTerminatedAndKept(t *testing.T) {
-	ns := natstest.MustOpenServer(t, "", "")
-	db := chtest.MustOpenDB(t)
-	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
-	p := publisher(t, ns.ClientURL())
+	ns, db, m, p := mustRig(t, nil)
 
 	// A message on a verified subject with no envelope headers (kept as
 	// rejected), and a verified one whose body is not a webhook (kept raw as
@@ -308,9 +334,7 @@ func TestServe_ShutdownFlushesOpenBatch(t *testing.T) {
 	if err := m.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.WaitReady(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	waitReady(t, m)
 	p := publisher(t, ns.ClientURL())
 	for i := range 5 {
 		publish(t, p, paymentBody(i, "paid"))

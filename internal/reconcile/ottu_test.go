@@ -27,7 +27,7 @@ import (
 func confirmation(t *testing.T, m *Main, session string, code ledger.Code) string {
 	t.Helper()
 	var c string
-	if err := m.DB().Conn().QueryRow(context.Background(), "SELECT confirmation FROM findings WHERE session_id = ? AND code = ?",
+	if err := m.db.Conn().QueryRow(context.Background(), "SELECT confirmation FROM findings WHERE session_id = ? AND code = ?",
 		session, string(code)).Scan(&c); err != nil {
 		t.Fatalf("%s %s: %v", session, code, err)
 	}
@@ -42,8 +42,6 @@ func confirmation(t *testing.T, m *Main, session string, code ledger.Code) strin
 // too. Ottu's answer is stored as a delivery. Within 30 minutes nothing is
 // asked again; a 429 pauses every question.
 func TestPSQ(t *testing.T) {
-	ns := natstest.MustOpenServer(t, "", "")
-	db := chtest.MustOpenDB(t)
 	hmacKey := []byte("psq-key")
 	now := time.Now().UTC()
 	gen := &ottusim.Generator{Now: now, Grace: 10 * time.Minute}
@@ -63,10 +61,7 @@ func TestPSQ(t *testing.T) {
 		api.ServeHTTP(w, r)
 	}))
 	defer srv.Close()
-	cfg := testConfig(t, ns.ClientURL(), db)
-	cfg.OttuAPIURL, cfg.OttuAPIKey, cfg.HMACKeys = srv.URL, "api-key", [][]byte{hmacKey}
-	m := MustOpenMain(t, cfg)
-	pub := publisher(t, ns.ClientURL())
+	_, db, m, pub := mustRig(t, askingOttu(srv.URL, hmacKey))
 	n := 0
 	for _, p := range []ottusim.Parent{missing, over, orphan} {
 		for _, w := range p.Webhooks {
@@ -219,8 +214,6 @@ func TestDependable_OttuHangs(t *testing.T) {
 // raise nothing and confirm nothing; each is recorded with no verdict and its
 // reason.
 func TestDependable_OttuAnswers(t *testing.T) {
-	ns := natstest.MustOpenServer(t, "", "")
-	db := chtest.MustOpenDB(t)
 	now := time.Now().UTC()
 	gen := &ottusim.Generator{Now: now, Grace: 10 * time.Minute}
 	cases := []string{"record", "documented-404", "unreadable", "other-payment", "proxy-404", "bad-gateway"}
@@ -260,10 +253,7 @@ func TestDependable_OttuAnswers(t *testing.T) {
 		}
 	}))
 	defer api.Close()
-	cfg := testConfig(t, ns.ClientURL(), db)
-	cfg.OttuAPIURL, cfg.OttuAPIKey, cfg.HMACKeys = api.URL, "api-key", [][]byte{signKey}
-	m := MustOpenMain(t, cfg)
-	pub := publisher(t, ns.ClientURL())
+	_, db, m, pub := mustRig(t, askingOttu(api.URL, signKey))
 	n := 0
 	for _, p := range parents {
 		for _, w := range p.Webhooks {
@@ -287,7 +277,7 @@ func TestDependable_OttuAnswers(t *testing.T) {
 		p := parents[c]
 		conf := confirmation(t, m, p.SessionID, ledger.MissingOperation)
 		var verdict, reason string
-		if err := m.DB().Conn().QueryRow(context.Background(), "SELECT verdict, error FROM ottu_inquiries WHERE session_id = ?",
+		if err := m.db.Conn().QueryRow(context.Background(), "SELECT verdict, error FROM ottu_inquiries WHERE session_id = ?",
 			p.SessionID).Scan(&verdict, &reason); err != nil {
 			t.Fatal(err)
 		}
@@ -317,4 +307,10 @@ func ottusimClone(m map[string]any) map[string]any {
 	var out map[string]any
 	_ = json.Unmarshal(b, &out)
 	return out
+}
+
+// askingOttu points reconcile at an Ottu status API at url (its key
+// "api-key") whose records are signed with key.
+func askingOttu(url string, key []byte) func(*Config) {
+	return func(cfg *Config) { cfg.OttuAPIURL, cfg.OttuAPIKey, cfg.HMACKeys = url, "api-key", [][]byte{key} }
 }

@@ -8,33 +8,23 @@ package reconcile
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/robfig/cron/v3"
 	"github.com/rs/zerolog"
 
-	"github.com/ottu-recon/ottu-recon/internal/alert"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/httpserver"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
-	"github.com/ottu-recon/ottu-recon/internal/ottuapi"
-	"github.com/ottu-recon/ottu-recon/internal/report"
-	"github.com/ottu-recon/ottu-recon/internal/webhook"
 )
 
 // Main is the reconcile daemon, as a value tests can start and stop.
@@ -82,9 +72,6 @@ func NewMain(cfg Config, logger zerolog.Logger) *Main {
 	return m
 }
 
-// DB is the ClickHouse database.
-func (m *Main) DB() *clickhouse.DB { return m.db }
-
 func (m *Main) component(name string) zerolog.Logger {
 	return m.Logger.With().Str("component", name).Logger()
 }
@@ -121,7 +108,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	m.consumer = &nats.Consumer{
 		Conn: m.conn, Stream: m.Config.Stream, Durable: m.Config.Consumer,
 		BatchSize: m.Config.BatchSize, MaxWait: m.Config.BatchWait,
-		MaxBytes: m.Config.BatchMaxBytes, MaxMessageBytes: webhook.MaxBodyBytes + 64<<10, // ingest's largest body and its headers
+		MaxBytes: m.Config.BatchMaxBytes, MaxMessageBytes: events.MaxBodyBytes + 64<<10, // ingest's largest body and its headers
 		Metrics: consumerMetrics,
 		OnRecreate: func(what string) {
 			storeLog.Warn().Str("created", what).Msg("the store consumer's " + what + " was gone from NATS (rebuilt empty?); created it again")
@@ -299,177 +286,6 @@ func (m *Main) connect(ctx context.Context) (dependency string, err error) {
 	return "", nil
 }
 
-// WaitReady waits until the daemon is connected to ClickHouse and the stream.
-func (m *Main) WaitReady(ctx context.Context) error {
-	select {
-	case <-m.readyCh:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("wait for reconcile to connect: %w", ctx.Err())
-	}
-}
-
-// scheduledPass is the cron job: one pass with a timeout derived from the
-// daemon's context. A failed pass is logged and counted, never fatal.
-func (m *Main) scheduledPass() {
-	if !m.ready.Load() {
-		log := m.component("reconciler")
-		log.Warn().Msg("pass skipped: ClickHouse or the stream not reachable yet")
-		return
-	}
-	if held, _ := m.lease.Held(); !held {
-		return // another replica runs the passes
-	}
-	ctx, cancel := context.WithTimeout(m.runCtx, m.Config.PassTimeout)
-	defer cancel()
-	_, _ = m.pass(ctx, m.lease.Check) // pass logs and counts a failure; the next pass retries
-}
-
-// Pass runs one reconciliation pass now, whoever holds the pass lease (as
-// run-once does), logs its report and counts it.
-func (m *Main) Pass(ctx context.Context) (ledger.Run, error) { return m.pass(ctx, nil) }
-
-// pass runs a pass; guard, if set, is asked before every write and alert.
-func (m *Main) pass(ctx context.Context, guard func() error) (ledger.Run, error) {
-	log := m.component("reconciler")
-	if m.readyCh != nil && !m.ready.Load() {
-		return ledger.Run{}, errors.New("not connected to ClickHouse and the stream yet")
-	}
-	start := time.Now()
-	r := m.reconciler()
-	r.Guard = guard
-	rep, err := r.Run(ctx)
-	if m.passes != nil {
-		m.passes.observe(rep, err, time.Since(start))
-	}
-	ev := log.Info()
-	if err != nil {
-		ev = log.Error().Err(err)
-	}
-	if rep.AlertError != "" {
-		ev = ev.Str("alert_error", rep.AlertError)
-	}
-	if rep.InquiryError != "" {
-		ev = ev.Str("inquiry_error", rep.InquiryError)
-	}
-	ev.Str("run_id", rep.ID).Bool("full", rep.Full).Int("parents", rep.ParentsEvaluated).Int("raised", rep.Raised).
-		Int("resolved", rep.Resolved).Int("open", rep.Open).Int("alerted", rep.Alerted).Int("alerts_pending", rep.AlertsPending).
-		Int("alerts_parked", rep.AlertsParked).Int("inquiries", rep.Inquiries).Int("inquiries_unanswered", rep.InquiryErrors).
-		Dur("took", time.Since(start)).Msg("reconciliation pass")
-	return rep, err
-}
-
-func (m *Main) reconciler() *ledger.Reconciler {
-	r := &ledger.Reconciler{
-		Store: &clickhouse.Store{DB: m.db},
-		Config: ledger.Config{Grace: m.Config.Grace, StaleAuthorization: m.Config.StaleAuthorization,
-			StuckRefund: m.Config.StuckRefund, Live: m.Config.Environment == "live"},
-		Now:       m.Now,
-		FullEvery: m.Config.FullEvery,
-		Parts:     &m.alertParts,
-		OnParentError: func(session string, err error) {
-			if m.parentErrors != nil {
-				m.parentErrors.Inc()
-			}
-			log := m.component("reconciler")
-			log.Error().Err(err).Str("session_id", session).
-				Msg("parent not evaluated; its findings stay as they were, the next pass retries it")
-		},
-	}
-	if m.Config.AlertURL != "" {
-		r.Notifier = &alert.Webhook{URL: m.Config.AlertURL, HMACKey: []byte(m.Config.AlertHMACKey), ConsoleURL: m.Config.ConsoleURL}
-	}
-	if m.conn != nil {
-		r.Publisher = findingsPublisher{&nats.FindingsPublisher{Conn: m.conn, Replicas: m.Config.Stream.Replicas}, m.Config.ConsoleURL}
-	}
-	if m.Config.OttuAPIURL != "" {
-		m.inquirerOnce.Do(func() {
-			var shared *nats.SharedRate
-			if m.conn != nil {
-				shared = &nats.SharedRate{Conn: m.conn, Key: psqRateKey, Limit: ledger.OttuThrottle.PerMinute,
-					Window: time.Minute, Replicas: m.Config.Stream.Replicas}
-			}
-			m.inquirer = newInquirer(&ottuapi.Client{URL: m.Config.OttuAPIURL, APIKey: m.Config.OttuAPIKey},
-				m.Config.HMACKeys, m.db, shared, m.component("ottu-api"), m.Registry)
-		})
-		r.Inquirer = m.inquirer
-	}
-	return r
-}
-
-// findingsPublisher announces findings on NATS in the alert's JSON format.
-type findingsPublisher struct {
-	p          *nats.FindingsPublisher
-	consoleURL string
-}
-
-func (f findingsPublisher) PublishFindings(ctx context.Context, a ledger.Alert) error {
-	body, err := alert.Encode(a, f.consoleURL)
-	if err != nil {
-		return err
-	}
-	return f.p.Publish(ctx, alert.ID(a), body) // the same id for the same finding versions: the stream drops a copy
-}
-
-type passMetrics struct {
-	passes   *prometheus.CounterVec
-	seconds  prometheus.Histogram
-	open     prometheus.Gauge
-	raised   prometheus.Counter
-	resolved prometheus.Counter
-	alertErr prometheus.Counter
-	parents  prometheus.Gauge
-	parked   prometheus.Gauge
-}
-
-// newID returns 8 random hex characters.
-func newID() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func newPassMetrics(reg prometheus.Registerer) *passMetrics {
-	f := promauto.With(reg)
-	gauge := func(name, help string) prometheus.Gauge {
-		return f.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
-	}
-	counter := func(name, help string) prometheus.Counter {
-		return f.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
-	}
-	return &passMetrics{
-		passes: f.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_passes_total",
-			Help: "Reconciliation passes by result (ok, error)."}, []string{"result"}),
-		seconds: f.NewHistogram(prometheus.HistogramOpts{Name: "ottu_reconcile_pass_seconds",
-			Help: "Duration of a reconciliation pass.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 14)}),
-		open:     gauge("ottu_reconcile_findings_open", "Open findings after the last pass."),
-		raised:   counter("ottu_reconcile_findings_raised_total", "Findings raised."),
-		resolved: counter("ottu_reconcile_findings_resolved_total", "Findings resolved."),
-		alertErr: counter("ottu_reconcile_alert_failures_total",
-			"Passes whose alert or findings announcement failed (retried at the next pass)."),
-		parents: gauge("ottu_reconcile_parents_evaluated", "Parents evaluated by the last pass."),
-		parked: gauge("ottu_reconcile_alerts_parked",
-			"Open findings the alert receiver refused on their own, waiting out their back-off (last pass)."),
-	}
-}
-
-func (p *passMetrics) observe(r ledger.Run, err error, took time.Duration) {
-	if err != nil {
-		p.passes.WithLabelValues("error").Inc()
-		return
-	}
-	p.passes.WithLabelValues("ok").Inc()
-	p.seconds.Observe(took.Seconds())
-	p.open.Set(float64(r.Open))
-	p.raised.Add(float64(r.Raised))
-	p.resolved.Add(float64(r.Resolved))
-	p.parents.Set(float64(r.ParentsEvaluated))
-	p.parked.Set(float64(r.AlertsParked))
-	if r.AlertError != "" {
-		p.alertErr.Inc()
-	}
-}
-
 // cronLogger adapts zerolog to cron's Logger.
 type cronLogger struct{ l zerolog.Logger }
 
@@ -532,105 +348,4 @@ func (m *Main) Close(ctx context.Context) error {
 	}
 	errs = append(errs, m.db.Close())
 	return errors.Join(errs...)
-}
-
-// Migrate creates or upgrades the schema, then fills the indexes a
-// migration added for the rows stored before it (clickhouse.DB.Backfill),
-// logging each partition: `reconcile migrate`.
-func (m *Main) Migrate(ctx context.Context) (clickhouse.MigrateResult, error) {
-	res, err := m.db.Migrate(ctx)
-	if err != nil {
-		return res, err
-	}
-	return res, m.db.Backfill(ctx, m.logBackfill)
-}
-
-func (m *Main) logBackfill(p clickhouse.BackfillProgress) {
-	log := m.component("migrate")
-	if p.Source == "" {
-		log.Info().Int("version", p.Version).Msg("backfill complete")
-		return
-	}
-	log.Info().Int("version", p.Version).Str("table", p.Source).Uint32("partition", p.Partition).
-		Uint64("rows", p.Rows).Dur("took", p.Took).Msg("backfilled a partition")
-}
-
-// backfill runs clickhouse.DB.Backfill beside storing, again after a
-// failure, until it is complete or ctx ends: until then passes find changes
-// without the new indexes.
-func (m *Main) backfill(ctx context.Context) {
-	log := m.component("migrate")
-	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
-		err := m.db.Backfill(ctx, m.logBackfill)
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		log.Warn().Err(err).Dur("retry_in", wait).Msg("backfill failed; passes find changes without its index meanwhile")
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
-// RunOnce migrates, runs one pass (alerts included) and returns its error:
-// only a failed pass is an error, not a failed alert.
-func (m *Main) RunOnce(ctx context.Context) error {
-	if _, err := m.Migrate(ctx); err != nil {
-		return err
-	}
-	if err := m.db.Open(ctx); err != nil {
-		return err
-	}
-	defer m.db.Close()
-	conn := &nats.Conn{URL: m.Config.NATSURL, Name: "ottu-recon-run-once", Auth: m.Config.NATSAuth, Logger: m.component("nats")}
-	if err := conn.Open(); err != nil {
-		return err
-	}
-	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-	m.conn = conn
-	if !conn.Connected() {
-		m.Logger.Warn().Str("url", nats.RedactURL(m.Config.NATSURL)).Msg("nats unreachable: new findings are not announced on recon.findings this time")
-		m.conn = nil
-	}
-	pctx, cancel := context.WithTimeout(ctx, m.Config.PassTimeout)
-	defer cancel()
-	_, err := m.Pass(pctx)
-	return err
-}
-
-// Report prints the report: reconcile report [-format table|csv|json] [-since 720h|2026-05-01].
-func (m *Main) Report(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("report", flag.ContinueOnError)
-	format := fs.String("format", "table", "output format: "+strings.Join(report.Formats, ", "))
-	sinceText := fs.String("since", "720h", "how far back: a duration (168h) or a date (2026-05-01)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	since, err := parseSince(*sinceText, m.Now())
-	if err != nil {
-		return err
-	}
-	if err := m.db.Open(ctx); err != nil {
-		return err
-	}
-	defer m.db.Close()
-	r, err := (&clickhouse.Store{DB: m.db}).Report(ctx, since)
-	if err != nil {
-		return err
-	}
-	return report.Write(stdout, r, *format)
-}
-
-func parseSince(s string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(s); err == nil && d > 0 {
-		return now.Add(-d).UTC(), nil
-	}
-	for _, layout := range []string{"2006-01-02", time.RFC3339, "2006-01-02 15:04:05"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("-since %q: want a duration such as 168h or a date such as 2026-05-01", s)
 }

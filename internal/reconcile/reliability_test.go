@@ -45,7 +45,7 @@ func pgRefund(session string) map[string]any {
 
 func openFindings(tb testing.TB, m *Main, code ledger.Code) map[string]bool {
 	tb.Helper()
-	rows, err := m.DB().Conn().Query(context.Background(), "SELECT session_id FROM findings WHERE status = 'open' AND code = ?", string(code))
+	rows, err := m.db.Conn().Query(context.Background(), "SELECT session_id FROM findings WHERE status = 'open' AND code = ?", string(code))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -69,12 +69,9 @@ func openFindings(tb testing.TB, m *Main, code ledger.Code) map[string]bool {
 // itself refuses at insert is isolated by the writer's bisection:
 // TestWriter_PoisonIsolated.)
 func TestReliability_PoisonAmidBatch(t *testing.T) {
-	ns := natstest.MustOpenServer(t, "", "")
-	db := chtest.MustOpenDB(t)
-	cfg := testConfig(t, ns.ClientURL(), db)
-	cfg.BatchWait = 300 * time.Millisecond // the poison and the others share a batch
-	m := MustOpenMain(t, cfg)
-	pub := publisher(t, ns.ClientURL())
+	ns, db, m, pub := mustRig(t, func(cfg *Config) {
+		cfg.BatchWait = 300 * time.Millisecond // the poison and the others share a batch
+	})
 
 	publishAt(t, pub, signed(payment("huge", map[string]any{"amount": strings.Repeat("9", 35)})), time.Now())
 	for i := range 10 {
@@ -96,7 +93,7 @@ func TestReliability_PoisonAmidBatch(t *testing.T) {
 		t.Fatal("the message with an impossible receive time is not kept with its reason")
 	}
 	waitFor(t, "everything settled", 10*time.Second, func() bool {
-		info := consumerInfo(t, ns.ClientURL(), cfg.Consumer)
+		info := consumerInfo(t, ns.ClientURL(), m.Config.Consumer)
 		return info.NumAckPending == 0 && info.NumPending == 0
 	})
 	if n := chtest.Count(t, db, "SELECT count() FROM payment_events"); n != 20 {
@@ -165,10 +162,7 @@ func TestReliability_DelimitersInText(t *testing.T) {
 // after it (a NATS outage spooled them, the consumer was down) are evaluated
 // by the next pass.
 func TestReliability_LateStored(t *testing.T) {
-	ns := natstest.MustOpenServer(t, "", "")
-	db := chtest.MustOpenDB(t)
-	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
-	pub := publisher(t, ns.ClientURL())
+	_, db, m, pub := mustRig(t, nil)
 	first, err := m.Pass(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -197,10 +191,7 @@ func TestReliability_LateStored(t *testing.T) {
 // TestReliability_OrdersAfterFirstPass: merchant orders loaded after a pass
 // (with an updated_at of their own, in the past) are checked by the next.
 func TestReliability_OrdersAfterFirstPass(t *testing.T) {
-	ns := natstest.MustOpenServer(t, "", "")
-	db := chtest.MustOpenDB(t)
-	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
-	pub := publisher(t, ns.ClientURL())
+	_, db, m, pub := mustRig(t, nil)
 	var orders []ottusim.Order
 	for i := range 10 {
 		s := fmt.Sprintf("ord-%02d", i)
@@ -225,6 +216,15 @@ func TestReliability_OrdersAfterFirstPass(t *testing.T) {
 	if got := openFindings(t, m, ledger.OrderAmountMismatch); len(got) != 10 {
 		t.Fatalf("ORDER_AMOUNT_MISMATCH for %d of 10 parents whose orders came after the first pass", len(got))
 	}
+}
+
+// newReceiver starts a receiver of alerts, closed when the test ends, and
+// returns it with its URL.
+func newReceiver(t *testing.T) (*receiver, string) {
+	rcv := &receiver{posted: map[string]int{}}
+	sink := httptest.NewServer(rcv)
+	t.Cleanup(sink.Close)
+	return rcv, sink.URL
 }
 
 // receiver is an alert endpoint whose behaviour a test sets.
@@ -287,11 +287,9 @@ func (r *receiver) received() map[string]int {
 func TestReliability_Alerts(t *testing.T) {
 	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
-	rcv := &receiver{posted: map[string]int{}}
-	sink := httptest.NewServer(rcv)
-	defer sink.Close()
+	rcv, sinkURL := newReceiver(t)
 	moved := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, sink.URL, http.StatusFound)
+		http.Redirect(w, r, sinkURL, http.StatusFound)
 	}))
 	defer moved.Close()
 	cfg := testConfig(t, ns.ClientURL(), db)
@@ -308,7 +306,7 @@ func TestReliability_Alerts(t *testing.T) {
 	if err != nil || rep.Raised != 5 || rep.Alerted != 0 || !strings.Contains(rep.AlertError, "redirect") {
 		t.Fatalf("pass behind a 302: %+v %v", rep, err)
 	}
-	m.Config.AlertURL = sink.URL // the operator fixes the URL
+	m.Config.AlertURL = sinkURL // the operator fixes the URL
 	if rep, err = m.Pass(context.Background()); err != nil || rep.Alerted != 5 {
 		t.Fatalf("pass after the fix: %+v %v", rep, err)
 	}

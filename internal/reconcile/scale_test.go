@@ -18,6 +18,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/ingest"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats/natstest"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 	"github.com/ottu-recon/ottu-recon/internal/ottusim"
 )
 
@@ -163,14 +164,9 @@ func TestScaleOut_NATSCluster(t *testing.T) {
 	db := chtest.MustOpenDB(t)
 	key := []byte("cluster-key")
 
-	icfg := ingest.DefaultConfig()
-	icfg.Listen, icfg.HMACKeys, icfg.NATSURL, icfg.SpoolDir = "127.0.0.1:0", [][]byte{key}, cluster.URLs(), t.TempDir()
-	icfg.Stream.Replicas, icfg.PublishTimeout = 3, 2*time.Second
-	im := ingest.NewMain(icfg, natstest.Logger(t))
-	if err := im.Open(); err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close(context.Background())
+	im := mustIngest(t, cluster.URLs(), key, func(cfg *ingest.Config) {
+		cfg.Stream.Replicas, cfg.PublishTimeout = 3, 2*time.Second
+	})
 	rcfg := testConfig(t, cluster.URLs(), db)
 	rcfg.Stream.Replicas, rcfg.Schedule, rcfg.LeaseTTL = 3, "@every 1s", 2*time.Second
 	rm := MustOpenMain(t, rcfg)
@@ -278,17 +274,7 @@ func TestScaleOut_IngestReplicas(t *testing.T) {
 	db := chtest.MustOpenDB(t)
 	MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
 	key := []byte("replica-key")
-	open := func(natsURL string) *ingest.Main {
-		cfg := ingest.DefaultConfig()
-		cfg.Listen, cfg.HMACKeys, cfg.NATSURL, cfg.SpoolDir = "127.0.0.1:0", [][]byte{key}, natsURL, t.TempDir()
-		m := ingest.NewMain(cfg, natstest.Logger(t))
-		if err := m.Open(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = m.Close(context.Background()) })
-		return m
-	}
-	a, b := open(ns.ClientURL()), open(ns.ClientURL())
+	a, b := mustIngest(t, ns.ClientURL(), key, nil), mustIngest(t, ns.ClientURL(), key, nil)
 	post := func(m *ingest.Main, body []byte) {
 		resp, err := http.Post(m.URL()+"/webhooks/ottu", "application/json", bytes.NewReader(body))
 		if err != nil || resp.StatusCode != http.StatusOK {
@@ -321,8 +307,9 @@ func TestScaleOut_IngestReplicas(t *testing.T) {
 	for _, body := range bodies {
 		post(c, body)
 	}
-	if c.Backlog() != len(bodies) {
-		t.Fatalf("spooled %d, want %d", c.Backlog(), len(bodies))
+	backlog := func() int { return int(nettest.Metric(t, c.AdminURL()+"/metrics", "ottu_ingest_spool_backlog")) }
+	if got := backlog(); got != len(bodies) {
+		t.Fatalf("spooled %d, want %d", got, len(bodies))
 	}
 	_ = c.Close(context.Background()) // NATS unreachable: the backlog stays on disk
 	spooled.NATSURL = ns.ClientURL()
@@ -331,7 +318,7 @@ func TestScaleOut_IngestReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	waitFor(t, "the spool forwarded", 30*time.Second, func() bool { return c.Backlog() == 0 })
+	waitFor(t, "the spool forwarded", 30*time.Second, func() bool { return backlog() == 0 })
 	waitFor(t, "the consumer settled", 30*time.Second, func() bool {
 		info := consumerInfo(t, ns.ClientURL(), "ottu-recon-store")
 		return info.NumPending == 0 && info.NumAckPending == 0

@@ -99,7 +99,7 @@ func TestSecure_Compose(t *testing.T) {
 
 	// ingest: the credentials in the URLs, with and without a scheme (as
 	// nats.go accepts them), the HMAC key from a file.
-	icfg, err := ingest.LoadConfig(envconfig.Map(map[string]string{
+	icfg, err := ingest.LoadConfig(fromMap(map[string]string{
 		"OTTU_HMAC_KEYS_FILE": file(hmacKey), "NATS_URL": "ingest:" + ingestPW + "@" + host + ",nats://ingest:" + ingestPW + "@" + host,
 		"INGEST_LISTEN": "127.0.0.1:0", "INGEST_SPOOL_DIR": t.TempDir(),
 	}))
@@ -117,7 +117,7 @@ func TestSecure_Compose(t *testing.T) {
 	// reconcile: user and password, a ClickHouse password, an alert URL
 	// with tokens, Ottu's API key, each secret from a file.
 	db := "ottu_secure_test"
-	rcfg, err := LoadConfig(envconfig.Map(map[string]string{
+	rcfg, err := LoadConfig(fromMap(map[string]string{
 		"NATS_URL": natsURL, "NATS_USER": "reconcile", "NATS_PASSWORD_FILE": file(reconcilePW),
 		"CLICKHOUSE_ADDR": ch.Addr, "CLICKHOUSE_USERNAME": chtest.SecretUser, "CLICKHOUSE_PASSWORD_FILE": file(chtest.SecretPassword),
 		"CLICKHOUSE_DATABASE": db, "ALERT_HMAC_KEY_FILE": file(alertKey),
@@ -158,9 +158,7 @@ func TestSecure_Compose(t *testing.T) {
 	if code := post(ottusim.Sign(payment("sec-2", nil), events.SchemeA, []byte("wrong"))); code != http.StatusUnauthorized {
 		t.Fatalf("bad signature: %d", code)
 	}
-	if err := rm.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	waitReady(t, rm)
 	// The scheduled passes need the lease: the reconcile user may take it.
 	waitFor(t, "the pass lease", 15*time.Second, func() bool {
 		held, _ := rm.lease.Held()
@@ -277,4 +275,9 @@ func httpQuery(t *testing.T, addr, q string) string {
 		t.Fatalf("%s: %d %s", q, resp.StatusCode, b)
 	}
 	return string(b)
+}
+
+// fromMap is an environment holding m alone.
+func fromMap(m map[string]string) *envconfig.Env {
+	return &envconfig.Env{Lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}
 }

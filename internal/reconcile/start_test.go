@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -34,13 +35,7 @@ func TestServe_StartsWhileNATSDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Close)
-	p := publisher(t, ns.ClientURL())
-	for i := range 20 {
-		publish(t, p, paymentBody(i, "paid"))
-	}
-	waitFor(t, "every webhook stored once NATS is up", 60*time.Second, func() bool {
-		return chtest.Count(t, db, "SELECT count() FROM webhooks_raw") == 20
-	})
+	publishStored(t, ns.ClientURL(), db, 20)
 	waitFor(t, "ready", 10*time.Second, func() bool {
 		code, _ := nettest.Get(t, m.URL()+"/readyz")
 		return code == http.StatusOK
@@ -111,13 +106,7 @@ func TestServe_BackfillsBeside(t *testing.T) {
 		t.Fatal(err)
 	}
 	openWaiting(t, testConfig(t, ns.ClientURL(), db))
-	p := publisher(t, ns.ClientURL())
-	for i := range 20 {
-		publish(t, p, paymentBody(i, "paid"))
-	}
-	waitFor(t, "webhooks stored", 60*time.Second, func() bool {
-		return chtest.Count(t, db, "SELECT count() FROM webhooks_raw") == 20
-	})
+	publishStored(t, ns.ClientURL(), db, 20)
 	waitFor(t, "the backfill complete", 60*time.Second, func() bool {
 		ok, err := db.BackfillComplete(ctx, clickhouse.ChangeIndexVersion)
 		return err == nil && ok
@@ -128,4 +117,17 @@ func TestServe_BackfillsBeside(t *testing.T) {
 	if n := chtest.Count(t, db, "SELECT uniqExact(session_id) FROM parent_months"); n != 2020 {
 		t.Fatalf("parent_months holds %d parents, want 2020", n)
 	}
+}
+
+// publishStored publishes n paid payments into the stream at natsURL and
+// waits until reconcile stored them all in db.
+func publishStored(t *testing.T, natsURL string, db *clickhouse.DB, n int) {
+	t.Helper()
+	p := publisher(t, natsURL)
+	for i := range n {
+		publish(t, p, paymentBody(i, "paid"))
+	}
+	waitFor(t, fmt.Sprintf("%d webhooks stored", n), 60*time.Second, func() bool {
+		return chtest.Count(t, db, "SELECT count() FROM webhooks_raw") == uint64(n)
+	})
 }

@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -18,11 +17,9 @@ import (
 func TestTrust_OperationAheadOfParent(t *testing.T) {
 	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
-	rcv := &receiver{posted: map[string]int{}}
-	sink := httptest.NewServer(rcv)
-	defer sink.Close()
+	rcv, sinkURL := newReceiver(t)
 	cfg := testConfig(t, ns.ClientURL(), db)
-	cfg.Grace, cfg.AlertURL = 10*time.Minute, sink.URL
+	cfg.Grace, cfg.AlertURL = 10*time.Minute, sinkURL
 	m := MustOpenMain(t, cfg)
 	pub := publisher(t, ns.ClientURL())
 
@@ -63,10 +60,7 @@ func TestTrust_OperationAheadOfParent(t *testing.T) {
 // failed body re-posted with a future timestamp_utc does not become the
 // parent's state.
 func TestTrust_Replays(t *testing.T) {
-	ns := natstest.MustOpenServer(t, "", "")
-	db := chtest.MustOpenDB(t)
-	m := MustOpenMain(t, testConfig(t, ns.ClientURL(), db))
-	pub := publisher(t, ns.ClientURL())
+	_, db, m, pub := mustRig(t, nil)
 	now := time.Now().UTC()
 	ts := func(d time.Duration) string { return now.Add(d).Format("2006-01-02 15:04:05") }
 

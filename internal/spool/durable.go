@@ -103,9 +103,6 @@ func (d *Durable) signal() {
 	}
 }
 
-// Backlog is the number of envelopes waiting in the spool.
-func (d *Durable) Backlog() int { return d.Spool.Len() }
-
 func (d *Durable) forward(ctx context.Context) {
 	defer d.wg.Done()
 	wait := d.RetryMin

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 )
 
 type okPublisher struct{ n atomic.Int32 }
@@ -51,13 +52,7 @@ func TestDurable_TransientReadError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close(context.Background())
-	deadline := time.Now().Add(10 * time.Second)
-	for pub.n.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("never forwarded")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	nettest.WaitFor(t, "a forward", 10*time.Second, func() bool { return pub.n.Load() > 0 })
 	if _, err := os.Stat(filepath.Join(dir, failedDir)); err == nil {
 		entries, _ := os.ReadDir(filepath.Join(dir, failedDir))
 		t.Fatalf("set aside after a transient error: %v", fmt.Sprint(entries))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
+	"github.com/ottu-recon/ottu-recon/internal/nettest"
 	"github.com/ottu-recon/ottu-recon/internal/spool"
 )
 
@@ -117,13 +118,7 @@ func TestSpool_ErrFull(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	nettest.WaitFor(t, what, 10*time.Second, cond)
 }
 
 func TestDurable_SpoolsAndForwardsInOrder(t *testing.T) {
@@ -146,11 +141,11 @@ func TestDurable_SpoolsAndForwardsInOrder(t *testing.T) {
 			t.Fatalf("publish %d while down: got %+v, %v; want spooled", i, res, err)
 		}
 	}
-	if got := d.Backlog(); got != 5 {
+	if got := d.Spool.Len(); got != 5 {
 		t.Fatalf("backlog: got %d, want 5", got)
 	}
 	pub.setFail(nil)
-	waitFor(t, "backlog to drain", func() bool { return d.Backlog() == 0 })
+	waitFor(t, "backlog to drain", func() bool { return d.Spool.Len() == 0 })
 	if got := fmt.Sprint(pub.ids()); got != "[id-000 id-001 id-002 id-003 id-004 id-005]" {
 		t.Fatalf("forwarded order: got %s", got)
 	}
@@ -179,7 +174,7 @@ func TestDurable_QuarantinesPermanentFailure(t *testing.T) {
 	if err := d.Open(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "quarantine", func() bool { return d.Backlog() == 0 })
+	waitFor(t, "quarantine", func() bool { return d.Spool.Len() == 0 })
 	if err := d.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +257,7 @@ func TestDurable_MissingAndTruncated(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := startForwarder(t, s)
-	waitFor(t, "the spool to drain", func() bool { return f.Backlog() == 0 })
+	waitFor(t, "the spool to drain", func() bool { return f.Spool.Len() == 0 })
 	if got := fmt.Sprint(f.pub.ids()); got != "[id-000 id-003]" {
 		t.Fatalf("forwarded %s, want [id-000 id-003]", got)
 	}
