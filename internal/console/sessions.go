@@ -6,12 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Session is a signed-in person. The browser holds only the session's token
@@ -33,61 +29,27 @@ type Sessions interface {
 	Delete(ctx context.Context, key string) error
 }
 
-// SessionBucket is the NATS key-value bucket of console sessions.
-const SessionBucket = "OTTU_RECON_CONSOLE_SESSIONS"
-
-// KVSessions keeps sessions in a JetStream key-value bucket whose entries
-// expire after TTL (the bucket's max age): a session lives at most TTL,
-// whichever replica serves the person, and signing out ends it everywhere.
-type KVSessions struct {
-	JS       jetstream.JetStream
-	TTL      time.Duration
-	Replicas int
-
-	mu sync.Mutex
-	kv jetstream.KeyValue
+// KV is where sessions are kept, as bytes under keys: a NATS key-value
+// bucket whose entries expire (nats.Bucket, nats.SessionsBucket), so that
+// every replica of reconcile finds them and a session lives at most the
+// bucket's TTL.
+type KV interface {
+	Put(ctx context.Context, key string, value []byte) error
+	Get(ctx context.Context, key string) ([]byte, bool, error)
+	Delete(ctx context.Context, key string) error
 }
 
-func (s *KVSessions) bucket(ctx context.Context) (jetstream.KeyValue, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.kv != nil {
-		return s.kv, nil
-	}
-	kv, err := s.JS.KeyValue(ctx, SessionBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = s.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: SessionBucket, TTL: s.TTL,
-			Replicas: max(s.Replicas, 1), Storage: jetstream.FileStorage, Description: "ottu-recon console sessions"})
-	}
-	if err != nil {
-		return nil, fmt.Errorf("console sessions bucket: %w", err)
-	}
-	s.kv = kv
-	return kv, nil
-}
-
-// forget drops the bucket handle after an error that may mean it is gone
-// (NATS rebuilt empty): the next call looks it up, or creates it, again.
-func (s *KVSessions) forget(err error) {
-	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-		s.mu.Lock()
-		s.kv = nil
-		s.mu.Unlock()
-	}
-}
+// KVSessions keeps sessions as JSON in a KV: signing out ends a session
+// everywhere.
+type KVSessions struct{ KV KV }
 
 // Put stores s under key.
 func (s *KVSessions) Put(ctx context.Context, key string, sess Session) error {
-	kv, err := s.bucket(ctx)
-	if err != nil {
-		return err
-	}
 	b, err := json.Marshal(sess)
 	if err != nil {
 		return err
 	}
-	if _, err := kv.Put(ctx, key, b); err != nil {
-		s.forget(err)
+	if err := s.KV.Put(ctx, key, b); err != nil {
 		return fmt.Errorf("store session: %w", err)
 	}
 	return nil
@@ -95,33 +57,20 @@ func (s *KVSessions) Put(ctx context.Context, key string, sess Session) error {
 
 // Get returns the session under key; false if there is none.
 func (s *KVSessions) Get(ctx context.Context, key string) (Session, bool, error) {
-	kv, err := s.bucket(ctx)
+	b, ok, err := s.KV.Get(ctx, key)
 	if err != nil {
-		return Session{}, false, err
-	}
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return Session{}, false, nil
-	}
-	if err != nil {
-		s.forget(err)
 		return Session{}, false, fmt.Errorf("read session: %w", err)
 	}
 	var sess Session
-	if err := json.Unmarshal(e.Value(), &sess); err != nil {
-		return Session{}, false, nil // not a session this version wrote: signed out
+	if !ok || json.Unmarshal(b, &sess) != nil {
+		return Session{}, false, nil // none, or not a session this version wrote: signed out
 	}
 	return sess, true, nil
 }
 
 // Delete ends the session under key.
 func (s *KVSessions) Delete(ctx context.Context, key string) error {
-	kv, err := s.bucket(ctx)
-	if err != nil {
-		return err
-	}
-	if err := kv.Purge(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		s.forget(err)
+	if err := s.KV.Delete(ctx, key); err != nil {
 		return fmt.Errorf("end session: %w", err)
 	}
 	return nil

@@ -41,6 +41,7 @@ type Lease struct {
 	OnTTL func(bucket time.Duration)
 
 	lastErr string
+	b       *Bucket
 
 	mu        sync.Mutex
 	held      bool
@@ -97,28 +98,24 @@ func (l *Lease) Run(ctx context.Context) {
 	if l.TTL <= 0 {
 		l.TTL = 30 * time.Second
 	}
-	var kv jetstream.KeyValue
+	l.b = &Bucket{Conn: l.Conn, OnRecreate: l.OnRecreate, Config: jetstream.KeyValueConfig{Bucket: LeaseBucket,
+		Description: "ottu-recon: which reconcile replica runs the passes", TTL: l.TTL, History: 1,
+		Replicas: max(l.Replicas, 1), Storage: jetstream.FileStorage}}
 	tick := time.NewTicker(l.TTL / 3)
 	defer tick.Stop()
-	seen := false // the bucket existed once: finding it gone later is a rebuild
+	var kv, last jetstream.KeyValue
 	for {
-		if kv == nil {
-			var err error
-			var created bool
-			if kv, created, err = l.bucket(ctx); err != nil {
-				l.report(err)
-			} else {
-				if created && seen && l.OnRecreate != nil {
-					l.OnRecreate()
-				}
-				seen = true
+		var err error
+		if kv, err = l.bucket(ctx, last); err != nil {
+			l.report(err)
+		} else {
+			if kv != last { // opened or created: the bucket's TTL may differ
 				l.mu.Lock()
 				tick.Reset(l.ttl() / 3)
 				l.mu.Unlock()
 			}
-		}
-		if kv != nil && !l.step(ctx, kv) {
-			kv = nil // the bucket is gone: create it again next time
+			last = kv
+			l.step(ctx, kv)
 		}
 		select {
 		case <-ctx.Done():
@@ -129,29 +126,20 @@ func (l *Lease) Run(ctx context.Context) {
 	}
 }
 
-// bucket opens the lease bucket, or creates it with TTL when missing. An
-// existing bucket keeps its TTL, which becomes this replica's: every replica
-// counts the lease with the same TTL whatever RECON_LEASE_TTL each was given.
-func (l *Lease) bucket(ctx context.Context) (kv jetstream.KeyValue, created bool, err error) {
+// bucket returns the lease bucket (last, unless it had to be opened again).
+// An existing bucket keeps its TTL, which becomes this replica's: every
+// replica counts the lease with the same TTL whatever RECON_LEASE_TTL each
+// was given.
+func (l *Lease) bucket(ctx context.Context, last jetstream.KeyValue) (jetstream.KeyValue, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.TTL/3)
 	defer cancel()
-	kv, err = l.Conn.js.KeyValue(ctx, LeaseBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = l.Conn.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LeaseBucket,
-			Description: "ottu-recon: which reconcile replica runs the passes", TTL: l.TTL, History: 1,
-			Replicas: max(l.Replicas, 1), Storage: jetstream.FileStorage})
-		created = err == nil
-		if errors.Is(err, jetstream.ErrBucketExists) { // another replica created it meanwhile
-			kv, err = l.Conn.js.KeyValue(ctx, LeaseBucket)
-			created = false
-		}
-	}
-	if err != nil {
-		return nil, false, fmt.Errorf("lease bucket: %w", err)
+	kv, err := l.b.KV(ctx)
+	if err != nil || kv == last {
+		return kv, err
 	}
 	st, err := kv.Status(ctx)
 	if err != nil {
-		return nil, false, fmt.Errorf("lease bucket status: %w", err)
+		return nil, fmt.Errorf("lease bucket status: %w", l.b.Forget(err))
 	}
 	l.mu.Lock()
 	if ttl := st.TTL(); ttl > 0 && ttl != l.bucketTTL {
@@ -161,12 +149,11 @@ func (l *Lease) bucket(ctx context.Context) (kv jetstream.KeyValue, created bool
 		}
 	}
 	l.mu.Unlock()
-	return kv, created, nil
+	return kv, nil
 }
 
-// step renews the lease when held, else tries to take it. It returns false
-// when the bucket is gone.
-func (l *Lease) step(ctx context.Context, kv jetstream.KeyValue) bool {
+// step renews the lease when held, else tries to take it.
+func (l *Lease) step(ctx context.Context, kv jetstream.KeyValue) {
 	l.mu.Lock()
 	held, rev, ttl := l.held, l.rev, l.ttl()
 	l.mu.Unlock()
@@ -186,19 +173,17 @@ func (l *Lease) step(ctx context.Context, kv jetstream.KeyValue) bool {
 	switch {
 	case err == nil:
 		l.set(true, next)
-	case errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err):
+	case isWrongSequence(err):
 		if held {
 			l.set(false, 0) // someone else has it: ours expired
 		}
 	case Gone(err):
-		l.report(fmt.Errorf("pass lease: bucket gone: %w", err))
-		return false
+		l.report(fmt.Errorf("pass lease: bucket gone: %w", l.b.Forget(err)))
 	default:
 		// NATS away, a missing permission: keep what we had (Held lets it
 		// lapse), and say so.
 		l.report(fmt.Errorf("pass lease: %w", err))
 	}
-	return true
 }
 
 // report tells OnError about err unless it said the same last time.
@@ -208,11 +193,6 @@ func (l *Lease) report(err error) {
 	}
 	l.lastErr = err.Error()
 	l.OnError(err)
-}
-
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }
 
 func (l *Lease) release(kv jetstream.KeyValue) {

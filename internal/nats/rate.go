@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -29,8 +28,8 @@ type SharedRate struct {
 	Window   time.Duration
 	Replicas int // of the bucket; default 1
 
-	mu sync.Mutex
-	kv jetstream.KeyValue
+	once sync.Once
+	b    *Bucket
 }
 
 type rateState struct {
@@ -77,8 +76,13 @@ func (r *SharedRate) Pause(ctx context.Context, until time.Time) error {
 func (r *SharedRate) update(ctx context.Context, change func(*rateState) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	r.once.Do(func() {
+		r.b = &Bucket{Conn: r.Conn, Config: jetstream.KeyValueConfig{Bucket: LimitsBucket,
+			Description: "ottu-recon: rate limits shared by the reconcile replicas (Ottu's API)", History: 1,
+			Replicas: max(r.Replicas, 1), Storage: jetstream.FileStorage}}
+	})
 	for range 10 {
-		kv, err := r.bucket(ctx)
+		kv, err := r.b.KV(ctx)
 		if err != nil {
 			return err
 		}
@@ -88,8 +92,7 @@ func (r *SharedRate) update(ctx context.Context, change func(*rateState) error) 
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 		case err != nil:
-			r.forget(err)
-			return fmt.Errorf("read %s/%s: %w", LimitsBucket, r.Key, err)
+			return fmt.Errorf("read %s/%s: %w", LimitsBucket, r.Key, r.b.Forget(err))
 		default:
 			rev = e.Revision()
 			if err := json.Unmarshal(e.Value(), &st); err != nil {
@@ -108,49 +111,11 @@ func (r *SharedRate) update(ctx context.Context, change func(*rateState) error) 
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err):
+		case isWrongSequence(err):
 			continue // another replica wrote first: read again
 		default:
-			r.forget(err)
-			return fmt.Errorf("write %s/%s: %w", LimitsBucket, r.Key, err)
+			return fmt.Errorf("write %s/%s: %w", LimitsBucket, r.Key, r.b.Forget(err))
 		}
 	}
 	return fmt.Errorf("write %s/%s: too many concurrent updates", LimitsBucket, r.Key)
-}
-
-func (r *SharedRate) bucket(ctx context.Context) (jetstream.KeyValue, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.kv != nil {
-		return r.kv, nil
-	}
-	if r.Conn == nil || !r.Conn.Connected() {
-		return nil, errors.New("nats not connected")
-	}
-	kv, err := r.Conn.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LimitsBucket,
-		Description: "ottu-recon: rate limits shared by the reconcile replicas (Ottu's API)", History: 1,
-		Replicas: max(r.Replicas, 1), Storage: jetstream.FileStorage})
-	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", LimitsBucket, err)
-	}
-	r.kv = kv
-	return kv, nil
-}
-
-// forget drops the bucket handle after an error that may mean the bucket is
-// gone (NATS rebuilt empty): the next call creates it again.
-func (r *SharedRate) forget(err error) {
-	if Gone(err) {
-		r.mu.Lock()
-		r.kv = nil
-		r.mu.Unlock()
-	}
-}
-
-// Gone tells whether err means a JetStream stream, consumer or bucket does
-// not exist (any more): the server lost its state, or someone deleted it.
-func Gone(err error) bool {
-	return errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
-		errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, jetstream.ErrConsumerDoesNotExist) || errors.Is(err, nats.ErrNoResponders)
 }
