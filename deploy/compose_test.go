@@ -57,7 +57,9 @@ func checkCompose(t *testing.T, file string) {
 	if err := yaml.Unmarshal([]byte(read(t, file)), &c); err != nil {
 		t.Fatal(err)
 	}
-	natsAuth := read(t, "internal/nats/auth.go") // both daemons read the NATS credentials through it
+	// Both daemons read the NATS credentials (nats.Auth's tags) and LOG_LEVEL
+	// (envconfig.Env.LogLevel) through these.
+	natsAuth := read(t, "internal/nats/auth.go") + read(t, "internal/envconfig/envconfig.go")
 	ingestConfig := read(t, "internal/ingest/config.go") + natsAuth
 	reconcileConfig := read(t, "internal/reconcile/config.go") + natsAuth
 	reconcileMain := read(t, "cmd/reconcile/main.go")
@@ -117,10 +119,10 @@ func checkCompose(t *testing.T, file string) {
 				continue // read under this very name (RECON_CONSOLE_USERS_FILE names a file, not a secret's)
 			}
 			base := strings.TrimSuffix(name, "_FILE")
-			if !strings.Contains(bin.config, `"`+base+`"`) {
+			if !strings.Contains(bin.config, `"`+base+`"`) && !strings.Contains(bin.config, `env:"`+base+`,`) {
 				t.Errorf("service %s: variable %s is not read by %s", want, name, s.Entrypoint[0])
 			}
-			if base != name && !regexp.MustCompile(`env\.Secret\(&[^,]+, "`+base+`"\)`).MatchString(bin.config) {
+			if base != name && !regexp.MustCompile(`env\.Secret\(&[^,]+, "`+base+`"\)|env:"`+base+`,secret"`).MatchString(bin.config) {
 				t.Errorf("service %s: %s given as a file, but %s is not read as a secret", want, name, base)
 			}
 		}

@@ -130,10 +130,8 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var keys string
-	env := envconfig.OS()
-	env.Secret(&keys, "OTTU_HMAC_KEYS")
-	if err := env.Err(); err != nil {
+	keys, err := envconfig.ReadSecret("OTTU_HMAC_KEYS")
+	if err != nil {
 		return err
 	}
 	list := envconfig.List(keys)
@@ -319,10 +317,8 @@ func alerts(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var key string
-	env := envconfig.OS()
-	env.Secret(&key, "ALERT_HMAC_KEY")
-	if err := env.Err(); err != nil {
+	key, err := envconfig.ReadSecret("ALERT_HMAC_KEY")
+	if err != nil {
 		return err
 	}
 	var mu sync.Mutex

@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		_, err = database(os.Getenv("CLICKHOUSE_DATABASE")).MigrateTo(ctx, v)
+		_, err = database(databaseName()).MigrateTo(ctx, v)
 		return err
 	case "port":
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -152,12 +152,21 @@ func ingest(ctx context.Context, listen string) error {
 // CLICKHOUSE_USERNAME, CLICKHOUSE_PASSWORD), in database.
 // database is the DB of CLICKHOUSE_ADDR, not opened.
 func database(name string) *chstore.DB {
-	addr := os.Getenv("CLICKHOUSE_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:9000"
-	}
-	return &chstore.DB{Addrs: strings.Split(addr, ","), Database: name,
-		Username: os.Getenv("CLICKHOUSE_USERNAME"), Password: os.Getenv("CLICKHOUSE_PASSWORD")}
+	db := &chstore.DB{Database: name}
+	addr := "127.0.0.1:9000"
+	env := envconfig.OS()
+	env.String(&addr, "CLICKHOUSE_ADDR")
+	env.String(&db.Username, "CLICKHOUSE_USERNAME")
+	env.Secret(&db.Password, "CLICKHOUSE_PASSWORD")
+	db.Addrs = envconfig.List(addr)
+	return db
+}
+
+// databaseName is CLICKHOUSE_DATABASE, the database the script made.
+func databaseName() string {
+	var name string
+	envconfig.OS().String(&name, "CLICKHOUSE_DATABASE")
+	return name
 }
 
 func open(ctx context.Context, name string) (*chstore.DB, error) {
@@ -168,7 +177,7 @@ func open(ctx context.Context, name string) (*chstore.DB, error) {
 // sink reads every row ottu-recon stored for the webhooks, then times plain
 // batch inserts of the same rows into empty copies of the same tables.
 func sink(ctx context.Context, batchRows int) error {
-	db, err := open(ctx, os.Getenv("CLICKHOUSE_DATABASE"))
+	db, err := open(ctx, databaseName())
 	if err != nil {
 		return err
 	}
@@ -250,7 +259,7 @@ func drain(ctx context.Context, want int, timeout time.Duration) error {
 	}
 	defer sys.Close()
 	conn := sys.Conn()
-	db := os.Getenv("CLICKHOUSE_DATABASE")
+	db := databaseName()
 	deadline := time.Now().Add(timeout)
 	var first time.Time
 	for {

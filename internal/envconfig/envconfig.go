@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // ErrInvalid is wrapped by every configuration error.
@@ -36,11 +39,6 @@ type Env struct {
 
 // OS reads the process environment.
 func OS() *Env { return &Env{Lookup: os.LookupEnv} }
-
-// Map reads from m, for tests.
-func Map(m map[string]string) *Env {
-	return &Env{Lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}
-}
 
 // Err is the first error met.
 func (e *Env) Err() error { return e.err }
@@ -88,6 +86,28 @@ func (e *Env) Secret(dst *string, name string) {
 	}
 }
 
+// LogLevel sets *dst from LOG_LEVEL (zerolog's names: debug, info, warn,
+// error).
+func (e *Env) LogLevel(dst *zerolog.Level) {
+	if v, ok := e.get("LOG_LEVEL"); ok {
+		l, err := zerolog.ParseLevel(v)
+		if err != nil {
+			e.fail("LOG_LEVEL", err)
+			return
+		}
+		*dst = l
+	}
+}
+
+// ReadSecret reads one secret from the process environment (Secret), for a
+// command that needs nothing else from it.
+func ReadSecret(name string) (string, error) {
+	var v string
+	e := OS()
+	e.Secret(&v, name)
+	return v, e.Err()
+}
+
 // Bool sets *dst from name (true/false/1/0).
 func (e *Env) Bool(dst *bool, name string) {
 	if v, ok := e.get(name); ok {
@@ -102,20 +122,17 @@ func (e *Env) Bool(dst *bool, name string) {
 
 // Int sets *dst from name.
 func (e *Env) Int(dst *int, name string) {
-	if v, ok := e.get(name); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			e.fail(name, fmt.Errorf("want an integer, got %q", v))
-			return
-		}
-		*dst = n
-	}
+	integer(e, dst, name, func(v string) (int, error) { return strconv.Atoi(v) })
 }
 
 // Int64 sets *dst from name.
 func (e *Env) Int64(dst *int64, name string) {
+	integer(e, dst, name, func(v string) (int64, error) { return strconv.ParseInt(v, 10, 64) })
+}
+
+func integer[T int | int64](e *Env, dst *T, name string, parse func(string) (T, error)) {
 	if v, ok := e.get(name); ok {
-		n, err := strconv.ParseInt(v, 10, 64)
+		n, err := parse(v)
 		if err != nil {
 			e.fail(name, fmt.Errorf("want an integer, got %q", v))
 			return
@@ -133,6 +150,28 @@ func (e *Env) Duration(dst *time.Duration, name string) {
 			return
 		}
 		*dst = d
+	}
+}
+
+// Struct fills the string fields of the struct dst points to from the
+// variables their `env` tags name: `env:"NATS_USER"` reads with String,
+// `env:"NATS_PASSWORD,secret"` with Secret. A package that owns a group of
+// settings declares them this way; the daemons' configuration loaders read
+// them, so that only this package reads the environment.
+func (e *Env) Struct(dst any) {
+	v := reflect.ValueOf(dst).Elem()
+	for i := range v.NumField() {
+		tag, ok := v.Type().Field(i).Tag.Lookup("env")
+		if !ok {
+			continue
+		}
+		name, opt, _ := strings.Cut(tag, ",")
+		field := v.Field(i).Addr().Interface().(*string)
+		if opt == "secret" {
+			e.Secret(field, name)
+		} else {
+			e.String(field, name)
+		}
 	}
 }
 

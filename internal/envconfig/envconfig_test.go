@@ -21,7 +21,7 @@ func TestSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	var v string
-	env := envconfig.Map(map[string]string{"K_FILE": f})
+	env := fromMap(map[string]string{"K_FILE": f})
 	env.Secret(&v, "K")
 	if env.Err() != nil || v != "key with space " {
 		t.Fatalf("got %q, %v", v, env.Err())
@@ -29,7 +29,7 @@ func TestSecret(t *testing.T) {
 }
 
 func TestUnknown(t *testing.T) {
-	env := envconfig.Map(nil)
+	env := fromMap(nil)
 	var grace, key string
 	env.String(&grace, "RECON_GRACE") // what a LoadConfig reads
 	env.Secret(&key, "ALERT_HMAC_KEY")
@@ -37,4 +37,9 @@ func TestUnknown(t *testing.T) {
 	if fmt.Sprint(got) != "[RECON_GARCE]" {
 		t.Fatalf("got %v", got)
 	}
+}
+
+// fromMap is an environment holding m alone.
+func fromMap(m map[string]string) *envconfig.Env {
+	return &envconfig.Env{Lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}
 }

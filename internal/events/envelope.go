@@ -10,6 +10,10 @@ import (
 	"unicode/utf8"
 )
 
+// MaxBodyBytes is the size limit of a webhook body (docs/product.md: 1 MiB):
+// ingest refuses a larger one, and the stream's messages are sized for it.
+const MaxBodyBytes = 1 << 20
+
 // EnvelopeVersion is the version of the envelope format between ingest and
 // reconcile. A consumer refuses a version it does not know.
 const EnvelopeVersion = "1"

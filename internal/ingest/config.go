@@ -61,7 +61,7 @@ func DefaultConfig() Config {
 // LoadConfig reads env on top of DefaultConfig and validates the result.
 func LoadConfig(env *envconfig.Env) (Config, error) {
 	c := DefaultConfig()
-	var keys, level string
+	var keys string
 	env.String(&c.Listen, "INGEST_LISTEN")
 	env.String(&c.AdminListen, "INGEST_ADMIN_LISTEN")
 	env.Int(&c.MaxConnections, "INGEST_MAX_CONNECTIONS")
@@ -71,7 +71,8 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.Int(&c.RejectedBytesPerMin, "INGEST_REJECTED_BYTES_PER_MINUTE")
 	env.Secret(&keys, "OTTU_HMAC_KEYS")
 	env.String(&c.NATSURL, "NATS_URL")
-	c.NATSAuth = nats.ReadAuth(env)
+	env.Struct(&c.NATSAuth)
+	env.Check("NATS_USER", c.NATSAuth.Validate())
 	env.Bool(&c.NATSEmbedded, "NATS_EMBEDDED")
 	env.String(&c.NATSListen, "NATS_LISTEN")
 	env.String(&c.NATSStoreDir, "NATS_STORE_DIR")
@@ -86,12 +87,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.Int64(&c.SpoolMaxBytes, "INGEST_SPOOL_MAX_BYTES")
 	env.Duration(&c.PublishTimeout, "INGEST_PUBLISH_TIMEOUT")
 	env.Duration(&c.ShutdownTimeout, "INGEST_SHUTDOWN_TIMEOUT")
-	env.String(&level, "LOG_LEVEL")
-	if level != "" {
-		l, err := zerolog.ParseLevel(level)
-		env.Check("LOG_LEVEL", err)
-		c.LogLevel = l
-	}
+	env.LogLevel(&c.LogLevel)
 	for _, k := range envconfig.List(keys) {
 		c.HMACKeys = append(c.HMACKeys, []byte(k))
 	}

@@ -16,7 +16,7 @@ func TestLoadConfig_OK(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("k1,k2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := LoadConfig(envconfig.Map(map[string]string{
+	cfg, err := LoadConfig(fromMap(map[string]string{
 		"OTTU_HMAC_KEYS_FILE": keyFile, "NATS_EMBEDDED": "true", "NATS_STREAM_MAX_AGE": "48h",
 		"INGEST_PUBLISH_TIMEOUT": "3s",
 	}))
@@ -52,11 +52,16 @@ func TestLoadConfig_Err(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := LoadConfig(envconfig.Map(tt.env))
+			_, err := LoadConfig(fromMap(tt.env))
 			var e *envconfig.Error
 			if !errors.As(err, &e) || !errors.Is(err, envconfig.ErrInvalid) || e.Var != tt.want {
 				t.Fatalf("got %v, want an error naming %s", err, tt.want)
 			}
 		})
 	}
+}
+
+// fromMap is an environment holding m alone.
+func fromMap(m map[string]string) *envconfig.Env {
+	return &envconfig.Env{Lookup: func(k string) (string, bool) { v, ok := m[k]; return v, ok }}
 }

@@ -5,37 +5,21 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/ottu-recon/ottu-recon/internal/envconfig"
 )
 
 // Auth is how a daemon authenticates to NATS and secures the connection
 // (docs/product.md: NATS_CREDS_FILE, NATS_NKEY_SEED_FILE, NATS_USER with
-// NATS_PASSWORD, NATS_TOKEN, NATS_TLS_*). At most one way of authenticating.
+// NATS_PASSWORD, NATS_TOKEN, NATS_TLS_*), read by the daemons' loaders (envconfig.Env.Struct). At most one
+// way of authenticating.
 type Auth struct {
-	CredsFile    string // a JWT credentials file
-	NKeySeedFile string
-	User         string
-	Password     string // never logged
-	Token        string // never logged
-	CAFile       string // TLS: the CA that signed the server's certificate
-	CertFile     string // TLS: a client certificate, with KeyFile
-	KeyFile      string
-}
-
-// ReadAuth reads Auth from env (secrets also from a _FILE) and checks it.
-func ReadAuth(env *envconfig.Env) Auth {
-	var a Auth
-	env.String(&a.CredsFile, "NATS_CREDS_FILE")
-	env.String(&a.NKeySeedFile, "NATS_NKEY_SEED_FILE")
-	env.String(&a.User, "NATS_USER")
-	env.Secret(&a.Password, "NATS_PASSWORD")
-	env.Secret(&a.Token, "NATS_TOKEN")
-	env.String(&a.CAFile, "NATS_TLS_CA_FILE")
-	env.String(&a.CertFile, "NATS_TLS_CERT_FILE")
-	env.String(&a.KeyFile, "NATS_TLS_KEY_FILE")
-	env.Check("NATS_USER", a.Validate())
-	return a
+	CredsFile    string `env:"NATS_CREDS_FILE"` // a JWT credentials file
+	NKeySeedFile string `env:"NATS_NKEY_SEED_FILE"`
+	User         string `env:"NATS_USER"`
+	Password     string `env:"NATS_PASSWORD,secret"` // never logged
+	Token        string `env:"NATS_TOKEN,secret"`    // never logged
+	CAFile       string `env:"NATS_TLS_CA_FILE"`     // TLS: the CA that signed the server's certificate
+	CertFile     string `env:"NATS_TLS_CERT_FILE"`   // TLS: a client certificate, with KeyFile
+	KeyFile      string `env:"NATS_TLS_KEY_FILE"`
 }
 
 // Validate names what does not fit together.

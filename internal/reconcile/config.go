@@ -97,9 +97,10 @@ func DefaultConfig() Config {
 // LoadConfig reads env on top of DefaultConfig and validates the result.
 func LoadConfig(env *envconfig.Env) (Config, error) {
 	c := DefaultConfig()
-	var addrs, level string
+	var addrs string
 	env.String(&c.NATSURL, "NATS_URL")
-	c.NATSAuth = nats.ReadAuth(env)
+	env.Struct(&c.NATSAuth)
+	env.Check("NATS_USER", c.NATSAuth.Validate())
 	env.String(&c.Stream.Name, "NATS_STREAM")
 	env.String(&c.Stream.SubjectPrefix, "NATS_SUBJECT_PREFIX")
 	env.Int(&c.Stream.Replicas, "NATS_STREAM_REPLICAS") // of the findings stream and the lease bucket too
@@ -139,12 +140,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.Int(&c.BatchMaxBytes, "RECON_BATCH_MAX_BYTES")
 	env.Duration(&c.BatchWait, "RECON_BATCH_WAIT")
 	env.Duration(&c.ShutdownTimeout, "RECON_SHUTDOWN_TIMEOUT")
-	env.String(&level, "LOG_LEVEL")
-	if level != "" {
-		l, err := zerolog.ParseLevel(level)
-		env.Check("LOG_LEVEL", err)
-		c.LogLevel = l
-	}
+	env.LogLevel(&c.LogLevel)
 	if addrs != "" {
 		c.ClickHouseAddrs = envconfig.List(addrs)
 	}

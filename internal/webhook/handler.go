@@ -28,9 +28,6 @@ type Publisher interface {
 // Path is where Ottu posts (docs/product.md).
 const Path = "/webhooks/ottu"
 
-// MaxBodyBytes is the size limit of a webhook body (docs/product.md: 1 MiB).
-const MaxBodyBytes = 1 << 20
-
 // keptPrefixBytes is how much of an oversized body is kept for forensics.
 const keptPrefixBytes = 64 << 10
 
@@ -111,12 +108,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// and re-send, and the re-delivery de-duplicates.
 	ctx := context.WithoutCancel(r.Context())
 
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, events.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			h.reject(ctx, w, log, received, truncate(body, keptPrefixBytes),
-				&rejection{http.StatusRequestEntityTooLarge, ReasonTooLarge, "body over " + strconv.Itoa(MaxBodyBytes) + " bytes; first 64 KiB kept"})
+				&rejection{http.StatusRequestEntityTooLarge, ReasonTooLarge, "body over " + strconv.Itoa(events.MaxBodyBytes) + " bytes; first 64 KiB kept"})
 			return
 		}
 		h.reject(ctx, w, log, received, body, &rejection{http.StatusBadRequest, ReasonUnreadable, err.Error()})
