@@ -1,6 +1,9 @@
 package events
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Parent payment states (docs/ottu-webhooks.md §4.1).
 const (
@@ -46,50 +49,26 @@ func IsRefundQueued(state string) bool { return state == TxnRefundQueued || stat
 // states that share a timestamp: success beats failure beats not-yet-final.
 // Unknown states are non-terminal with rank 0.
 func PaymentStateOrder(state string) (terminal bool, rank uint8) {
-	switch state {
-	case StateRefunded:
-		return true, 8
-	case StatePaid:
-		return true, 7
-	case StateAuthorized:
-		return true, 6
-	case StateCOD:
-		return true, 5
-	case StateFailed:
-		return true, 4
-	case StateCanceled:
-		return true, 3
-	case StateExpired:
-		return true, 2
-	case StateInvalided:
-		return true, 1
-	case StateAttempted:
-		return false, 3
-	case StatePending:
-		return false, 2
-	case StateCreated:
-		return false, 1
-	}
-	return false, 0
+	return stateOrder(state, []string{StateInvalided, StateExpired, StateCanceled, StateFailed, StateCOD,
+		StateAuthorized, StatePaid, StateRefunded}, []string{StateCreated, StatePending, StateAttempted})
 }
 
 // TxnStateOrder does the same for a child's txn.state: refund_queued is the
 // only state that later changes (to refunded or refund_rejected, §2.3).
 func TxnStateOrder(state string) (terminal bool, rank uint8) {
-	switch state {
-	case TxnRefunded:
-		return true, 4
-	case TxnRefundRejected:
-		return true, 3
-	case TxnVoided:
-		return true, 2
-	case TxnPaid:
-		return true, 1
-	}
 	if IsRefundQueued(state) {
-		return false, 1
+		state = TxnRefundQueued
 	}
-	return false, 0
+	return stateOrder(state, []string{TxnPaid, TxnVoided, TxnRefundRejected, TxnRefunded}, []string{TxnRefundQueued})
+}
+
+// stateOrder ranks state by its place in final, else in open (lowest first,
+// from 1); a state in neither is not terminal and ranks 0.
+func stateOrder(state string, final, open []string) (terminal bool, rank uint8) {
+	if i := slices.Index(final, state); i >= 0 {
+		return true, uint8(i + 1)
+	}
+	return false, uint8(slices.Index(open, state) + 1)
 }
 
 // OperationKind is the operation an operation webhook performed: its operation
