@@ -122,18 +122,11 @@ func TestCluster_Migrate(t *testing.T) {
 	if err != nil || len(res.Applied) != latest-2 {
 		t.Fatalf("upgrade from version 2: %+v %v", res, err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	nettest.WaitFor(t, "1000 payment_events and 100 merchant_orders on each replica after the upgrade", 30*time.Second, func() bool {
 		got := nodeQuery(t, old, "SELECT count() FROM payment_events")
 		orders := nodeQuery(t, old, "SELECT count() FROM merchant_orders")
-		if got[0] == 1000 && got[1] == 1000 && orders[0] == 100 && orders[1] == 100 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the upgrade: payment_events %v, merchant_orders %v on the two replicas, want 1000 and 100 on each", got, orders)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return got[0] == 1000 && got[1] == 1000 && orders[0] == 100 && orders[1] == 100
+	})
 	// The upgraded views answer on both nodes.
 	for i, n := range nodeQuery(t, old, "SELECT count() FROM payments") {
 		if n != 1000 {
@@ -150,18 +143,11 @@ func TestCluster_Migrate(t *testing.T) {
 		SELECT concat('e', toString(number)), concat('t', toString(number)), 'paid', now(), now() FROM system.numbers LIMIT 10`); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(30 * time.Second)
-	for {
+	nettest.WaitFor(t, "1010 parents in parent_changes and the backfill complete on each replica", 30*time.Second, func() bool {
 		got := nodeQuery(t, old, "SELECT uniqExact(session_id) FROM parent_changes WHERE kind = 'payment'")
 		done := nodeQuery(t, old, "SELECT count() FROM schema_backfills WHERE source = ''")
-		if got[0] == 1010 && got[1] == 1010 && done[0] == 1 && done[1] == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("parent_changes: %v parents on the two replicas, backfill complete %v, want 1010 and 1 on each", got, done)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return got[0] == 1010 && got[1] == 1010 && done[0] == 1 && done[1] == 1
+	})
 }
 
 // watermarkFollowsReplication: with replication held back on the

@@ -336,3 +336,34 @@ func (db *DB) onCluster(stmt string) string {
 func quoteIdent(s string) string {
 	return "`" + strings.ReplaceAll(strings.ReplaceAll(s, `\`, `\\`), "`", "\\`") + "`"
 }
+
+// each runs query and hands every row to scan, in order; what names the rows
+// in errors ("query payment deliveries: ...").
+func (db *DB) each(ctx context.Context, what, query string, args []any, scan func(driver.Rows) error) error {
+	rows, err := db.conn.Query(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("query %s: %w", what, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(rows); err != nil {
+			return fmt.Errorf("scan %s: %w", what, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", what, err)
+	}
+	return nil
+}
+
+// collect runs query and returns what scan makes of each row, in order; what
+// names the rows in errors.
+func collect[T any](ctx context.Context, db *DB, what, query string, args []any, scan func(driver.Rows) (T, error)) ([]T, error) {
+	var out []T
+	err := db.each(ctx, what, query, args, func(rows driver.Rows) error {
+		v, err := scan(rows)
+		out = append(out, v)
+		return err
+	})
+	return out, err
+}

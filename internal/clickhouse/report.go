@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
@@ -43,28 +44,25 @@ func (s *Store) Report(ctx context.Context, since time.Time) (report.Report, err
 // timestamp_utc) and captures, refunds, voids (operations at their latest
 // state, by theirs), per day (in UTC, whatever the server's zone), currency
 // and gateway. Sums are exact decimals, scanned as such.
-const totalsQuery = `
-SELECT toString(toDate(ts, 'UTC')) AS day, currency_code, gateway, 'paid' AS kind,
+var totalsQuery = totalsOf("payment_events", "session_id", "state", "amount", "currency_code", "gateway_account", 0,
+	[]string{events.StatePaid}) + "\nUNION ALL\n" +
+	totalsOf("operation_events", "reference_number", "txn_state", "txn_amount", "txn_currency_code", "pg_code", 1,
+		[]string{events.TxnPaid, events.TxnRefunded, events.TxnVoided})
+
+// totalsOf sums, per day, currency, gateway and state, the amounts of table's
+// rows at their latest delivery (one per key) whose state is among states;
+// operation marks the rows of operations (1) or payments (0).
+func totalsOf(table, key, state, amount, currency, gateway string, operation int, states []string) string {
+	return fmt.Sprintf(`SELECT toString(toDate(ts, 'UTC')) AS day, currency_code, gateway, %[7]d AS operation, st,
 	sum(ifNull(amt, toDecimal128(0, 8))) AS total, count() AS n
 FROM (
-	SELECT session_id, argMax(state, ` + latest + `) AS st, tupleElement(argMax(tuple(amount), ` + latest + `), 1) AS amt,
-		argMax(currency_code, ` + latest + `) AS currency_code, argMax(gateway_account, ` + latest + `) AS gateway,
-		argMax(timestamp_utc, ` + latest + `) AS ts
-	FROM payment_events GROUP BY session_id
-) AS latest_payments
-WHERE st = 'paid' AND ts >= ?
-GROUP BY day, currency_code, gateway
-UNION ALL
-SELECT toString(toDate(ts, 'UTC')) AS day, currency_code, gateway, if(st = 'paid', 'captured', st) AS kind,
-	sum(ifNull(amt, toDecimal128(0, 8))) AS total, count() AS n
-FROM (
-	SELECT reference_number, argMax(txn_state, ` + latest + `) AS st, tupleElement(argMax(tuple(txn_amount), ` + latest + `), 1) AS amt,
-		argMax(txn_currency_code, ` + latest + `) AS currency_code, argMax(pg_code, ` + latest + `) AS gateway,
-		argMax(timestamp_utc, ` + latest + `) AS ts
-	FROM operation_events GROUP BY reference_number
-) AS latest_operations
-WHERE st IN ('paid', 'refunded', 'voided') AND ts >= ?
-GROUP BY day, currency_code, gateway, kind`
+	SELECT %[2]s, argMax(%[3]s, %[9]s) AS st, tupleElement(argMax(tuple(%[4]s), %[9]s), 1) AS amt,
+		argMax(%[5]s, %[9]s) AS currency_code, argMax(%[6]s, %[9]s) AS gateway, argMax(timestamp_utc, %[9]s) AS ts
+	FROM %[1]s GROUP BY %[2]s
+) AS latest_rows
+WHERE st IN (%[8]s) AND ts >= ?
+GROUP BY day, currency_code, gateway, st`, table, key, state, amount, currency, gateway, operation, sqlStrings(states), latest)
+}
 
 func (s *Store) totals(ctx context.Context, since time.Time) ([]report.Total, error) {
 	rows, err := s.DB.conn.Query(ctx, totalsQuery, since.UTC(), since.UTC())
@@ -76,10 +74,13 @@ func (s *Store) totals(ctx context.Context, since time.Time) ([]report.Total, er
 	byKey := map[key]*report.Total{}
 	for rows.Next() {
 		var k key
-		var kind string
-		var total decimal.Decimal
-		var n uint64
-		if err := rows.Scan(&k.day, &k.currency, &k.gateway, &kind, &total, &n); err != nil {
+		var (
+			operation uint8
+			state     string
+			total     decimal.Decimal
+			n         uint64
+		)
+		if err := rows.Scan(&k.day, &k.currency, &k.gateway, &operation, &state, &total, &n); err != nil {
 			return nil, fmt.Errorf("scan totals: %w", err)
 		}
 		a := events.Amount{Decimal: total, Valid: true}
@@ -89,14 +90,14 @@ func (s *Store) totals(ctx context.Context, since time.Time) ([]report.Total, er
 			t = &report.Total{Day: k.day, Currency: k.currency, Gateway: k.gateway, Paid: zero, Captured: zero, Refunded: zero, Voided: zero}
 			byKey[k] = t
 		}
-		switch kind {
-		case "paid":
+		switch {
+		case operation == 0: // a purchase paid
 			t.Paid, t.PaidN = a.Text(k.currency), n
-		case "captured":
+		case state == events.TxnPaid:
 			t.Captured, t.CapturedN = a.Text(k.currency), n
-		case "refunded":
+		case state == events.TxnRefunded:
 			t.Refunded, t.RefundedN = a.Text(k.currency), n
-		case "voided":
+		case state == events.TxnVoided:
 			t.Voided, t.VoidedN = a.Text(k.currency), n
 		}
 	}
@@ -125,24 +126,17 @@ func sortedTotals[K comparable](m map[K]*report.Total) []report.Total {
 }
 
 func (s *Store) findingGroups(ctx context.Context) ([]report.FindingGroup, error) {
-	rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(`
+	return collect(ctx, s.DB, "open findings", fmt.Sprintf(`
 		SELECT code, toString(severity) AS sev, count(), arraySlice(arraySort(groupArray(concat(session_id, ': ', detail))), 1, %d)
-		FROM findings WHERE status = 'open'
+		FROM findings WHERE `+isOpen+`
 		GROUP BY code, severity
-		ORDER BY severity DESC, code`, ExamplesPerCode))
-	if err != nil {
-		return nil, fmt.Errorf("query open findings: %w", err)
-	}
-	defer rows.Close()
-	var out []report.FindingGroup
-	for rows.Next() {
+		ORDER BY severity DESC, code`, ExamplesPerCode), nil, func(rows driver.Rows) (report.FindingGroup, error) {
 		var g report.FindingGroup
 		if err := rows.Scan(&g.Code, &g.Severity, &g.Count, &g.Examples); err != nil {
-			return nil, fmt.Errorf("scan open findings: %w", err)
+			return g, err
 		}
-		out = append(out, g)
-	}
-	return out, rows.Err()
+		return g, nil
+	})
 }
 
 // pgSideQuery lists operations any delivery of which said source pg. It reads
@@ -161,23 +155,16 @@ ORDER BY ts DESC, reference_number
 LIMIT %d`
 
 func (s *Store) pgSide(ctx context.Context, since time.Time) ([]report.PGOperation, error) {
-	rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(pgSideQuery, PGSideLimit), since.UTC())
-	if err != nil {
-		return nil, fmt.Errorf("query pg-side operations: %w", err)
-	}
-	defer rows.Close()
-	var out []report.PGOperation
-	for rows.Next() {
+	return collect(ctx, s.DB, "pg-side operations", fmt.Sprintf(pgSideQuery, PGSideLimit), []any{since.UTC()}, func(rows driver.Rows) (report.PGOperation, error) {
 		var o report.PGOperation
 		var amt *decimal.Decimal
 		var ts uint32
 		if err := rows.Scan(&o.ReferenceNumber, &o.SessionID, &o.Operation, &amt, &o.Currency, &o.State, &ts); err != nil {
-			return nil, fmt.Errorf("scan pg-side operation: %w", err)
+			return o, err
 		}
 		o.Amount, o.Timestamp = amount(amt).Text(o.Currency), unixTime(ts)
-		out = append(out, o)
-	}
-	return out, rows.Err()
+		return o, nil
+	})
 }
 
 func (s *Store) lastRunSummary(ctx context.Context) (*report.Run, error) {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/shopspring/decimal"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
@@ -94,18 +95,26 @@ func (s *Store) Watermark(ctx context.Context) (time.Time, error) {
 // passFindings is the latest version of each finding as passes wrote it:
 // the findings view without what people decided (a finding a person
 // resolved is still open here, and the pass goes on refreshing it).
-const passFindings = `SELECT session_id, code, tupleElement(l, 1) AS severity, tupleElement(l, 2) AS status,
-	tupleElement(l, 3) AS first_seen, tupleElement(l, 4) AS last_seen, tupleElement(l, 5) AS resolved_at,
-	tupleElement(l, 6) AS alerted_at, tupleElement(l, 7) AS published_at, tupleElement(l, 8) AS detail,
-	tupleElement(l, 9) AS run_id, tupleElement(l, 10) AS confirmation, tupleElement(l, 11) AS alert_refusals,
-	tupleElement(l, 12) AS alert_retry_at, tupleElement(l, 13) AS evidence, tupleElement(l, 14) AS amount,
-	tupleElement(l, 15) AS currency_code, tupleElement(l, 16) AS gateway
+var passFindings = latestFindings([]string{"severity", "status", "first_seen", "last_seen", "resolved_at", "alerted_at",
+	"published_at", "detail", "run_id", "confirmation", "alert_refusals", "alert_retry_at", "evidence", "amount",
+	"currency_code", "gateway"}, "")
+
+// latestFindings is the one reading of "the latest version of each finding
+// as a pass wrote it" (findings_log, by version): a query of session_id,
+// code and columns, each under its own name. where narrows it before the
+// grouping, so it must name session_id and code only.
+func latestFindings(columns []string, where string) string {
+	outer := make([]string, len(columns))
+	for i, c := range columns {
+		outer[i] = fmt.Sprintf("tupleElement(l, %d) AS %s", i+1, c)
+	}
+	return "SELECT session_id, code, " + strings.Join(outer, ", ") + `
 FROM (
-	SELECT session_id, code, argMax(tuple(severity, status, first_seen, last_seen, resolved_at, alerted_at, published_at,
-		detail, run_id, confirmation, alert_refusals, alert_retry_at, evidence, amount, currency_code, gateway), version) AS l
-	FROM findings_log
+	SELECT session_id, code, argMax(tuple(` + strings.Join(columns, ", ") + `), version) AS l
+	FROM findings_log` + where + `
 	GROUP BY session_id, code
 )`
+}
 
 const findingColumns = "session_id, code, toString(severity), toString(status), first_seen, last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, alert_refusals, alert_retry_at, evidence, amount, currency_code, gateway"
 
@@ -118,13 +127,7 @@ func (s *Store) OpenFindings(ctx context.Context) ([]ledger.Record, error) {
 func (s *Store) findings(ctx context.Context, status string) ([]ledger.Record, error) {
 	ctx, cancel := s.DB.timeout(ctx)
 	defer cancel()
-	rows, err := s.DB.conn.Query(ctx, "SELECT "+findingColumns+" FROM ("+passFindings+") WHERE status = ? ORDER BY session_id, code", status)
-	if err != nil {
-		return nil, fmt.Errorf("query findings: %w", err)
-	}
-	defer rows.Close()
-	var out []ledger.Record
-	for rows.Next() {
+	return collect(ctx, s.DB, "findings", "SELECT "+findingColumns+" FROM ("+passFindings+") WHERE status = ? ORDER BY session_id, code", []any{status}, func(rows driver.Rows) (ledger.Record, error) {
 		var r ledger.Record
 		var code, severity string
 		var resolved, alerted, published, retry *time.Time
@@ -132,7 +135,7 @@ func (s *Store) findings(ctx context.Context, status string) ([]ledger.Record, e
 		var stake decimal.Decimal
 		if err := rows.Scan(&r.SessionID, &code, &severity, &r.Status, &r.FirstSeen, &r.LastSeen, &resolved, &alerted, &published,
 			&r.Detail, &r.RunID, &r.Confirmation, &refusals, &retry, &r.Evidence, &stake, &r.Stake.Currency, &r.Stake.Gateway); err != nil {
-			return nil, fmt.Errorf("scan finding: %w", err)
+			return r, err
 		}
 		if r.Stake.Currency != "" || !stake.IsZero() {
 			r.Stake.Amount = events.Amount{Decimal: stake, Valid: true}
@@ -152,9 +155,8 @@ func (s *Store) findings(ctx context.Context, status string) ([]ledger.Record, e
 			r.AlertRetryAt = retry.UTC()
 		}
 		r.AlertRefusals = int(refusals)
-		out = append(out, r)
-	}
-	return out, rows.Err()
+		return r, nil
+	})
 }
 
 // Standings returns what people decided in the console (finding_actions,
@@ -239,8 +241,9 @@ func (s *Store) SaveRun(ctx context.Context, r ledger.Run) error {
 // copies) to ledger.Rank.
 const latest = "(toUInt32(timestamp_utc) <= toUInt32(received_at) + 300, is_terminal, timestamp_utc, state_rank, received_at, stream_seq)"
 
-// unreadableKey is ledger.UnreadableKey in SQL: what an unreadable delivery is
-// filed under. TestUnreadableKey pins it.
+// unreadableKey is what an unreadable delivery is filed under (the key of
+// ledger.Fold.AddUnreadable): its parent's session_id when that could be
+// read, else its own delivery id. TestSQLRules checks it.
 const unreadableKey = "if(session_id != '', session_id, delivery_id)"
 
 // severityRank is ledger.SeverityRank in SQL, generated from it.
@@ -253,6 +256,9 @@ var severityRank = func() string {
 	b.WriteString("0)")
 	return b.String()
 }()
+
+// isOpen keeps the open findings (ledger.StatusOpen).
+var isOpen = "status = " + sqlString(ledger.StatusOpen)
 
 // sqlString quotes s as a ClickHouse string literal.
 func sqlString(s string) string {
@@ -298,7 +304,7 @@ FROM (
 	SELECT session_id, max(rank) AS rank
 	FROM (
 		SELECT session_id, {severity_rank} AS rank
-		FROM findings WHERE status = 'open' AND code IN (SELECT arrayJoin(?))
+		FROM findings WHERE ` + isOpen + ` AND code IN (SELECT arrayJoin(?))
 		UNION ALL
 		SELECT session_id, 1 AS rank
 		FROM (SELECT session_id, argMax(state, ` + latest + `) AS st
@@ -335,21 +341,9 @@ func (s *Store) InquiryCandidates(ctx context.Context, q ledger.InquiryQuery) ([
 	now := q.Now.UTC()
 	th := q.Throttle
 	young := now.Add(-th.NotBefore)
-	rows, err := s.DB.conn.Query(ctx, fmt.Sprintf(inquiryCandidatesQuery, max(q.Limit, 1)), codes, q.PendingBefore.UTC(),
-		now.Add(-24*time.Hour), th.PerDay, now.Add(-th.Apart), young, young, young, young, young)
-	if err != nil {
-		return nil, fmt.Errorf("query parents to ask Ottu about: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("scan parent to ask Ottu about: %w", err)
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return collect(ctx, s.DB, "parents to ask Ottu about", fmt.Sprintf(inquiryCandidatesQuery, max(q.Limit, 1)),
+		[]any{codes, q.PendingBefore.UTC(), now.Add(-24 * time.Hour), th.PerDay, now.Add(-th.Apart), young, young, young, young, young},
+		func(rows driver.Rows) (id string, err error) { return id, rows.Scan(&id) })
 }
 
 // Inquiry is one question to Ottu's Payment Status Query and what it said.
