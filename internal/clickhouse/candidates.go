@@ -64,7 +64,7 @@ func candidates(sel ledger.Selection, indexed bool) (string, []any, error) {
 		add("SELECT session_id AS candidate FROM payment_events WHERE order_no IN (SELECT order_no FROM merchant_orders WHERE inserted_at >= ?)", since)
 	}
 	add("SELECT session_id AS candidate FROM findings WHERE " + isOpen)
-	add("SELECT session_id AS candidate FROM ottu_inquiries WHERE asked_at >= ?", since)
+	add("SELECT session_id AS candidate FROM ottu_inquiries WHERE asked_at >= ? AND session_id != ''", since)
 	if len(sel.Sessions) > 0 {
 		add("SELECT arrayJoin(?) AS candidate", sel.Sessions)
 	}

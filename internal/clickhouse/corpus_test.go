@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
@@ -121,8 +122,18 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 	}
 	// What Ottu's Payment Status Query said, read back by one more pass.
 	if _, err := store.InquiryCandidates(ctx, ledger.InquiryQuery{Codes: []ledger.Code{ledger.OverRefund, ledger.MissingOperation},
-		PendingBefore: now, Now: clock, Limit: 30, Throttle: ledger.OttuThrottle}); err != nil {
+		Now: clock, Limit: 30, Throttle: ledger.OttuThrottle}); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := store.SweepCandidates(ctx, ledger.SweepQuery{Now: clock, PendingBefore: now, Grace: 30 * time.Minute,
+		Watch: 72 * time.Hour, Limit: 30, Throttle: ledger.OttuThrottle}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Coverage(ctx, now.Add(-72*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n := chtest.Count(t, db, "SELECT count() FROM coverage"); n == 0 {
+		t.Fatal("the coverage view has no day")
 	}
 	if err := store.RecordInquiry(ctx, clickhouse.Inquiry{SessionID: "s-null", AskedAt: now.Add(-time.Minute), Status: 200, Verdict: clickhouse.VerdictFound,
 		State: "paid", Children: []events.Child{{SessionID: "c-r1", State: "refunded", Amount: amt("5.000")}}}); err != nil {

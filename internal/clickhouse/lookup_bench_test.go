@@ -61,7 +61,7 @@ func BenchmarkLookup(b *testing.B) {
 		for b.Loop() {
 			now := time.Now().UTC()
 			if _, err := store.InquiryCandidates(ctx, ledger.InquiryQuery{Codes: []ledger.Code{ledger.OverRefund, ledger.MissingOperation},
-				PendingBefore: now.Add(-10 * time.Minute), Now: now, Limit: 30, Throttle: ledger.OttuThrottle}); err != nil {
+				Now: now, Limit: 30, Throttle: ledger.OttuThrottle}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -55,7 +55,7 @@ SELECT session_id, toUInt32(max(asked_at)), argMax(verdict, asked_at) = `+sqlStr
 	argMax(child_session_ids, asked_at), argMax(child_states, asked_at), argMax(child_amounts, asked_at),
 	argMax(child_currencies, asked_at)
 FROM ottu_inquiries
-WHERE verdict IN (`+sqlStrings([]string{VerdictFound, VerdictNotFound})+`) AND `+where+`
+WHERE verdict IN (`+sqlStrings([]string{VerdictFound, VerdictNotFound})+`) AND session_id != '' AND `+where+`
 GROUP BY session_id`, args, func(rows driver.Rows) error {
 		var (
 			r              ledger.InquiryRow

@@ -120,13 +120,16 @@ func (s *Store) streamPayments(ctx context.Context, c chunk, f *ledger.Fold) err
 	var (
 		r                     ledger.PaymentRow
 		amt, refunded, voided *decimal.Decimal
+		recorded              uint8
 		rk                    ranked
 	)
 	return s.streamEvents(ctx, c, "payment_events", `session_id, order_no, state, amount, currency_code, refunded_amount,
-	voided_amount, child_session_ids, if(gateway_name != '', gateway_name, gateway_account)`,
-		append([]any{&r.SessionID, &r.OrderNo, &r.State, &amt, &r.Currency, &refunded, &voided, &r.Children, &r.Gateway}, rk.dest()...),
+	voided_amount, child_session_ids, if(gateway_name != '', gateway_name, gateway_account), `+isRecord,
+		append([]any{&r.SessionID, &r.OrderNo, &r.State, &amt, &r.Currency, &refunded, &voided, &r.Children, &r.Gateway, &recorded},
+			rk.dest()...),
 		func() {
 			r.Amount, r.RefundedAmount, r.VoidedAmount = amount(amt), amount(refunded), amount(voided)
+			r.Recorded = recorded == 1
 			r.Rank, r.Sandbox = rk.rank()
 			f.AddPayment(&r)
 		})

@@ -226,10 +226,11 @@ func (s *Store) SaveRun(ctx context.Context, r ledger.Run) error {
 	}
 	return w.insert(ctx, "recon_runs", `INSERT INTO recon_runs (run_id, started_at, finished_at, watermark, full_pass,
 		parents_evaluated, parents_failed, failed_sessions, findings_raised, findings_resolved, findings_open, alerted,
-		alerts_pending, alert_error, error, alerts_parked, inquiries, inquiries_unanswered, inquiry_error)`, 1, func(int) []any {
+		alerts_pending, alert_error, error, alerts_parked, inquiries, inquiries_unanswered, inquiry_error, swept)`, 1, func(int) []any {
 		return []any{r.ID, r.Started, r.Finished, r.Watermark, b2u(r.Full), uint64(r.ParentsEvaluated), uint64(r.ParentsFailed),
 			failed, uint64(r.Raised), uint64(r.Resolved), uint64(r.Open), uint64(r.Alerted), uint64(r.AlertsPending),
-			r.AlertError, r.Error, uint64(r.AlertsParked), uint64(r.Inquiries), uint64(r.InquiryErrors), r.InquiryError}
+			r.AlertError, r.Error, uint64(r.AlertsParked), uint64(r.Inquiries), uint64(r.InquiryErrors), r.InquiryError,
+			uint64(r.Swept)}
 	})
 }
 
@@ -286,118 +287,4 @@ var anchorSQL = map[ledger.Anchor]struct{ table, cond, index string }{
 		"state = " + sqlString(events.StateAuthorized) + " AND timestamp_utc >= ? AND timestamp_utc <= ?", "authorized"},
 	ledger.AnchorRefundQueued: {"operation_events",
 		"txn_state IN (" + sqlStrings(events.RefundQueuedSpellings) + ") AND timestamp_utc >= ? AND timestamp_utc <= ?", "refund_queued"},
-}
-
-// inquiryCandidatesQuery picks the parents to ask Ottu about: an open
-// finding of the given codes (most severe first) or a payment still pending
-// since before the given time; never a parent the throttle does not allow
-// yet: created (first seen) less than NotBefore ago (by the earliest
-// timestamp_utc or arrival of its deliveries: Ottu created it no later),
-// asked less than Apart ago, or asked PerDay times in a day (Ottu's throttle, docs/ottu-webhooks.md §7.1). A parent first seen
-// less than 10 minutes ago has only deliveries received since: only those
-// parents are read to tell. A pending state is never terminal: only parents
-// with no terminal delivery (a cheap aggregation) are ranked by the latest.
-var inquiryCandidatesQuery = strings.NewReplacer("{severity_rank}", severityRank,
-	"{pending_states}", sqlStrings(ledger.PendingStates)).Replace(`
-SELECT session_id
-FROM (
-	SELECT session_id, max(rank) AS rank
-	FROM (
-		SELECT session_id, {severity_rank} AS rank
-		FROM findings WHERE ` + isOpen + ` AND code IN (SELECT arrayJoin(?))
-		UNION ALL
-		SELECT session_id, 1 AS rank
-		FROM (SELECT session_id, argMax(state, ` + latest + `) AS st
-			FROM payment_events
-			WHERE session_id IN (SELECT session_id FROM payment_events GROUP BY session_id
-				HAVING max(is_terminal) = 0 AND max(received_at) <= ?)
-			GROUP BY session_id) AS latest_payments
-		WHERE st IN ({pending_states})
-	) AS wanted
-	GROUP BY session_id
-) AS c
-WHERE session_id NOT IN (
-	SELECT session_id FROM ottu_inquiries GROUP BY session_id
-	HAVING countIf(asked_at >= ?) >= ? OR max(asked_at) > ?)
-AND session_id NOT IN (
-	SELECT session_id FROM (
-		SELECT session_id, least(toUInt32(timestamp_utc), toUInt32(received_at)) AS first FROM payment_events
-		WHERE session_id IN (SELECT session_id FROM payment_events WHERE received_at > ? UNION ALL SELECT session_id FROM operation_events WHERE received_at > ?)
-		UNION ALL
-		SELECT session_id, least(toUInt32(timestamp_utc), toUInt32(received_at)) AS first FROM operation_events
-		WHERE session_id IN (SELECT session_id FROM payment_events WHERE received_at > ? UNION ALL SELECT session_id FROM operation_events WHERE received_at > ?)
-	) AS seen GROUP BY session_id HAVING min(first) > toUInt32(?))
-ORDER BY rank DESC, session_id
-LIMIT %d`)
-
-// InquiryCandidates returns the parents to ask Ottu about.
-func (s *Store) InquiryCandidates(ctx context.Context, q ledger.InquiryQuery) ([]string, error) {
-	ctx, cancel := s.DB.timeout(ctx)
-	defer cancel()
-	codes := make([]string, len(q.Codes))
-	for i, c := range q.Codes {
-		codes[i] = string(c)
-	}
-	now := q.Now.UTC()
-	th := q.Throttle
-	young := now.Add(-th.NotBefore)
-	return collect(ctx, s.DB, "parents to ask Ottu about", fmt.Sprintf(inquiryCandidatesQuery, max(q.Limit, 1)),
-		[]any{codes, q.PendingBefore.UTC(), now.Add(-24 * time.Hour), th.PerDay, now.Add(-th.Apart), young, young, young, young, young},
-		func(rows driver.Rows) (id string, err error) { return id, rows.Scan(&id) })
-}
-
-// Inquiry is one question to Ottu's Payment Status Query and what it said.
-type Inquiry struct {
-	SessionID string
-	AskedAt   time.Time
-	Status    int // Ottu's HTTP status; 0 when it did not answer
-	// Verdict is VerdictFound, VerdictNotFound, or "" (no verdict: Error
-	// says why, and Body keeps the answer as it came).
-	Verdict    string
-	DeliveryID string // the answer, stored as a delivery (found only)
-	State      string
-	Amount     string // texts exactly as Ottu sent them
-	Currency   string
-	Sandbox    bool
-	Children   []events.Child
-	Error      string
-	Body       []byte
-	RunID      string
-}
-
-// Verdicts of an inquiry.
-const (
-	VerdictFound    = "found"
-	VerdictNotFound = "not_found"
-)
-
-// RecordInquiry keeps a question to Ottu and its answer.
-func (s *Store) RecordInquiry(ctx context.Context, q Inquiry) error {
-	ctx, cancel := s.DB.timeout(ctx)
-	defer cancel()
-	ids, states, amounts, currencies := []string{}, []string{}, []string{}, []string{}
-	for _, c := range q.Children {
-		ids, states = append(ids, c.SessionID), append(states, c.State)
-		amounts, currencies = append(amounts, c.Amount.String()), append(currencies, c.CurrencyCode)
-	}
-	w := Writer{DB: s.DB}
-	return w.insert(ctx, "ottu_inquiries", `INSERT INTO ottu_inquiries (session_id, asked_at, status, found, verdict, delivery_id,
-		state, amount, currency_code, is_sandbox, child_session_ids, child_states, child_amounts, child_currencies, error, body, run_id)`,
-		1, func(int) []any {
-			return []any{q.SessionID, q.AskedAt, uint16(q.Status), b2u(q.Verdict == VerdictFound), q.Verdict, q.DeliveryID,
-				q.State, q.Amount, q.Currency, b2u(q.Sandbox), ids, states, amounts, currencies, q.Error, string(q.Body), q.RunID}
-		})
-}
-
-// PaymentKeys returns the signed identifiers the payment webhooks of a
-// parent carried: its order_no(s) and its attempts' reference_numbers.
-func (s *Store) PaymentKeys(ctx context.Context, sessionID string) (orderNos, references []string, err error) {
-	ctx, cancel := s.DB.timeout(ctx)
-	defer cancel()
-	err = s.DB.conn.QueryRow(ctx, `SELECT groupUniqArray(order_no), groupUniqArray(reference_number)
-		FROM payment_events WHERE session_id = ?`, sessionID).Scan(&orderNos, &references)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read payment keys of %s: %w", sessionID, err)
-	}
-	return orderNos, references, nil
 }

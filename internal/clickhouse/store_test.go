@@ -405,10 +405,11 @@ func b2i(b bool) int {
 }
 
 // Whom a pass asks Ottu about: parents with an open finding of the codes
-// (most severe first), then parents whose latest state is still pending and
-// whose last payment webhook is older than PendingBefore; never one first
-// seen (by the earliest timestamp_utc or arrival) less than 10 minutes ago,
-// asked in the last 30 minutes, or asked 3 times in a day.
+// (most severe first), and for the completeness sweep parents whose latest
+// state is still pending and whose last payment webhook is older than
+// PendingBefore; never one first seen (by the earliest timestamp_utc or
+// arrival) less than 10 minutes ago, asked in the last 30 minutes, or asked
+// 3 times in all.
 func TestStore_InquiryCandidates(t *testing.T) {
 	db := chtest.MustOpenDB(t)
 	ctx := context.Background()
@@ -454,13 +455,21 @@ func TestStore_InquiryCandidates(t *testing.T) {
 		}
 	}
 	got, err := store.InquiryCandidates(ctx, ledger.InquiryQuery{Codes: []ledger.Code{ledger.OverRefund, ledger.MissingOperation},
-		PendingBefore: ago(10 * time.Minute), Now: now, Limit: 30, Throttle: ledger.OttuThrottle})
+		Now: now, Limit: 30, Throttle: ledger.OttuThrottle})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"s-finding-old", "s-finding-backdated", "s-finding-mixed", "s-pending"}
+	want := []string{"s-finding-old", "s-finding-backdated", "s-finding-mixed"}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("asked about %q, want %q", got, want)
+	}
+	swept, err := store.SweepCandidates(ctx, ledger.SweepQuery{Now: now, PendingBefore: ago(10 * time.Minute),
+		Grace: 30 * time.Minute, Watch: 72 * time.Hour, Limit: 30, Throttle: ledger.OttuThrottle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(swept) != 1 || swept[0].SessionID != "s-pending" || !swept[0].Since.Equal(ago(2*time.Hour)) {
+		t.Fatalf("the sweep asks %+v, want s-pending since its webhook 2h ago", swept)
 	}
 }
 

@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -389,12 +390,8 @@ const insertRaw = `INSERT INTO webhooks_raw (delivery_id, kind, stream_seq, rece
 func (w *Writer) insertRaw(ctx context.Context, msgs []events.StreamMessage, now time.Time) error {
 	return w.insert(ctx, "webhooks_raw", insertRaw, len(msgs), func(i int) []any {
 		m := msgs[i]
-		source := m.Source
-		if source == "" {
-			source = "webhook"
-		}
 		return []any{m.ID, string(m.Webhook.Kind), m.StreamSeq, m.ReceivedAt, now,
-			string(m.Scheme), uint8(m.KeyIndex), string(m.Body), source}
+			string(m.Scheme), uint8(m.KeyIndex), string(m.Body), cmp.Or(m.Source, "webhook")}
 	})
 }
 

@@ -10,6 +10,11 @@ import (
 	"unicode/utf8"
 )
 
+// RecordIDPrefix starts the delivery id of a payment delivery that is Ottu's
+// signed record, asked for by ottu-recon (Payment Status Query), rather than
+// a webhook: a webhook with the same body is a delivery of its own.
+const RecordIDPrefix = "inquiry:"
+
 // MaxBodyBytes is the size limit of a webhook body (docs/product.md: 1 MiB):
 // ingest refuses a larger one, and the stream's messages are sized for it.
 const MaxBodyBytes = 1 << 20

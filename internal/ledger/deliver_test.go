@@ -127,7 +127,7 @@ func TestReconciler_Parked(t *testing.T) {
 // hangingInquirer is Ottu's API accepting the question and never answering.
 type hangingInquirer struct{ calls int }
 
-func (h *hangingInquirer) Inquire(ctx context.Context, _, _ string) error {
+func (h *hangingInquirer) Inquire(ctx context.Context, _ ledger.Question, _ string) error {
 	h.calls++
 	<-ctx.Done()
 	return ctx.Err()

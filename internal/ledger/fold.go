@@ -69,6 +69,9 @@ type PaymentRow struct {
 	Children       []string // transactions[]'s session_ids
 	Sandbox        bool
 	Gateway        string // gateway_name, else gateway_account
+	// Recorded: the delivery is Ottu's signed record, which ottu-recon
+	// asked for (source inquiry), not a webhook.
+	Recorded bool
 }
 
 // OperationRow is one operation delivery as the store keeps it.
@@ -178,6 +181,19 @@ func (f *Fold) AddPayment(r *PaymentRow) {
 	}
 	p.Reached[r.State] = true
 	at := unixTime(r.Rank.Received)
+	if r.Recorded {
+		if _, ok := p.Recorded[r.State]; !ok {
+			if p.Recorded == nil {
+				p.Recorded = map[string]Recorded{}
+			}
+			p.Recorded[r.State] = Recorded{Amount: r.Amount, Currency: r.Currency, Since: unixTime(r.Rank.Timestamp), AskedAt: at}
+		}
+	} else {
+		if p.ByWebhook == nil {
+			p.ByWebhook = map[string]bool{}
+		}
+		p.ByWebhook[r.State] = true
+	}
 	if r.State == events.StateAuthorized && before(unixTime(r.Rank.Timestamp), p.AuthorizedAt) {
 		p.AuthorizedAt = unixTime(r.Rank.Timestamp)
 	}

@@ -38,6 +38,7 @@ const (
 	SandboxInLive           Code = "SANDBOX_IN_LIVE"
 	UnreadableWebhook       Code = "UNREADABLE_WEBHOOK"
 	ReplayedWebhook         Code = "REPLAYED_WEBHOOK"
+	MissingPaymentWebhook   Code = "MISSING_PAYMENT_WEBHOOK"
 )
 
 // Severity of a finding.
@@ -76,6 +77,7 @@ var Codes = []struct {
 	{SandboxInLive, Critical},     // a test payment where money is expected
 	{UnreadableWebhook, Critical}, // an authentic webhook nobody can reconcile until a person reads it
 	{ReplayedWebhook, Critical},   // someone re-posted a signed body with unsigned fields changed
+	{MissingPaymentWebhook, Critical}, // money moved and the integration never said so
 }
 
 // SeverityOf returns the severity of code.
@@ -94,6 +96,11 @@ type Config struct {
 	StaleAuthorization time.Duration // RECON_STALE_AUTHORIZATION
 	StuckRefund        time.Duration // RECON_STUCK_REFUND
 	Live               bool          // OTTU_ENVIRONMENT=live
+	// The completeness sweep (docs/completeness.md): an order, or a parent
+	// with no final state, is asked about OrderGrace after it was last
+	// updated, for at most OrderWatch.
+	OrderGrace time.Duration // RECON_ORDER_GRACE
+	OrderWatch time.Duration // RECON_ORDER_WATCH
 }
 
 // Parent is everything known about one parent payment (session_id): what its
@@ -101,14 +108,19 @@ type Config struct {
 // merchant's order. The store builds it; the rules read it.
 type Parent struct {
 	SessionID  string
-	HasPayment bool // a payment webhook has arrived
+	HasPayment bool // a payment webhook, or Ottu's signed record of the payment, has arrived
 
 	// From the payment webhooks (zero when HasPayment is false).
 	OrderNo        string
 	State          string // latest state, by Rank (as the payments view shows it)
 	Amount         events.Amount
 	Currency       string
-	Reached        map[string]bool // every state any payment webhook carried
+	Reached        map[string]bool // every state any payment webhook (or Ottu's record) carried
+	// ByWebhook is every state a webhook itself carried; Recorded, what
+	// Ottu's signed record (a Payment Status Query answer stored as a
+	// delivery) said of each state it carried, the first time.
+	ByWebhook map[string]bool
+	Recorded  map[string]Recorded
 	AuthorizedAt   time.Time       // earliest timestamp_utc of an authorized webhook
 	RefundedAmount events.Amount   // reported by the latest payment webhook
 	VoidedAmount   events.Amount
@@ -142,6 +154,14 @@ type Parent struct {
 	// Err is set when the store could not read this parent whole: the pass
 	// does not evaluate it, and the next pass tries again.
 	Err error
+}
+
+// Recorded is a state as Ottu's signed record gave it.
+type Recorded struct {
+	Amount   events.Amount
+	Currency string
+	Since    time.Time // its timestamp_utc: when Ottu says the payment reached it
+	AskedAt  time.Time // when ottu-recon got the record
 }
 
 // Shared is a reference_number found under several parents.

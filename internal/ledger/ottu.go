@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
@@ -36,10 +37,11 @@ type OttuChild struct {
 	Currency string
 }
 
-// Inquirer asks Ottu's own record about a parent and keeps the answer where
-// the store reads it back (Parent.Ottu), Ottu's throttle permitting.
+// Inquirer asks Ottu's own record about a parent, or about a merchant order,
+// and keeps the answer where the store reads it back (Parent.Ottu, and the
+// record stored as a delivery), Ottu's throttle permitting.
 type Inquirer interface {
-	Inquire(ctx context.Context, sessionID, runID string) error
+	Inquire(ctx context.Context, q Question, runID string) error
 }
 
 // ErrInquiryPaused means Ottu asked to wait (429) or the overall rate is
@@ -48,19 +50,21 @@ var ErrInquiryPaused = errors.New("inquiries paused")
 
 // Throttle is Ottu's throttle on its Payment Status Query
 // (docs/ottu-webhooks.md §7.1): no question in the first NotBefore of a
-// payment's life, at most PerDay questions about one payment a day, Apart
-// between two, and at most PerMinute questions a minute overall. This is
-// the one place its numbers live: the store chooses whom to ask by the first
-// three, the inquirer keeps the last.
+// payment's life, at most PerTransaction questions about one transaction in
+// all (Ottu's pages say "per day" in one place and "in total" in another:
+// the stricter is kept), counting questions by session_id and by order_no
+// together, Apart between two, and at most PerMinute questions a minute
+// overall. This is the one place its numbers live: the store chooses whom to
+// ask by the first three, the inquirer keeps the last.
 type Throttle struct {
-	NotBefore time.Duration
-	Apart     time.Duration
-	PerDay    int
-	PerMinute int
+	NotBefore      time.Duration
+	Apart          time.Duration
+	PerTransaction int
+	PerMinute      int
 }
 
 // OttuThrottle is Ottu's documented throttle.
-var OttuThrottle = Throttle{NotBefore: 10 * time.Minute, Apart: 30 * time.Minute, PerDay: 3, PerMinute: 30}
+var OttuThrottle = Throttle{NotBefore: 10 * time.Minute, Apart: 30 * time.Minute, PerTransaction: 3, PerMinute: 30}
 
 // PendingStates are the parent states of a payment still waiting for its
 // outcome: one that stays in them past the grace is worth asking Ottu about.
@@ -68,11 +72,10 @@ var PendingStates = []string{events.StateCreated, events.StatePending, events.St
 
 // InquiryQuery asks the store which parents to ask Ottu about.
 type InquiryQuery struct {
-	Codes         []Code    // parents with an open finding of one of these codes
-	PendingBefore time.Time // and parents still pending whose last payment webhook came before this
-	Now           time.Time
-	Limit         int
-	Throttle      Throttle // leave out the parents it does not allow yet
+	Codes    []Code // parents with an open finding of one of these codes
+	Now      time.Time
+	Limit    int
+	Throttle Throttle // leave out the parents it does not allow yet
 }
 
 // NeedsConfirmation tells whether a finding of code is worth asking Ottu
@@ -188,11 +191,12 @@ func confirm(p *Parent, fired []Finding) {
 }
 
 // inquire asks Ottu about the parents whose findings need its word, and
-// about payments still pending past the grace. It runs last in a pass, after
-// every finding is written and alerted, within its own budget: a share of
-// the time the pass has left. What Ottu answers is read back with each parent
-// by the next pass. Nothing here fails the pass: Ottu, or the question of
-// whom to ask, may fail, and the findings stand without its word.
+// what the completeness sweep finds missing (SweepQuery). It runs last in a
+// pass, after every finding is written and alerted, within its own budget: a
+// share of the time the pass has left. What Ottu answers is read back with
+// each parent by the next pass. Nothing here fails the pass: Ottu, or the
+// question of whom to ask, may fail, and the findings stand without its
+// word.
 func (r *Reconciler) inquire(ctx context.Context, run *Run, t time.Time) error {
 	budget := r.InquiryBudget
 	if deadline, ok := ctx.Deadline(); ok && budget <= 0 {
@@ -207,31 +211,65 @@ func (r *Reconciler) inquire(ctx context.Context, run *Run, t time.Time) error {
 	if limit <= 0 {
 		limit = OttuThrottle.PerMinute
 	}
-	sessions, err := r.Store.InquiryCandidates(ctx, InquiryQuery{
-		Codes: confirmationCodes(), PendingBefore: t.Add(-r.Config.Grace), Now: t, Limit: limit, Throttle: OttuThrottle,
-	})
+	var problems []string
+	confirm, err := r.Store.InquiryCandidates(ctx, InquiryQuery{Codes: confirmationCodes(), Now: t, Limit: limit, Throttle: OttuThrottle})
 	if err != nil {
-		run.InquiryError = fmt.Sprintf("select parents to ask Ottu about: %v", err)
-		return nil
+		problems = append(problems, fmt.Sprintf("select parents to ask Ottu about: %v", err))
 	}
-	for i, s := range sessions {
+	sweep, err := r.Store.SweepCandidates(ctx, SweepQuery{Now: t, PendingBefore: t.Add(-r.Config.Grace),
+		Grace: r.Config.OrderGrace, Watch: r.Config.OrderWatch, Limit: limit, Throttle: OttuThrottle})
+	if err != nil {
+		problems = append(problems, fmt.Sprintf("select what the completeness sweep asks: %v", err))
+	}
+	questions := share(confirm, sweep, limit)
+	defer func() {
+		if len(problems) > 0 {
+			run.InquiryError = strings.Join(problems, "; ")
+		}
+	}()
+	for i, q := range questions {
 		if ctx.Err() != nil {
-			run.InquiryError = fmt.Sprintf("%d question(s) not asked: %v", len(sessions)-i, ErrOutOfTime)
+			problems = append(problems, fmt.Sprintf("%d question(s) not asked: %v", len(questions)-i, ErrOutOfTime))
 			return nil
 		}
 		if err := r.fence(); err != nil {
 			return err
 		}
-		err := r.Inquirer.Inquire(ctx, s, run.ID)
+		err := r.Inquirer.Inquire(ctx, q, run.ID)
 		switch {
 		case errors.Is(err, ErrInquiryPaused):
-			run.InquiryError = fmt.Sprintf("%d question(s) not asked: %v", len(sessions)-i, err)
+			problems = append(problems, fmt.Sprintf("%d question(s) not asked: %v", len(questions)-i, err))
 			return nil
 		case err != nil:
 			run.InquiryErrors++
 			continue
 		}
 		run.Inquiries++
+		if q.Since != (time.Time{}) {
+			run.Swept++
+		}
 	}
 	return nil
+}
+
+// share orders the questions of a pass, at most limit: the confirmations of
+// findings (most severe first) keep half of it and the completeness sweep
+// (oldest first) the other half; what either leaves unused the other may
+// take. A parent is asked once.
+func share(confirm []string, sweep []Question, limit int) []Question {
+	half := limit / 2
+	nc := min(len(confirm), max(half, limit-len(sweep)))
+	ns := min(len(sweep), limit-nc)
+	out := make([]Question, 0, nc+ns)
+	seen := map[string]bool{}
+	for _, s := range confirm[:nc] {
+		seen[s] = true
+		out = append(out, Question{SessionID: s})
+	}
+	for _, q := range sweep[:ns] {
+		if q.SessionID == "" || !seen[q.SessionID] {
+			out = append(out, q)
+		}
+	}
+	return out
 }

@@ -54,6 +54,7 @@ type Run struct {
 	AlertsParked     int    // open findings the receiver refused alone, waiting out their back-off
 	Inquiries        int    // questions Ottu's Payment Status Query answered this pass
 	InquiryErrors    int    // questions that got no verdict (no answer, an error, an answer that is not one)
+	Swept            int    // of the Inquiries, those the completeness sweep asked
 	InquiryError     string // why the pass asked Ottu nothing, or stopped asking
 	AlertError       string
 	Error            string
@@ -94,6 +95,9 @@ type Store interface {
 	// InquiryCandidates returns the parents to ask Ottu about (q), most
 	// severe first, leaving out those Ottu's throttle does not allow yet.
 	InquiryCandidates(ctx context.Context, q InquiryQuery) ([]string, error)
+	// SweepCandidates returns what the completeness sweep asks Ottu about
+	// (q), oldest first, leaving out what Ottu's throttle does not allow yet.
+	SweepCandidates(ctx context.Context, q SweepQuery) ([]Question, error)
 }
 
 // Alert is what one delivery carries: findings not yet alerted (or published).

@@ -18,6 +18,7 @@ type memStore struct {
 	lastSel   ledger.Selection
 	clock     func() time.Time // the store's clock (Watermark)
 	standings map[ledger.Key]ledger.Standing
+	sweep     []ledger.Question
 }
 
 func (s *memStore) Standings(context.Context) (map[ledger.Key]ledger.Standing, error) {
@@ -49,6 +50,11 @@ func (s *memStore) InquiryCandidates(_ context.Context, q ledger.InquiryQuery) (
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// SweepCandidates returns the questions a test planted.
+func (s *memStore) SweepCandidates(context.Context, ledger.SweepQuery) ([]ledger.Question, error) {
+	return s.sweep, nil
 }
 
 func (s *memStore) Watermark(context.Context) (time.Time, error) {

@@ -65,7 +65,7 @@ var rules = []func(p *Parent, cfg Config, now time.Time, fire fireFunc){
 	operationAmountMismatch, currencyMismatch, afterGrace(overCapture), afterGrace(overRefund), voidAfterCapture,
 	afterGrace(voidAmountMismatch), afterGrace(operationOnInvalidState), parentTotalsMismatch, missingOperation,
 	pgSideOperation, conflictingDuplicate, staleAuthorization, stuckRefund,
-	orderAmountMismatch, sandboxInLive,
+	orderAmountMismatch, sandboxInLive, missingPaymentWebhook,
 }
 
 // afterGrace makes a rule that judges operations by the parent's state see

@@ -89,17 +89,24 @@ type Client struct {
 	Timeout time.Duration
 }
 
-// Inquire asks Ottu's Payment Status Query about sessionID and returns the
-// answer's raw body (a payment webhook object, signed, still to be verified)
-// and status. Errors: ErrNotFound, *RateLimitedError, *NoAnswerError, or
-// another error for an answer Ottu gave that is not a record (400, 401, 403).
-func (c *Client) Inquire(ctx context.Context, sessionID string) ([]byte, int, error) {
+// Inquire asks Ottu's Payment Status Query about the payment sessionID, or,
+// when sessionID is empty, about the order orderNo, and returns the answer's
+// raw body (a payment webhook object, signed, still to be verified) and
+// status. It never asks Ottu to send the webhook again (notify_webhook_url,
+// docs/completeness.md says why). Errors: ErrNotFound, *RateLimitedError,
+// *NoAnswerError, or another error for an answer Ottu gave that is not a
+// record (400, 401, 403).
+func (c *Client) Inquire(ctx context.Context, sessionID, orderNo string) ([]byte, int, error) {
 	if err := CheckURL(c.URL); err != nil {
 		return nil, 0, fmt.Errorf("ottu: OTTU_API_URL: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(c.Timeout, DefaultTimeout))
 	defer cancel()
-	payload, _ := json.Marshal(map[string]string{"session_id": sessionID})
+	question := map[string]string{"session_id": sessionID}
+	if sessionID == "" {
+		question = map[string]string{"order_no": orderNo}
+	}
+	payload, _ := json.Marshal(question)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.URL, "/")+InquiryPath, bytes.NewReader(payload))
 	if err != nil {
 		return nil, 0, errors.New("ottu: build inquiry request: bad OTTU_API_URL")

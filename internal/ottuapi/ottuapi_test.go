@@ -55,7 +55,7 @@ func TestClient_Inquire(t *testing.T) {
 				_, _ = w.Write([]byte(tc.body))
 			}))
 			defer srv.Close()
-			_, _, err := (&Client{URL: srv.URL, APIKey: "k"}).Inquire(context.Background(), "s")
+			_, _, err := (&Client{URL: srv.URL, APIKey: "k"}).Inquire(context.Background(), "s", "")
 			if !tc.want(err) {
 				t.Fatalf("got %v", err)
 			}
@@ -67,13 +67,13 @@ func TestClient_Inquire(t *testing.T) {
 		defer srv.Close()
 		defer close(block)
 		start := time.Now()
-		_, _, err := (&Client{URL: srv.URL, APIKey: "k", Timeout: 100 * time.Millisecond}).Inquire(context.Background(), "s")
+		_, _, err := (&Client{URL: srv.URL, APIKey: "k", Timeout: 100 * time.Millisecond}).Inquire(context.Background(), "s", "")
 		if !noAnswer(err) || time.Since(start) > 5*time.Second {
 			t.Fatalf("got %v after %s", err, time.Since(start))
 		}
 	})
 	t.Run("ErrInsecureURL", func(t *testing.T) {
-		if _, _, err := (&Client{URL: "http://shop.example.com", APIKey: "k"}).Inquire(context.Background(), "s"); err == nil {
+		if _, _, err := (&Client{URL: "http://shop.example.com", APIKey: "k"}).Inquire(context.Background(), "s", ""); err == nil {
 			t.Fatal("asked over http")
 		}
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ottu-recon/ottu-recon/internal/alert"
 	"github.com/ottu-recon/ottu-recon/internal/envconfig"
+	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/ottuapi"
 )
@@ -34,6 +35,8 @@ type Config struct {
 
 	Schedule           string
 	Grace              time.Duration
+	OrderGrace         time.Duration // RECON_ORDER_GRACE: the completeness sweep asks about an order this long after its updated_at
+	OrderWatch         time.Duration // RECON_ORDER_WATCH: and watches an order, or a parent with no final state, this long
 	StaleAuthorization time.Duration
 	StuckRefund        time.Duration
 	Environment        string // live or sandbox
@@ -78,6 +81,8 @@ func DefaultConfig() Config {
 		ClickHouseUsername: "default",
 		Schedule:           "*/5 * * * *",
 		Grace:              10 * time.Minute,
+		OrderGrace:         30 * time.Minute,
+		OrderWatch:         72 * time.Hour,
 		StaleAuthorization: 168 * time.Hour,
 		StuckRefund:        48 * time.Hour,
 		Environment:        "live",
@@ -119,6 +124,8 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.String(&c.ConsoleTLSKeyFile, "RECON_CONSOLE_TLS_KEY_FILE")
 	env.String(&c.ConsoleURL, "RECON_CONSOLE_URL")
 	env.Duration(&c.Grace, "RECON_GRACE")
+	env.Duration(&c.OrderGrace, "RECON_ORDER_GRACE")
+	env.Duration(&c.OrderWatch, "RECON_ORDER_WATCH")
 	env.Duration(&c.StaleAuthorization, "RECON_STALE_AUTHORIZATION")
 	env.Duration(&c.StuckRefund, "RECON_STUCK_REFUND")
 	env.Duration(&c.PassTimeout, "RECON_PASS_TIMEOUT")
@@ -149,6 +156,13 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	}
 	if _, err := cronParser.Parse(c.Schedule); err != nil {
 		env.Check("RECON_SCHEDULE", fmt.Errorf("not a cron spec: %w", err))
+	}
+	if c.OrderGrace < ledger.OttuThrottle.NotBefore {
+		// Ottu refuses a question within 10 minutes of a payment's creation.
+		env.Check("RECON_ORDER_GRACE", fmt.Errorf("want at least %s (Ottu's throttle), got %s", ledger.OttuThrottle.NotBefore, c.OrderGrace))
+	}
+	if c.OrderWatch <= c.OrderGrace {
+		env.Check("RECON_ORDER_WATCH", fmt.Errorf("want more than RECON_ORDER_GRACE (%s), got %s", c.OrderGrace, c.OrderWatch))
 	}
 	if c.Environment != "live" && c.Environment != "sandbox" {
 		env.Check("OTTU_ENVIRONMENT", fmt.Errorf("want live or sandbox, got %q", c.Environment))

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -98,11 +99,13 @@ func newInquirer(client *ottuapi.Client, keys [][]byte, db *clickhouse.DB, share
 	return q
 }
 
-// Inquire asks Ottu about session, unless the overall rate is spent, Ottu
-// asked to wait, or the circuit is open (ledger.ErrInquiryPaused: no more
-// questions this pass). Every question sent is recorded, answered or not: it
-// counts for Ottu's per-parent throttle either way.
-func (q *inquirer) Inquire(ctx context.Context, session, runID string) error {
+// Inquire asks Ottu about a parent, or an order (question), unless the
+// overall rate is spent, Ottu asked to wait, or the circuit is open
+// (ledger.ErrInquiryPaused: no more questions this pass). Every question sent
+// is recorded, answered or not: it counts for Ottu's per-transaction
+// throttle either way. What is recorded is what the store kept: an answer
+// the store refused is no verdict.
+func (q *inquirer) Inquire(ctx context.Context, question ledger.Question, runID string) error {
 	if q.breaker.State() == gobreaker.StateOpen {
 		return fmt.Errorf("%w: Ottu's API did not answer %d questions in a row", ledger.ErrInquiryPaused, circuitFailures)
 	}
@@ -111,7 +114,7 @@ func (q *inquirer) Inquire(ctx context.Context, session, runID string) error {
 		return err
 	}
 	a, err := q.breaker.Execute(func() (answer, error) {
-		body, status, err := q.client.Inquire(ctx, session)
+		body, status, err := q.client.Inquire(ctx, question.SessionID, question.OrderNo)
 		var none *ottuapi.NoAnswerError
 		if errors.As(err, &none) {
 			if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {
@@ -124,7 +127,7 @@ func (q *inquirer) Inquire(ctx context.Context, session, runID string) error {
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return fmt.Errorf("%w: Ottu's API did not answer %d questions in a row", ledger.ErrInquiryPaused, circuitFailures)
 	}
-	rec := clickhouse.Inquiry{SessionID: session, AskedAt: now, Status: a.status, RunID: runID}
+	rec := clickhouse.Inquiry{SessionID: question.SessionID, OrderNo: question.OrderNo, AskedAt: now, Status: a.status, RunID: runID}
 	var (
 		outcome string
 		result  error // what Inquire returns
@@ -142,7 +145,7 @@ func (q *inquirer) Inquire(ctx context.Context, session, runID string) error {
 	case a.err != nil:
 		outcome, rec.Error, rec.Body, result = "refused", a.err.Error(), a.body, a.err
 	default:
-		if reason := q.judge(ctx, session, a.body, &rec); reason != nil {
+		if reason := q.judge(ctx, question, a.body, &rec); reason != nil {
 			outcome, rec.Error, rec.Body, result = "no_verdict", reason.Error(), a.body, reason
 		} else {
 			outcome = "found"
@@ -153,7 +156,7 @@ func (q *inquirer) Inquire(ctx context.Context, session, runID string) error {
 	if rec.Verdict == "" {
 		ev = q.log.Warn().Str("reason", rec.Error)
 	}
-	ev.Str("session_id", session).Int("status", a.status).Str("outcome", outcome).Str("verdict", rec.Verdict).
+	ev.Str("session_id", rec.SessionID).Str("order_no", rec.OrderNo).Bool("sweep", !question.Since.IsZero()).Int("status", a.status).Str("outcome", outcome).Str("verdict", rec.Verdict).
 		Msg("asked Ottu's Payment Status Query")
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -199,9 +202,10 @@ func (q *inquirer) pause(ctx context.Context, until time.Time) {
 	}
 }
 
-// judge decides whether Ottu's answer is a verdict about session, and if so
-// stores it as a delivery and fills rec. The error says why it is not.
-func (q *inquirer) judge(ctx context.Context, session string, body []byte, rec *clickhouse.Inquiry) error {
+// judge decides whether Ottu's answer is a verdict about the payment or the
+// order asked, and if so stores it as a delivery and fills rec. The error
+// says why it is not.
+func (q *inquirer) judge(ctx context.Context, question ledger.Question, body []byte, rec *clickhouse.Inquiry) error {
 	rd, err := events.Read(body, events.Verification{Keys: q.keys})
 	if err != nil {
 		return fmt.Errorf("answer not Ottu's: %w", err)
@@ -210,28 +214,44 @@ func (q *inquirer) judge(ctx context.Context, session string, body []byte, rec *
 	if err != nil {
 		return fmt.Errorf("answer %w", err)
 	}
-	if p.SessionID != session {
-		return fmt.Errorf("answer is about session_id %q, not the payment asked", p.SessionID)
-	}
 	// The answer came: reading what we hold and storing it must not fail
 	// because the phase's time ran out meanwhile.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	orders, refs, err := q.store.PaymentKeys(ctx, session)
+	if question.SessionID == "" {
+		// An order we never had a payment webhook for: the answer must be
+		// about that order; it names the transaction (one of the order's
+		// sessions) Ottu answered with.
+		if p.OrderNo != question.OrderNo || p.SessionID == "" {
+			return fmt.Errorf("answer is about order_no %q (session_id %q), not the order asked", p.OrderNo, p.SessionID)
+		}
+	} else {
+		if p.SessionID != question.SessionID {
+			return fmt.Errorf("answer is about session_id %q, not the payment asked", p.SessionID)
+		}
+		orders, refs, err := q.store.PaymentKeys(ctx, question.SessionID)
+		if err != nil {
+			return err
+		}
+		if p.OrderNo != "" && nonEmpty(orders) && !slices.Contains(orders, p.OrderNo) {
+			return fmt.Errorf("answer has order_no %q, none of this payment's", p.OrderNo)
+		}
+		if p.ReferenceNumber != "" && nonEmpty(refs) && !slices.Contains(refs, p.ReferenceNumber) {
+			return fmt.Errorf("answer has reference_number %q, none of this payment's attempts", p.ReferenceNumber)
+		}
+	}
+	// The record is stored under an id of its own: a webhook with the very
+	// same body, arriving later, is a delivery of its own, not a copy.
+	msg := events.StreamMessage{Envelope: events.Envelope{ID: events.RecordIDPrefix + rd.DeliveryID(), Kind: events.KindPayment,
+		ReceivedAt: rec.AskedAt, Scheme: rd.Match.Scheme, KeyIndex: rd.Match.KeyIndex, Body: body, Source: "inquiry"}, Webhook: rd.Webhook}
+	res, err := q.writer.Write(ctx, []events.StreamMessage{msg}, nil)
 	if err != nil {
-		return err
-	}
-	if p.OrderNo != "" && nonEmpty(orders) && !slices.Contains(orders, p.OrderNo) {
-		return fmt.Errorf("answer has order_no %q, none of this payment's", p.OrderNo)
-	}
-	if p.ReferenceNumber != "" && nonEmpty(refs) && !slices.Contains(refs, p.ReferenceNumber) {
-		return fmt.Errorf("answer has reference_number %q, none of this payment's attempts", p.ReferenceNumber)
-	}
-	msg := events.StreamMessage{Envelope: events.Envelope{ID: rd.DeliveryID(), Kind: events.KindPayment, ReceivedAt: rec.AskedAt,
-		Scheme: rd.Match.Scheme, KeyIndex: rd.Match.KeyIndex, Body: body, Source: "inquiry"}, Webhook: rd.Webhook}
-	if _, err := q.writer.Write(ctx, []events.StreamMessage{msg}, nil); err != nil {
 		return fmt.Errorf("store Ottu's answer: %w", err)
 	}
+	if kept := storedAs(res); kept != "" {
+		return fmt.Errorf("store Ottu's answer: %s", kept)
+	}
+	rec.SessionID, rec.OrderNo = p.SessionID, cmp.Or(question.OrderNo, p.OrderNo)
 	rec.Verdict, rec.DeliveryID = clickhouse.VerdictFound, msg.ID
 	rec.State, rec.Amount, rec.Currency, rec.Sandbox, rec.Children = p.State, p.Amount.String(), p.CurrencyCode, p.IsSandbox, p.Transactions
 	return nil
@@ -239,4 +259,19 @@ func (q *inquirer) judge(ctx context.Context, session string, body []byte, rec *
 
 func nonEmpty(xs []string) bool {
 	return slices.ContainsFunc(xs, func(s string) bool { return s != "" })
+}
+
+// storedAs says why the store did not keep Ottu's answer as a payment
+// delivery ("" when it did, or had it already): a record refused, or kept
+// raw as unreadable, is no verdict.
+func storedAs(res clickhouse.WriteResult) string {
+	switch {
+	case len(res.Refused) > 0:
+		return "refused: " + res.Refused[0].Reason
+	case res.Unreadable > 0:
+		return "kept raw: a value cannot be read"
+	case res.Payments == 0 && res.Duplicates == 0:
+		return "not stored as a payment"
+	}
+	return ""
 }

@@ -70,7 +70,8 @@ func (m *Main) pass(ctx context.Context, guard func() error) (ledger.Run, error)
 func (m *Main) reconciler() *ledger.Reconciler {
 	r := &ledger.Reconciler{
 		Store: &clickhouse.Store{DB: m.db},
-		Config: ledger.Config{Grace: m.Config.Grace, StaleAuthorization: m.Config.StaleAuthorization,
+		Config: ledger.Config{Grace: m.Config.Grace, OrderGrace: m.Config.OrderGrace, OrderWatch: m.Config.OrderWatch,
+			StaleAuthorization: m.Config.StaleAuthorization,
 			StuckRefund: m.Config.StuckRefund, Live: m.Config.Environment == "live"},
 		Now:       m.Now,
 		FullEvery: m.Config.FullEvery,
