@@ -77,6 +77,7 @@ type SendConfig struct {
 	Duplicates  float64
 	OutOfOrder  float64
 	SchemeB     float64
+	Lose        float64 // fraction of parents whose payment webhooks are never sent
 	Rate        float64 // requests per second; 0 = as fast as Concurrency allows
 	Concurrency int
 	Seed        uint64
@@ -91,6 +92,7 @@ type SendConfig struct {
 // Summary is what a send did; -summary-out writes it as JSON.
 type Summary struct {
 	Parents          int            `json:"parents"`
+	Lost             []string       `json:"lost"` // parents whose payment webhooks were never sent
 	Deliveries       int            `json:"deliveries"`
 	Distinct         int            `json:"distinct_webhooks"`
 	Statuses         map[string]int `json:"statuses"`
@@ -118,11 +120,12 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&c.Duplicates, "duplicates", 0.05, "fraction of webhooks delivered twice, exactly")
 	fs.Float64Var(&c.OutOfOrder, "out-of-order", 0.1, "fraction of parents whose webhooks arrive in reverse order")
 	fs.Float64Var(&c.SchemeB, "scheme-b", 0.2, "fraction of webhooks signed with scheme B instead of A")
+	fs.Float64Var(&c.Lose, "lose", 0, "fraction of parents (paid purchases) whose payment webhooks are never sent, as when ingest was down")
 	fs.Float64Var(&c.Rate, "rate", 0, "requests per second (0: as fast as -concurrency allows)")
 	fs.IntVar(&c.Concurrency, "concurrency", 8, "requests in flight")
 	fs.Uint64Var(&c.Seed, "seed", 1, "random seed: the same seed sends the same traffic")
 	fs.DurationVar(&c.Grace, "grace", 10*time.Minute, "RECON_GRACE of the reconciler (dates the traffic)")
-	fs.StringVar(&c.OrdersOut, "orders-out", "", "write the merchant orders as CSV (order_no,amount,currency_code) to this file")
+	fs.StringVar(&c.OrdersOut, "orders-out", "", "write the merchant orders as CSV (order_no,amount,currency_code,updated_at) to this file")
 	fs.StringVar(&c.SummaryOut, "summary-out", "", "write the summary, with the expected findings, as JSON to this file")
 	fs.StringVar(&c.TruthOut, "truth-out", "", "write Ottu's own record of every parent as JSON to this file (for ottusim ottu-api)")
 	fs.BoolVar(&c.Progress, "progress", true, "show a progress bar on stderr")
@@ -157,8 +160,9 @@ func send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func Send(ctx context.Context, c SendConfig, progress io.Writer) (Summary, error) {
 	gen := &ottusim.Generator{Rand: rand.New(rand.NewPCG(c.Seed, c.Seed^0x9e3779b97f4a7c15)), Now: time.Now().UTC(), Grace: c.Grace}
 	parents := gen.Mix(c.Parents, c.Anomalies)
+	lost := ottusim.Lose(parents, c.Lose)
 	deliveries := gen.Deliveries(parents, c.Key, c.SchemeB, c.Duplicates, c.OutOfOrder)
-	sum := Summary{Parents: len(parents), Deliveries: len(deliveries), Statuses: map[string]int{}}
+	sum := Summary{Parents: len(parents), Lost: lost, Deliveries: len(deliveries), Statuses: map[string]int{}}
 	distinct := map[string]bool{}
 	for _, d := range deliveries {
 		distinct[string(d.Body)] = true
@@ -283,7 +287,7 @@ func writeOrders(path string, orders []ottusim.Order) error {
 	}
 	w := csv.NewWriter(f)
 	for _, o := range orders {
-		_ = w.Write([]string{o.OrderNo, o.Amount, o.Currency})
+		_ = w.Write([]string{o.OrderNo, o.Amount, o.Currency, o.UpdatedAt.UTC().Format(time.DateTime)})
 	}
 	w.Flush()
 	if err := errors.Join(w.Error(), f.Close()); err != nil {

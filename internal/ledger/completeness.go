@@ -34,7 +34,7 @@ func missingPaymentWebhook(p *Parent, _ Config, _ time.Time, fire fireFunc) {
 		if len(p.ByWebhook) > 0 {
 			heard = "its webhooks said only " + reachedList(p.ByWebhook)
 		}
-		fire(MissingPaymentWebhook, "Ottu's signed record (asked %s) shows the %s %s since %s, %s: no webhook delivered it",
+		fire(MissingPaymentWebhook, "Ottu's signed record (asked %s) shows the %s %s since %s, and no webhook said so: %s",
 			rec.AskedAt.UTC().Format(time.RFC3339), about, state+" "+amountText(rec.Amount, rec.Currency),
 			rec.Since.UTC().Format(time.RFC3339), heard)
 	}

@@ -12,11 +12,13 @@ import (
 )
 
 // API is a simulated Ottu host: it answers the Payment Status Query
-// (POST /b/pbl/v2/inquiry/, header "Authorization: Api-Key <key>") with each
-// parent's Truth, signed with the webhook key (scheme A), and keeps Ottu's
-// throttle (docs/ottu-webhooks.md §7.1): no question within 10 minutes of a
-// parent's creation, at most 3 a day, 30 minutes apart (else 400, as Ottu
-// answers a refused inquiry), and at most 30 a minute overall (else 429).
+// (POST /b/pbl/v2/inquiry/, header "Authorization: Api-Key <key>", a
+// session_id or an order_no) with the parent's Truth, signed with the webhook
+// key (scheme A): by order_no, the order's latest transaction. It keeps
+// Ottu's throttle (docs/ottu-webhooks.md §7.1) per transaction, whichever
+// key the question named: no question within 10 minutes of its creation, at
+// most 3 in all, 30 minutes apart (else 400, as Ottu answers a refused
+// inquiry), and at most 30 a minute overall (else 429).
 type API struct {
 	Key     string
 	HMACKey []byte
@@ -24,6 +26,7 @@ type API struct {
 
 	mu      sync.Mutex
 	records map[string]Parent
+	byOrder map[string]string // order_no -> its latest transaction's session_id
 	asked   map[string][]time.Time
 	minute  []time.Time
 	stats   APIStats
@@ -39,10 +42,14 @@ func (a *API) Add(parents ...Parent) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.records == nil {
-		a.records, a.asked = map[string]Parent{}, map[string][]time.Time{}
+		a.records, a.byOrder, a.asked = map[string]Parent{}, map[string]string{}, map[string][]time.Time{}
 	}
 	for _, p := range parents {
 		a.records[p.SessionID] = p
+		order, _ := p.Truth["order_no"].(string)
+		if last, ok := a.records[a.byOrder[order]]; order != "" && (!ok || !p.Created.Before(last.Created)) {
+			a.byOrder[order] = p.SessionID
+		}
 	}
 }
 
@@ -80,8 +87,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var req struct {
 		SessionID string `json:"session_id"`
+		OrderNo   string `json:"order_no"`
 	}
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.SessionID == "" {
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || (req.SessionID == "" && req.OrderNo == "") {
 		answer(http.StatusBadRequest, map[string]any{"session_id": []string{"This field is required."}})
 		return
 	}
@@ -100,24 +108,23 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.minute = append(a.minute, now)
-	p, ok := a.records[req.SessionID]
+	session := req.SessionID
+	if session == "" {
+		session = a.byOrder[req.OrderNo]
+	}
+	p, ok := a.records[session]
 	if !ok {
 		a.stats.NotFound++
 		answer(http.StatusNotFound, map[string]string{"detail": "Not found."})
 		return
 	}
-	var today []time.Time
-	for _, t := range a.asked[req.SessionID] {
-		if now.Sub(t) < 24*time.Hour {
-			today = append(today, t)
-		}
-	}
-	if now.Sub(p.Created) < 10*time.Minute || len(today) >= 3 || (len(today) > 0 && now.Sub(today[len(today)-1]) < 30*time.Minute) {
+	asked := a.asked[session]
+	if now.Sub(p.Created) < 10*time.Minute || len(asked) >= 3 || (len(asked) > 0 && now.Sub(asked[len(asked)-1]) < 30*time.Minute) {
 		a.stats.Throttled++
 		answer(http.StatusBadRequest, map[string]string{"detail": "Inquiry throttled for this transaction.", "result": "failed"})
 		return
 	}
-	a.asked[req.SessionID] = append(today, now)
+	a.asked[session] = append(asked, now)
 	obj := clone(p.Truth)
 	obj["signature"] = events.Sign(obj, events.SchemeA, a.HMACKey)
 	a.stats.Answered++

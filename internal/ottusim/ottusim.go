@@ -60,9 +60,10 @@ type Webhook struct {
 
 // Order is a merchant_orders row.
 type Order struct {
-	OrderNo  string
-	Amount   string
-	Currency string
+	OrderNo   string
+	Amount    string
+	Currency  string
+	UpdatedAt time.Time // when the merchant created it: as the payment began
 }
 
 // Parent is one parent payment and everything Ottu sends about it.
@@ -145,7 +146,7 @@ func (c *parentCtx) paymentObject(state, result string, at time.Time, extra map[
 	gw := gateways[c.gw]
 	m := map[string]any{
 		"amount": c.money(c.amount), "currency_code": c.cur.code, "session_id": c.p.SessionID, "order_no": c.orderNo,
-		"reference_number": fmt.Sprintf("shop%s%d", c.p.SessionID[:6], c.attempts), "state": state, "result": result,
+		"reference_number": fmt.Sprintf("shop%s%d", c.p.SessionID[:20], c.attempts), "state": state, "result": result,
 		"gateway_account": gw.account, "gateway_name": gw.name, "payment_type": "one_off", "is_sandbox": c.sandbox,
 		"customer_email": "buyer" + c.p.SessionID[:4] + "@example.com", "customer_first_name": "Sara",
 		"customer_last_name": "Al-Ali", "customer_phone": "+96550000001", "customer_id": "cust-" + c.p.SessionID[:5],
@@ -278,7 +279,7 @@ func (g *Generator) Parent(kind Kind) Parent {
 	// Most parents happened an hour or more ago: past any grace.
 	t0 := now.Add(-time.Duration(60+r.IntN(600)) * time.Minute)
 	step := func(n int) time.Time { return t0.Add(time.Duration(n) * 90 * time.Second) }
-	p.Order = &Order{OrderNo: c.orderNo, Amount: c.money(c.amount), Currency: cur.code}
+	p.Order = &Order{OrderNo: c.orderNo, Amount: c.money(c.amount), Currency: cur.code, UpdatedAt: t0}
 	listed := func(children ...[2]string) []any { // child session id, state
 		var out []any
 		for _, ch := range children {
@@ -441,6 +442,29 @@ func (g *Generator) Mix(n int, anomalyRate float64) []Parent {
 	}
 	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
+}
+
+// Lose makes a fraction share of parents (clean paid purchases, as many as
+// there are) lose every payment webhook, as if Ottu sent them while ingest was
+// down: Ottu's record still holds them paid, their merchant orders stand, and
+// each must raise MISSING_PAYMENT_WEBHOOK once the completeness sweep asked
+// Ottu. It returns the session_ids of the parents it changed.
+func Lose(parents []Parent, share float64) []string {
+	want := int(float64(len(parents)) * share)
+	var lost []string
+	for i := range parents {
+		p := &parents[i]
+		if len(lost) >= want {
+			break
+		}
+		if p.Kind != Purchase && p.Kind != PendingThenPaid {
+			continue
+		}
+		p.Webhooks = nil
+		p.Expect = []ledger.Code{ledger.MissingPaymentWebhook}
+		lost = append(lost, p.SessionID)
+	}
+	return lost
 }
 
 // Delivery is one HTTP delivery: a signed body.

@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -240,7 +241,7 @@ func TestReconcile_EndToEnd(t *testing.T) {
 
 func insertOrders(tb testing.TB, db *clickhouse.DB, orders []ottusim.Order) {
 	tb.Helper()
-	batch, err := db.Conn().PrepareBatch(context.Background(), "INSERT INTO merchant_orders (order_no, amount, currency_code)")
+	batch, err := db.Conn().PrepareBatch(context.Background(), "INSERT INTO merchant_orders (order_no, amount, currency_code, updated_at)")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -249,7 +250,7 @@ func insertOrders(tb testing.TB, db *clickhouse.DB, orders []ottusim.Order) {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		if err := batch.Append(o.OrderNo, a.Decimal, o.Currency); err != nil {
+		if err := batch.Append(o.OrderNo, a.Decimal, o.Currency, cmp.Or(o.UpdatedAt, time.Now())); err != nil {
 			tb.Fatal(err)
 		}
 	}

@@ -1,0 +1,4 @@
+package ledger
+
+// Share is share, for its table test.
+var Share = share
