@@ -47,7 +47,7 @@ func TestSend(t *testing.T) {
 	defer srv.Close()
 	dir := t.TempDir()
 	c := SendConfig{URL: srv.URL, Key: []byte("sim-key"), Parents: 400, Anomalies: 0.25, Duplicates: 0.1,
-		OutOfOrder: 0.2, SchemeB: 0.3, Concurrency: 4, Seed: 7, Grace: 0, Rate: 0,
+		OutOfOrder: 0.2, SchemeB: 0.3, Lose: 0.05, Concurrency: 4, Seed: 7, Grace: 0, Rate: 0,
 		OrdersOut: filepath.Join(dir, "orders.csv"), SummaryOut: filepath.Join(dir, "summary.json")}
 	sum, err := Send(context.Background(), c, io.Discard)
 	if err != nil {
@@ -65,6 +65,9 @@ func TestSend(t *testing.T) {
 	}
 	if len(codes) != len(ledger.Codes) {
 		t.Fatalf("expected codes: got %d, want all %d", len(codes), len(ledger.Codes))
+	}
+	if len(sum.Lost) != 20 {
+		t.Fatalf("lost %d parents' payment webhooks, want 5%% of 400", len(sum.Lost))
 	}
 	b, err := os.ReadFile(c.SummaryOut)
 	if err != nil {

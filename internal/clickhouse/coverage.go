@@ -6,17 +6,9 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-)
 
-// CoverageDay is one row of the coverage view: of what was expected on a
-// UTC day (merchant orders by their updated_at, parents with no merchant
-// order by their first delivery; an order and its parents count once), how
-// much has a final state known (Accounted), known only from Ottu's record
-// (Recovered), or none yet (Unknown).
-type CoverageDay struct {
-	Day                                     string
-	Expected, Accounted, Recovered, Unknown uint64
-}
+	"github.com/ottu-recon/ottu-recon/internal/report"
+)
 
 // coverageQuery is the coverage view (schema/0012_completeness.sql) over
 // the days from {since} on, reading only what those days hold: the orders
@@ -51,12 +43,12 @@ GROUP BY day
 ORDER BY day`
 
 // Coverage returns the coverage of the UTC days from since's on.
-func (s *Store) Coverage(ctx context.Context, since time.Time) ([]CoverageDay, error) {
+func (s *Store) Coverage(ctx context.Context, since time.Time) ([]report.Coverage, error) {
 	ctx, cancel := s.DB.timeout(ctx)
 	defer cancel()
 	query := strings.ReplaceAll(coverageQuery, "{since}", strconvUnix(since))
-	return collect(ctx, s.DB, "coverage", query, nil, func(rows driver.Rows) (CoverageDay, error) {
-		var d CoverageDay
+	return collect(ctx, s.DB, "coverage", query, nil, func(rows driver.Rows) (report.Coverage, error) {
+		var d report.Coverage
 		return d, rows.Scan(&d.Day, &d.Expected, &d.Accounted, &d.Recovered, &d.Unknown)
 	})
 }

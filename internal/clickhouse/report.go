@@ -34,6 +34,9 @@ func (s *Store) Report(ctx context.Context, since time.Time) (report.Report, err
 	if r.PGSide, err = s.pgSide(ctx, since); err != nil {
 		return r, err
 	}
+	if r.Coverage, err = s.Coverage(ctx, since); err != nil {
+		return r, err
+	}
 	if r.LastRun, err = s.lastRunSummary(ctx); err != nil {
 		return r, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
+	"github.com/ottu-recon/ottu-recon/internal/report"
 )
 
 // TestStore_SweepOrders: the completeness sweep asks about a merchant order
@@ -94,20 +95,20 @@ func TestCoverage(t *testing.T) {
 		withOrder(storedPayment("cov-3", "paid", at(30), at(30)), "", ""),    // no order: the next day
 		withOrder(storedPayment("cov-4", "pending", at(31), at(31)), "", ""), // still pending
 	)
-	var view []clickhouse.CoverageDay
+	var view []report.Coverage
 	rows, err := db.Conn().Query(ctx, "SELECT toString(day), expected, accounted, recovered, unknown FROM coverage ORDER BY day")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for rows.Next() {
-		var d clickhouse.CoverageDay
+		var d report.Coverage
 		if err := rows.Scan(&d.Day, &d.Expected, &d.Accounted, &d.Recovered, &d.Unknown); err != nil {
 			t.Fatal(err)
 		}
 		view = append(view, d)
 	}
 	rows.Close()
-	want := []clickhouse.CoverageDay{
+	want := []report.Coverage{
 		{Day: day.Format(time.DateOnly), Expected: 3, Accounted: 2, Recovered: 1, Unknown: 1},
 		{Day: day.Add(24 * time.Hour).Format(time.DateOnly), Expected: 2, Accounted: 1, Unknown: 1},
 	}

@@ -9,12 +9,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/rs/zerolog"
 
 	"github.com/ottu-recon/ottu-recon/internal/alert"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/ottuapi"
+	"github.com/ottu-recon/ottu-recon/internal/report"
 )
 
 // scheduledPass is the cron job: one pass with a timeout derived from the
@@ -49,6 +51,9 @@ func (m *Main) pass(ctx context.Context, guard func() error) (ledger.Run, error)
 	rep, err := r.Run(ctx)
 	if m.passes != nil {
 		m.passes.observe(rep, err, time.Since(start))
+		if err == nil {
+			m.observeCoverage(ctx, log)
+		}
 	}
 	ev := log.Info()
 	if err != nil {
@@ -72,7 +77,7 @@ func (m *Main) reconciler() *ledger.Reconciler {
 		Store: &clickhouse.Store{DB: m.db},
 		Config: ledger.Config{Grace: m.Config.Grace, OrderGrace: m.Config.OrderGrace, OrderWatch: m.Config.OrderWatch,
 			StaleAuthorization: m.Config.StaleAuthorization,
-			StuckRefund: m.Config.StuckRefund, Live: m.Config.Environment == "live"},
+			StuckRefund:        m.Config.StuckRefund, Live: m.Config.Environment == "live"},
 		Now:       m.Now,
 		FullEvery: m.Config.FullEvery,
 		Parts:     &m.alertParts,
@@ -129,6 +134,7 @@ type passMetrics struct {
 	alertErr prometheus.Counter
 	parents  prometheus.Gauge
 	parked   prometheus.Gauge
+	coverage *prometheus.GaugeVec
 }
 
 // newID returns 8 random hex characters.
@@ -159,6 +165,9 @@ func newPassMetrics(reg prometheus.Registerer) *passMetrics {
 		parents: gauge("ottu_reconcile_parents_evaluated", "Parents evaluated by the last pass."),
 		parked: gauge("ottu_reconcile_alerts_parked",
 			"Open findings the alert receiver refused on their own, waiting out their back-off (last pass)."),
+		coverage: f.NewGaugeVec(prometheus.GaugeOpts{Name: "ottu_reconcile_coverage",
+			Help: "Of the merchant orders and parents expected over the last RECON_ORDER_WATCH (the coverage view's days), " +
+				"how many (count: expected, accounted, recovered, unknown), after the last pass."}, []string{"count"}),
 	}
 }
 
@@ -203,4 +212,25 @@ func (m *Main) RunOnce(ctx context.Context) error {
 	defer cancel()
 	_, err := m.Pass(pctx)
 	return err
+}
+
+// observeCoverage sets the coverage metric from the coverage of the days
+// the sweep watches; a failure is logged, never the pass's.
+func (m *Main) observeCoverage(ctx context.Context, log zerolog.Logger) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	days, err := (&clickhouse.Store{DB: m.db}).Coverage(ctx, m.Now().Add(-m.Config.OrderWatch))
+	if err != nil {
+		log.Warn().Err(err).Msg("coverage not measured this pass")
+		return
+	}
+	var total report.Coverage
+	for _, d := range days {
+		total.Expected, total.Accounted = total.Expected+d.Expected, total.Accounted+d.Accounted
+		total.Recovered, total.Unknown = total.Recovered+d.Recovered, total.Unknown+d.Unknown
+	}
+	for label, v := range map[string]uint64{"expected": total.Expected, "accounted": total.Accounted,
+		"recovered": total.Recovered, "unknown": total.Unknown} {
+		m.passes.coverage.WithLabelValues(label).Set(float64(v))
+	}
 }

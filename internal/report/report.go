@@ -20,7 +20,21 @@ type Report struct {
 	Totals   []Total        `json:"totals"`
 	Findings []FindingGroup `json:"open_findings"`
 	PGSide   []PGOperation  `json:"pg_side_operations"`
+	Coverage []Coverage     `json:"coverage"`
 	LastRun  *Run           `json:"last_run,omitempty"`
+}
+
+// Coverage is one UTC day of the coverage view: of what was expected
+// (merchant orders by their updated_at, parents with no merchant order by
+// their first delivery; an order and its parents count once), how much has a
+// final state known (Accounted), known only from Ottu's record (Recovered),
+// or none yet (Unknown).
+type Coverage struct {
+	Day       string `json:"day"`
+	Expected  uint64 `json:"expected"`
+	Accounted uint64 `json:"accounted"`
+	Recovered uint64 `json:"recovered"`
+	Unknown   uint64 `json:"unknown"`
 }
 
 // Total is the money moved on one day, in one currency, through one gateway.
@@ -117,6 +131,13 @@ func writeTable(w io.Writer, r Report) error {
 	if len(r.Findings) == 0 {
 		fmt.Fprintln(tw, "(none)")
 	}
+	fmt.Fprintln(tw, "\nCOVERAGE (merchant orders and parents accounted for)\nday\texpected\taccounted\trecovered\tunknown\t%")
+	for _, c := range r.Coverage {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", c.Day, c.Expected, c.Accounted, c.Recovered, c.Unknown, percent(c.Accounted, c.Expected))
+	}
+	if len(r.Coverage) == 0 {
+		fmt.Fprintln(tw, "(none)")
+	}
 	fmt.Fprintf(tw, "\nPG-SIDE OPERATIONS (%d)\ntimestamp_utc\treference\tsession_id\toperation\tamount\tstate\n", len(r.PGSide))
 	for _, o := range r.PGSide {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s\t%s\n", o.Timestamp.UTC().Format("2006-01-02 15:04:05"), o.ReferenceNumber,
@@ -126,6 +147,16 @@ func writeTable(w io.Writer, r Report) error {
 		fmt.Fprintln(tw, "(none)")
 	}
 	return tw.Flush()
+}
+
+// percent is part of whole, to a tenth of a percent, floored: 99.95 % is
+// not 100.0 %.
+func percent(part, whole uint64) string {
+	if whole == 0 {
+		return "-"
+	}
+	tenths := part * 1000 / whole
+	return fmt.Sprintf("%d.%d", tenths/10, tenths%10)
 }
 
 func errText(e string) string {
@@ -165,12 +196,13 @@ func writeCSV(w io.Writer, r Report) error {
 	cw := csv.NewWriter(w)
 	rows := [][]string{{"section", "day", "currency", "gateway", "paid", "paid_count", "captured", "captured_count",
 		"refunded", "refunded_count", "voided", "voided_count", "severity", "code", "count", "example",
-		"reference_number", "session_id", "operation", "amount", "txn_state", "timestamp_utc"}}
+		"reference_number", "session_id", "operation", "amount", "txn_state", "timestamp_utc",
+		"expected", "accounted", "recovered", "unknown"}}
 	blank := func(n int) []string { return make([]string, n) }
 	u := func(n uint64) string { return strconv.FormatUint(n, 10) }
 	for _, t := range r.Totals {
 		rows = append(rows, append([]string{"total", t.Day, t.Currency, t.Gateway, t.Paid, u(t.PaidN), t.Captured, u(t.CapturedN),
-			t.Refunded, u(t.RefundedN), t.Voided, u(t.VoidedN)}, blank(10)...))
+			t.Refunded, u(t.RefundedN), t.Voided, u(t.VoidedN)}, blank(14)...))
 	}
 	for _, g := range r.Findings {
 		ex := ""
@@ -178,12 +210,16 @@ func writeCSV(w io.Writer, r Report) error {
 			ex = g.Examples[0]
 		}
 		row := append([]string{"open_finding"}, blank(11)...)
-		rows = append(rows, append(row, g.Severity, g.Code, u(g.Count), ex, "", "", "", "", "", ""))
+		rows = append(rows, append(append(row, g.Severity, g.Code, u(g.Count), ex), blank(10)...))
 	}
 	for _, o := range r.PGSide {
 		row := append([]string{"pg_side_operation", "", o.Currency}, blank(13)...)
-		rows = append(rows, append(row, o.ReferenceNumber, o.SessionID, o.Operation, o.Amount, o.State,
-			o.Timestamp.UTC().Format(time.RFC3339)))
+		rows = append(rows, append(append(row, o.ReferenceNumber, o.SessionID, o.Operation, o.Amount, o.State,
+			o.Timestamp.UTC().Format(time.RFC3339)), blank(4)...))
+	}
+	for _, c := range r.Coverage {
+		row := append([]string{"coverage", c.Day}, blank(20)...)
+		rows = append(rows, append(row, u(c.Expected), u(c.Accounted), u(c.Recovered), u(c.Unknown)))
 	}
 	if err := cw.WriteAll(rows); err != nil {
 		return fmt.Errorf("write csv: %w", err)

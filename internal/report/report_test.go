@@ -17,6 +17,7 @@ func sample() report.Report {
 		Totals:   []report.Total{{Day: "2026-05-14", Currency: "KWD", Gateway: "credit-card", Paid: "25.5", PaidN: 1, Captured: "0", Refunded: "5", RefundedN: 1, Voided: "0"}},
 		Findings: []report.FindingGroup{{Code: "OVER_REFUND", Severity: "critical", Count: 2, Examples: []string{"s1: refunds sum to 30", "s2: refunds sum to 9"}}},
 		PGSide:   []report.PGOperation{{ReferenceNumber: "shopV3B8P", SessionID: "c0ffee", Operation: "void", Amount: "40", Currency: "KWD", State: "voided"}},
+		Coverage: []report.Coverage{{Day: "2026-05-13", Expected: 2001, Accounted: 2000, Recovered: 37, Unknown: 1}},
 	}
 }
 
@@ -28,7 +29,7 @@ func TestWrite(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := buf.String()
-			for _, want := range []string{"25.5", "OVER_REFUND", "shopV3B8P"} {
+			for _, want := range []string{"25.5", "OVER_REFUND", "shopV3B8P", "2026-05-13", "2001"} {
 				if !strings.Contains(out, want) {
 					t.Fatalf("%s output lacks %q:\n%s", format, want, out)
 				}
@@ -44,8 +45,11 @@ func TestWrite(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(rows) != 4 {
-					t.Fatalf("csv rows: got %d, want header + 3", len(rows))
+				if len(rows) != 5 {
+					t.Fatalf("csv rows: got %d, want header + 4", len(rows))
+				}
+				if last := rows[4]; last[0] != "coverage" || last[1] != "2026-05-13" || last[len(last)-4] != "2001" {
+					t.Fatalf("coverage row %v", last)
 				}
 				for _, r := range rows {
 					if len(r) != len(rows[0]) {
