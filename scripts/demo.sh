@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The whole system end to end on this machine, no container engine needed:
 # build, ensure ClickHouse, start ingest (embedded NATS) and reconcile serve,
-# post simulated Ottu traffic with anomalies, wait until every webhook is
-# stored, run one reconciliation pass (alerts included), print the report,
-# stop everything this script started.
+# post simulated Ottu traffic with anomalies (and a few payments whose webhooks
+# were lost, as if ingest had been down), wait until every webhook is stored,
+# run one reconciliation pass (alerts included), ask the simulated Ottu about
+# the findings and about the orders no webhook came for, print what was
+# recovered, the coverage and the report, stop everything this script started.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export PATH="$PATH:/usr/local/go/bin"
 
 PARENTS=${DEMO_PARENTS:-1000}
+LOSE=${DEMO_LOSE:-0.01} # share of payments whose webhooks Ottu sent while ingest was down
 work=$(mktemp -d "${TMPDIR:-/tmp}/ottu-recon-demo.XXXXXX")
 bin="$work/bin"
 pids=()
@@ -90,17 +93,17 @@ recon_pid=$!
 pids+=($!)
 wait_http "http://127.0.0.1:$recon_port/readyz" 60
 
-say "simulating Ottu: $PARENTS parents, 20% built to trip a finding, duplicates and out-of-order deliveries"
+say "simulating Ottu: $PARENTS parents, 20% built to trip a finding, duplicates and out-of-order deliveries; the webhooks of $LOSE of them lost"
 OTTU_HMAC_KEYS="$KEY" "$bin/ottusim" send -url "http://127.0.0.1:$http_port/webhooks/ottu" -parents "$PARENTS" \
-  -concurrency 16 -grace 1s -orders-out "$work/orders.csv" -summary-out "$work/summary.json" -truth-out "$work/truth.json" \
+  -concurrency 16 -grace 1s -lose "$LOSE" -orders-out "$work/orders.csv" -summary-out "$work/summary.json" -truth-out "$work/truth.json" \
   -progress=false
 distinct=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["distinct_webhooks"])' "$work/summary.json" 2>/dev/null ||
   grep -o '"distinct_webhooks": [0-9]*' "$work/summary.json" | grep -o '[0-9]*$')
 
-say "loading the merchant's orders into merchant_orders"
+say "loading the merchant's orders into merchant_orders (dated when each payment began, hours ago)"
 if command -v clickhouse-client >/dev/null 2>&1; then
   clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
-    --query "INSERT INTO merchant_orders (order_no, amount, currency_code) FORMAT CSV" <"$work/orders.csv"
+    --query "INSERT INTO merchant_orders (order_no, amount, currency_code, updated_at) FORMAT CSV" <"$work/orders.csv"
   echo "$(wc -l <"$work/orders.csv") orders loaded"
 else
   echo "clickhouse-client not found: skipping (ORDER_AMOUNT_MISMATCH will not fire)"
@@ -121,7 +124,7 @@ say "one reconciliation pass (reconcile run-once)"
 sleep 1 # RECON_GRACE is 1s: let the newest webhooks age past it
 LOG_LEVEL=info "$bin/reconcile" run-once 2>&1 | grep "reconciliation pass" | sed -E "s/.*\"run_id\":\"([^\"]*)\".*\"parents\":([0-9]*),\"raised\":([0-9]*),\"resolved\":([0-9]*),\"open\":([0-9]*).*/pass \1: \2 parents evaluated, \3 findings raised, \4 resolved, \5 open/"
 
-say "asking Ottu (simulated: ottusim ottu-api) about the findings that need its word"
+say "asking Ottu (simulated: ottusim ottu-api) about the findings that need its word, and about what never arrived"
 api_port=$(free_port)
 env OTTU_API_KEY=demo-api-key OTTU_HMAC_KEYS="$KEY" "$bin/ottusim" ottu-api -listen "127.0.0.1:$api_port" \
   -truth "$work/truth.json" >"$work/ottu-api.log" 2>&1 &
@@ -133,6 +136,15 @@ for step in "asks" "reads the answers"; do
   OTTU_API_URL="http://127.0.0.1:$api_port" OTTU_API_KEY=demo-api-key OTTU_HMAC_KEYS="$KEY" LOG_LEVEL=info \
     "$bin/reconcile" run-once 2>&1 | grep "reconciliation pass" | sed -E "s/.*\"raised\":([0-9]*).*\"inquiries\":([0-9]*).*/pass that $step: \2 questions answered by Ottu's Payment Status Query, \1 findings raised/"
 done
+lost=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1])).get("lost") or []))' "$work/summary.json" 2>/dev/null || echo "?")
+echo "payments whose webhooks were lost: $lost; recovered from Ottu's signed record, each a MISSING_PAYMENT_WEBHOOK:"
+clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
+  --query "SELECT count() AS missing_payment_webhook FROM findings WHERE code = 'MISSING_PAYMENT_WEBHOOK' AND status = 'open' FORMAT PrettyCompact"
+clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
+  --query "SELECT session_id, detail FROM findings WHERE code = 'MISSING_PAYMENT_WEBHOOK' ORDER BY session_id LIMIT 1 FORMAT Vertical"
+echo "coverage (SELECT * FROM coverage): merchant orders and parents accounted for, per day"
+clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
+  --query "SELECT * FROM coverage ORDER BY day FORMAT PrettyCompact"
 clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
   --query "SELECT code, substring(confirmation, 1, 12) AS ottu_says, count() AS findings FROM findings
     WHERE confirmation != '' GROUP BY code, ottu_says ORDER BY ottu_says, code FORMAT PrettyCompact"
