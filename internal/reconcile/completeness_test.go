@@ -150,3 +150,71 @@ func TestCompleteness_LostPaidWebhook(t *testing.T) {
 		t.Fatal("MISSING_PAYMENT_WEBHOOK still open after the paid webhook arrived")
 	}
 }
+
+// TestCompleteness_Lose5Percent: 1,000 simulated payments, the webhooks of 5 %
+// of them lost. Passes two minutes apart (the clock of reconcile and of
+// Ottu's API moved on) recover every lost paid payment within Ottu's
+// throttle: each raises MISSING_PAYMENT_WEBHOOK, no other payment does, and
+// Ottu never answers 429 nor refuses a question.
+func TestCompleteness_Lose5Percent(t *testing.T) {
+	key := []byte("sim-key")
+	start := time.Now().UTC()
+	clock := start
+	now := func() time.Time { return clock }
+	gen := &ottusim.Generator{Now: start, Grace: 10 * time.Minute}
+	parents := gen.Mix(1000, 0.2)
+	lost := ottusim.Lose(parents, 0.05)
+	api := &ottusim.API{Key: "api-key", HMACKey: key, Now: now}
+	api.Add(parents...)
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	_, db, m, pub := mustRig(t, askingOttu(srv.URL, key))
+	m.Now = now
+	var orders []ottusim.Order
+	n := 0
+	for _, p := range parents {
+		if p.Order != nil {
+			orders = append(orders, *p.Order)
+		}
+		for _, w := range p.Webhooks {
+			publishAt(t, pub, ottusim.Sign(w.Object, events.SchemeA, key), w.At)
+			n++
+		}
+	}
+	insertOrders(t, db, orders)
+	waitFor(t, "every webhook stored", 60*time.Second, func() bool {
+		return chtest.Count(t, db, "SELECT count() FROM webhooks_raw")+chtest.Count(t, db, "SELECT count() FROM unreadable_webhooks") >= uint64(n)
+	})
+	for pass := 0; pass < 12; pass++ {
+		if _, err := m.Pass(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		clock = clock.Add(2 * time.Minute)
+	}
+	// Besides the lost ones, the parents of orphan operations: their paid
+	// webhook never came either, and Ottu's record says they were paid.
+	want := map[string]bool{}
+	for _, s := range lost {
+		want[s] = true
+	}
+	for _, p := range parents {
+		if p.Kind == ottusim.Kind(ledger.OrphanOperation) {
+			want[p.SessionID] = true
+		}
+	}
+	missing := openFindings(t, m, ledger.MissingPaymentWebhook)
+	for s := range want {
+		if !missing[s] {
+			t.Errorf("payment %s whose webhook never came not recovered", s)
+		}
+	}
+	for s := range missing {
+		if !want[s] {
+			t.Errorf("false MISSING_PAYMENT_WEBHOOK for %s", s)
+		}
+	}
+	if st := api.Stats(); st.RateLimited != 0 || st.Throttled != 0 {
+		t.Fatalf("Ottu refused questions: %+v", st)
+	}
+	t.Logf("%d lost, %d with an orphan operation, %d recovered; Ottu answered %+v", len(lost), len(want)-len(lost), len(missing), api.Stats())
+}

@@ -105,6 +105,7 @@ func (m *Main) reconciler() *ledger.Reconciler {
 			}
 			m.inquirer = newInquirer(&ottuapi.Client{URL: m.Config.OttuAPIURL, APIKey: m.Config.OttuAPIKey},
 				m.Config.HMACKeys, m.db, shared, m.component("ottu-api"), m.Registry)
+			m.inquirer.now = func() time.Time { return m.Now() } // the pass's clock: its throttle reads the questions' times
 		})
 		r.Inquirer = m.inquirer
 	}
