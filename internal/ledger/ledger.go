@@ -74,9 +74,9 @@ var Codes = []struct {
 	{StaleAuthorization, Info}, // money held, nothing wrong yet
 	{StuckRefund, Warning},
 	{OrderAmountMismatch, Critical},
-	{SandboxInLive, Critical},     // a test payment where money is expected
-	{UnreadableWebhook, Critical}, // an authentic webhook nobody can reconcile until a person reads it
-	{ReplayedWebhook, Critical},   // someone re-posted a signed body with unsigned fields changed
+	{SandboxInLive, Critical},         // a test payment where money is expected
+	{UnreadableWebhook, Critical},     // an authentic webhook nobody can reconcile until a person reads it
+	{ReplayedWebhook, Critical},       // someone re-posted a signed body with unsigned fields changed
 	{MissingPaymentWebhook, Critical}, // money moved and the integration never said so
 }
 
@@ -111,18 +111,18 @@ type Parent struct {
 	HasPayment bool // a payment webhook, or Ottu's signed record of the payment, has arrived
 
 	// From the payment webhooks (zero when HasPayment is false).
-	OrderNo        string
-	State          string // latest state, by Rank (as the payments view shows it)
-	Amount         events.Amount
-	Currency       string
-	Reached        map[string]bool // every state any payment webhook (or Ottu's record) carried
+	OrderNo  string
+	State    string // latest state, by Rank (as the payments view shows it)
+	Amount   events.Amount
+	Currency string
+	Reached  map[string]bool // every state any payment webhook (or Ottu's record) carried
 	// ByWebhook is every state a webhook itself carried; Recorded, what
 	// Ottu's signed record (a Payment Status Query answer stored as a
 	// delivery) said of each state it carried, the first time.
-	ByWebhook map[string]bool
-	Recorded  map[string]Recorded
-	AuthorizedAt   time.Time       // earliest timestamp_utc of an authorized webhook
-	RefundedAmount events.Amount   // reported by the latest payment webhook
+	ByWebhook      map[string]bool
+	Recorded       map[string]Recorded
+	AuthorizedAt   time.Time     // earliest timestamp_utc of an authorized webhook
+	RefundedAmount events.Amount // reported by the latest payment webhook
 	VoidedAmount   events.Amount
 	LastPaymentAt  time.Time            // received_at of the latest-received payment webhook
 	Listed         map[string]time.Time // child session_id listed in transactions[] -> first received_at listing it
