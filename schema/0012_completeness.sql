@@ -34,7 +34,7 @@ FROM (
         GROUP BY session_id, order_no
     ) AS keyed
     GROUP BY key
-) AS accounted
+) AS per_key
 GROUP BY day;
 
 -- Per pass: how many of its questions to Ottu the completeness sweep asked.

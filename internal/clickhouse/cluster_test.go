@@ -87,8 +87,8 @@ func TestCluster_Migrate(t *testing.T) {
 		}
 	}
 	for i, n := range nodeQuery(t, fresh, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND engine = 'View'") {
-		if n != 3 {
-			t.Errorf("node %d: %d views, want payments, operations, findings", i+1, n)
+		if n != 4 {
+			t.Errorf("node %d: %d views, want payments, operations, findings, coverage", i+1, n)
 		}
 	}
 	for i, n := range nodeQuery(t, fresh, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND engine = 'MaterializedView'") {

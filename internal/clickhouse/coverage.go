@@ -37,7 +37,7 @@ FROM (
 		GROUP BY session_id, order_no
 	) AS keyed
 	GROUP BY key
-) AS accounted
+) AS per_key
 WHERE day >= toDate(toDateTime({since}, 'UTC'), 'UTC')
 GROUP BY day
 ORDER BY day`

@@ -19,6 +19,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -42,11 +43,15 @@ type Console struct {
 	Log        zerolog.Logger
 	Now        func() time.Time
 	Throttle   *Throttle
+	// CoverageWindow is how far back the findings page sums the coverage
+	// view (RECON_ORDER_WATCH); 0 shows none.
+	CoverageWindow time.Duration
 
-	once  sync.Once
-	pages map[string]*template.Template
-	users usersCache
-	snaps snapshots
+	once     sync.Once
+	coverage atomic.Pointer[coverage]
+	pages    map[string]*template.Template
+	users    usersCache
+	snaps    snapshots
 }
 
 // sessionCookie names the session cookie; under TLS the __Host- prefix makes

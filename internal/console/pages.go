@@ -153,6 +153,7 @@ func (c *Console) findingsPage(w http.ResponseWriter, r *http.Request) {
 		"Stake":      stakeChart(t.stakes, decimalsOf),
 		"Stakes":     t.stakes,
 		"Now":        now,
+		"Coverage":   c.coverage.Load(),
 	}
 	if page > 1 {
 		data["Prev"] = query(f, page-1)

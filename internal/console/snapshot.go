@@ -333,6 +333,8 @@ func (c *Console) Refresh(ctx context.Context, every time.Duration) {
 	if _, err := c.findings(ctx); err != nil && ctx.Err() == nil { // the first read, before anyone asks
 		c.Log.Debug().Err(err).Msg("console: findings not read yet; the next page tries again")
 	}
+	c.readCoverage(ctx, &c.coverage)
+	covered := c.now()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -340,6 +342,10 @@ func (c *Console) Refresh(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if c.now().Sub(covered) >= coverageEvery {
+				c.readCoverage(ctx, &c.coverage)
+				covered = c.now()
+			}
 			if _, err := c.findings(ctx); err != nil && ctx.Err() == nil {
 				c.Log.Debug().Err(err).Msg("console: findings not brought up to date; the next page tries again")
 			}

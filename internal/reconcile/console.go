@@ -33,8 +33,10 @@ func (m *Main) openConsole() error {
 		Sessions:   &console.KVSessions{KV: nats.SessionsBucket(m.conn, ttl, m.Config.Stream.Replicas)},
 		Secure:     m.Config.ConsoleTLSCertFile != "",
 		SessionTTL: ttl,
-		Log:        log,
-		Now:        m.Now,
+		// The findings page shows the coverage of the sweep's watch.
+		CoverageWindow: m.Config.OrderWatch,
+		Log:            log,
+		Now:            m.Now,
 	}
 	handler := c.Handler()
 	m.console = &httpserver.Server{Addr: m.Config.ConsoleListen, NoAdmin: true, MaxConnections: 256,

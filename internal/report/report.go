@@ -133,7 +133,7 @@ func writeTable(w io.Writer, r Report) error {
 	}
 	fmt.Fprintln(tw, "\nCOVERAGE (merchant orders and parents accounted for)\nday\texpected\taccounted\trecovered\tunknown\t%")
 	for _, c := range r.Coverage {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", c.Day, c.Expected, c.Accounted, c.Recovered, c.Unknown, percent(c.Accounted, c.Expected))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", c.Day, c.Expected, c.Accounted, c.Recovered, c.Unknown, c.Percent())
 	}
 	if len(r.Coverage) == 0 {
 		fmt.Fprintln(tw, "(none)")
@@ -149,13 +149,14 @@ func writeTable(w io.Writer, r Report) error {
 	return tw.Flush()
 }
 
-// percent is part of whole, to a tenth of a percent, floored: 99.95 % is
-// not 100.0 %.
-func percent(part, whole uint64) string {
-	if whole == 0 {
+// Percent is the share of what was expected that is accounted for, in
+// percent to a tenth, floored (99.95 is not 100.0); "-" when nothing was
+// expected.
+func (c Coverage) Percent() string {
+	if c.Expected == 0 {
 		return "-"
 	}
-	tenths := part * 1000 / whole
+	tenths := c.Accounted * 1000 / c.Expected
 	return fmt.Sprintf("%d.%d", tenths/10, tenths%10)
 }
 
