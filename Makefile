@@ -19,14 +19,15 @@ lint:
 	scripts/lint.sh
 
 # The whole suite: vet and the linters, then every test with the race detector against an
-# embedded NATS, Debian's chromium for the console (scripts/chromium.sh; its
+# embedded NATS, Debian's Alertmanager and promtool (scripts/prometheus.sh: the
+# findings posted to a real Alertmanager, the daemons' alerting rules), Debian's chromium for the console (scripts/chromium.sh; its
 # screenshots land in .tmp/screenshots), a real ClickHouse 18.16 (started by scripts/clickhouse.sh)
 # and a replicated cluster of two (scripts/clickhouse-cluster.sh: ZooKeeper
 # and two 18.16 replicas), then the modern-ClickHouse check: every statement
 # the product sent, replayed in ClickHouse 26.7 in process (chDB, installed by
 # scripts/chdb.sh) and compared with 18.16's answers.
 test: vet lint
-	CONSOLE_SCREENSHOTS=$(CURDIR)/.tmp/screenshots scripts/chromium.sh run scripts/clickhouse.sh run scripts/clickhouse-cluster.sh run \
+	CONSOLE_SCREENSHOTS=$(CURDIR)/.tmp/screenshots scripts/chromium.sh run scripts/prometheus.sh run scripts/clickhouse.sh run scripts/clickhouse-cluster.sh run \
 		sh -c '$(GO) test -race -count=1 -timeout 15m ./... && \
 		scripts/chdb.sh run $(GO) test -tags chdb -count=1 -run TestModernClickHouse -v ./internal/clickhouse'
 

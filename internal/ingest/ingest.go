@@ -130,6 +130,9 @@ func (m *Main) Open() (err error) {
 			func() float64 { return float64(m.spool.Bytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ottu_ingest_nats_connected", Help: "1 while connected to NATS."},
 			func() float64 { return boolFloat(m.conn.Connected()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ottu_ingest_ready",
+			Help: "1 while a webhook would be stored durably (what /readyz answers)."},
+			func() float64 { return boolFloat(m.Ready() == nil) }),
 	)
 	handler := &webhook.Handler{Keys: cfg.HMACKeys, Publisher: m.durable,
 		Logger: m.component("webhook"), Metrics: webhook.NewMetrics(m.Registry)}

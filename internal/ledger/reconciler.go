@@ -55,6 +55,8 @@ type Run struct {
 	Inquiries        int    // questions Ottu's Payment Status Query answered this pass
 	InquiryErrors    int    // questions that got no verdict (no answer, an error, an answer that is not one)
 	Swept            int    // of the Inquiries, those the completeness sweep asked
+	Paged            int    // findings posted to Alertmanager as firing
+	PagesOwed        int    // resolved notifications no Alertmanager took yet
 	InquiryError     string // why the pass asked Ottu nothing, or stopped asking
 	AlertError       string
 	Error            string
@@ -130,6 +132,7 @@ type Reconciler struct {
 	Notifier  Notifier  // optional: ALERT_WEBHOOK_URL
 	Publisher Publisher // optional
 	Inquirer  Inquirer  // optional: OTTU_API_URL
+	Pager     Pager     // optional: ALERTMANAGER_URL
 	// InquiryLimit caps the questions to Ottu in one pass (default 30, Ottu's
 	// limit for a minute).
 	InquiryLimit int
@@ -260,7 +263,7 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 	if chunk <= 0 {
 		chunk = 5000
 	}
-	var batch, owed []Record
+	var batch, owed, firing []Record
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -278,6 +281,9 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 		s := standings[rec.Key()]
 		if !s.ResolvedByHand(rec.Evidence) {
 			run.Open++
+			if !s.Quiet(rec.Evidence, t) {
+				firing = append(firing, rec)
+			}
 		}
 		if (rec.AlertedAt.IsZero() || rec.PublishedAt.IsZero()) && !s.Quiet(rec.Evidence, t) {
 			owed = append(owed, rec)
@@ -352,6 +358,11 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 	defer cancel()
 	if err := r.deliver(ctx, phase, run, owed, t); err != nil {
 		return err
+	}
+	if r.Pager != nil {
+		if err := r.page(phase, run, firing, t); err != nil {
+			return err
+		}
 	}
 	if r.Inquirer != nil {
 		return r.inquire(phase, run, t)

@@ -93,6 +93,9 @@ func NewConsumerMetrics(reg prometheus.Registerer) *ConsumerMetrics {
 			Help: "JetStream state found gone and created again (stream, consumer, lease_bucket, findings_stream)."}, []string{"what"}),
 	}
 	reg.MustRegister(m.Pending, m.BatchSize, m.HandleSeconds, m.Redeliveries, m.Terminated, m.Failures, m.Recreated)
+	for _, what := range []string{"stream", "consumer", "lease_bucket", "findings_stream"} { // exported at 0 from the start
+		m.Recreated.WithLabelValues(what)
+	}
 	return m
 }
 

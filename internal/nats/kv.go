@@ -119,6 +119,30 @@ func (b *Bucket) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// Keys lists the bucket's keys.
+func (b *Bucket) Keys(ctx context.Context) ([]string, error) {
+	kv, err := b.KV(ctx)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := kv.Keys(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrNoKeysFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("list %s: %w", b.Config.Bucket, b.Forget(err))
+	}
+	return keys, nil
+}
+
+// AlertsBucket is the bucket of the alerts posted to Alertmanager as firing
+// (OTTU_RECON_ALERTMANAGER): what a restarted reconcile must still end.
+func AlertsBucket(conn *Conn, replicas int) *Bucket {
+	return &Bucket{Conn: conn, Config: jetstream.KeyValueConfig{Bucket: "OTTU_RECON_ALERTMANAGER",
+		Description: "ottu-recon: findings posted to Alertmanager as firing", History: 1, Replicas: max(replicas, 1),
+		Storage: jetstream.FileStorage}}
+}
+
 // Gone tells whether err means a JetStream stream, consumer or bucket does
 // not exist (any more): the server lost its state, or someone deleted it.
 func Gone(err error) bool {

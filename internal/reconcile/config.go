@@ -68,7 +68,14 @@ type Config struct {
 	ConsoleTLSCertFile, ConsoleTLSKeyFile string
 	// ConsoleURL (RECON_CONSOLE_URL) is the console's public base URL: alerts
 	// then carry a console_url per finding.
-	ConsoleURL string
+	// Alertmanager (ALERTMANAGER_*): findings are posted to each URL's v2
+	// API as alerts.
+	AlertmanagerURLs        []string
+	AlertmanagerUsername    string
+	AlertmanagerPassword    string
+	AlertmanagerBearerToken string
+	AlertmanagerTLSCA       string
+	ConsoleURL              string
 }
 
 // DefaultConfig is the configuration with nothing set.
@@ -123,6 +130,13 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	env.String(&c.ConsoleTLSCertFile, "RECON_CONSOLE_TLS_CERT_FILE")
 	env.String(&c.ConsoleTLSKeyFile, "RECON_CONSOLE_TLS_KEY_FILE")
 	env.String(&c.ConsoleURL, "RECON_CONSOLE_URL")
+	var amURLs string
+	env.String(&amURLs, "ALERTMANAGER_URL")
+	c.AlertmanagerURLs = envconfig.List(amURLs)
+	env.String(&c.AlertmanagerUsername, "ALERTMANAGER_USERNAME")
+	env.Secret(&c.AlertmanagerPassword, "ALERTMANAGER_PASSWORD")
+	env.Secret(&c.AlertmanagerBearerToken, "ALERTMANAGER_BEARER_TOKEN")
+	env.String(&c.AlertmanagerTLSCA, "ALERTMANAGER_TLS_CA_FILE")
 	env.Duration(&c.Grace, "RECON_GRACE")
 	env.Duration(&c.OrderGrace, "RECON_ORDER_GRACE")
 	env.Duration(&c.OrderWatch, "RECON_ORDER_WATCH")
@@ -171,6 +185,14 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 		if u, err := url.Parse(c.AlertURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			env.Check("ALERT_WEBHOOK_URL", errors.New("want an http(s) URL")) // the URL itself may hold a token: not repeated
 		}
+	}
+	for _, u := range c.AlertmanagerURLs {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			env.Check("ALERTMANAGER_URL", errors.New("want http(s) URLs, comma-separated"))
+		}
+	}
+	if c.AlertmanagerBearerToken != "" && c.AlertmanagerUsername != "" {
+		env.Check("ALERTMANAGER_BEARER_TOKEN", errors.New("set a bearer token or a username and password, not both"))
 	}
 	if c.BatchMaxBytes < 4<<20 {
 		env.Check("RECON_BATCH_MAX_BYTES", fmt.Errorf("want at least 4194304 (a few of the largest webhooks), got %d", c.BatchMaxBytes))
@@ -235,4 +257,4 @@ var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | 
 // VarPrefixes are the prefixes of this daemon's own variables: a variable
 // with one of them that LoadConfig did not read is likely a typo
 // (envconfig.Env.Unknown).
-var VarPrefixes = []string{"RECON_", "CLICKHOUSE_", "ALERT_"}
+var VarPrefixes = []string{"RECON_", "CLICKHOUSE_", "ALERT_", "ALERTMANAGER_"}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +56,14 @@ func (m *Main) pass(ctx context.Context, guard func() error) (ledger.Run, error)
 			m.observeCoverage(ctx, log)
 		}
 	}
+	if err != nil {
+		m.repost(ctx, err)
+	} else if m.pagerMetrics != nil {
+		m.pagerMetrics.observe(rep)
+		if strings.Contains(rep.AlertError, "alertmanager:") {
+			m.pagerMetrics.failures.Inc()
+		}
+	}
 	ev := log.Info()
 	if err != nil {
 		ev = log.Error().Err(err)
@@ -96,6 +105,12 @@ func (m *Main) reconciler() *ledger.Reconciler {
 	if m.conn != nil {
 		r.Publisher = findingsPublisher{&nats.FindingsPublisher{Conn: m.conn, Replicas: m.Config.Stream.Replicas}, m.Config.ConsoleURL}
 	}
+	if am, err := m.pager(); err != nil {
+		log := m.component("alertmanager")
+		log.Error().Err(err).Msg("findings not posted to Alertmanager")
+	} else if am != nil {
+		r.Pager = am
+	}
 	if m.Config.OttuAPIURL != "" {
 		m.inquirerOnce.Do(func() {
 			var shared *nats.SharedRate
@@ -136,6 +151,7 @@ type passMetrics struct {
 	parents  prometheus.Gauge
 	parked   prometheus.Gauge
 	coverage *prometheus.GaugeVec
+	success  prometheus.Gauge
 }
 
 // newID returns 8 random hex characters.
@@ -153,7 +169,7 @@ func newPassMetrics(reg prometheus.Registerer) *passMetrics {
 	counter := func(name, help string) prometheus.Counter {
 		return f.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 	}
-	return &passMetrics{
+	p := &passMetrics{
 		passes: f.NewCounterVec(prometheus.CounterOpts{Name: "ottu_reconcile_passes_total",
 			Help: "Reconciliation passes by result (ok, error)."}, []string{"result"}),
 		seconds: f.NewHistogram(prometheus.HistogramOpts{Name: "ottu_reconcile_pass_seconds",
@@ -166,10 +182,16 @@ func newPassMetrics(reg prometheus.Registerer) *passMetrics {
 		parents: gauge("ottu_reconcile_parents_evaluated", "Parents evaluated by the last pass."),
 		parked: gauge("ottu_reconcile_alerts_parked",
 			"Open findings the alert receiver refused on their own, waiting out their back-off (last pass)."),
+		success: gauge("ottu_reconcile_last_success_timestamp_seconds",
+			"When the last reconciliation pass that succeeded ended (Unix seconds)."),
 		coverage: f.NewGaugeVec(prometheus.GaugeOpts{Name: "ottu_reconcile_coverage",
 			Help: "Of the merchant orders and parents expected over the last RECON_ORDER_WATCH (the coverage view's days), " +
 				"how many (count: expected, accounted, recovered, unknown), after the last pass."}, []string{"count"}),
 	}
+	for _, result := range []string{"ok", "error"} { // both series exist from the start: rate() sees the first failure
+		p.passes.WithLabelValues(result)
+	}
+	return p
 }
 
 func (p *passMetrics) observe(r ledger.Run, err error, took time.Duration) {
@@ -178,6 +200,7 @@ func (p *passMetrics) observe(r ledger.Run, err error, took time.Duration) {
 		return
 	}
 	p.passes.WithLabelValues("ok").Inc()
+	p.success.SetToCurrentTime()
 	p.seconds.Observe(took.Seconds())
 	p.open.Set(float64(r.Open))
 	p.raised.Add(float64(r.Raised))

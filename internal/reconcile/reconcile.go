@@ -20,6 +20,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"github.com/rs/zerolog"
 
+	"github.com/ottu-recon/ottu-recon/internal/alert"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/httpserver"
@@ -54,6 +55,10 @@ type Main struct {
 	depRetries   *prometheus.CounterVec
 	parentErrors prometheus.Counter
 
+	pagerOnce    sync.Once
+	pagerAM      *alert.Alertmanager // kept across passes: what it posted
+	pagerErr     error
+	pagerMetrics *pagerMetrics
 	inquirerOnce sync.Once
 	inquirer     *inquirer         // kept across passes: Ottu's overall rate, a 429's pause, the circuit
 	alertParts   ledger.AlertParts // kept across passes: how many findings the receiver takes at once
@@ -182,6 +187,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 
 	// The schedule: UTC, never two passes at once, a panic is a failed pass.
 	m.passes = newPassMetrics(m.Registry)
+	m.registerSchedule()
 	cronLog := cronLogger{m.component("cron")}
 	m.cron = cron.New(cron.WithParser(cronParser), cron.WithLocation(time.UTC), cron.WithLogger(cronLog),
 		cron.WithChain(cron.Recover(cronLog), cron.SkipIfStillRunning(cronLog)))

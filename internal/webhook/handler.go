@@ -254,6 +254,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.Webhooks, m.Rejected, m.Signatures, m.Unreadable, m.BodiesDropped, m.PublishSeconds)
+	// Every reason is exported from the start, at 0: a rate over it sees
+	// the first rejection (deploy/prometheus).
+	for _, reason := range []string{ReasonNotObject, ReasonMissingSignature, ReasonBadSignature, ReasonUnknownKind,
+		ReasonInvalidField, ReasonTooLarge, ReasonTooComplex, ReasonUnreadable} {
+		m.Rejected.WithLabelValues(reason)
+	}
 	return m
 }
 
