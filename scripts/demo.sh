@@ -49,6 +49,9 @@ wait_http() { # url seconds
   return 1
 }
 
+# chq runs clickhouse-client against the demo's database.
+chq() { clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" "$@"; }
+
 say "building"
 mkdir -p "$bin"
 go build -o "$bin/" ./cmd/...
@@ -102,8 +105,7 @@ distinct=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["dist
 
 say "loading the merchant's orders into merchant_orders (dated when each payment began, hours ago)"
 if command -v clickhouse-client >/dev/null 2>&1; then
-  clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
-    --query "INSERT INTO merchant_orders (order_no, amount, currency_code, updated_at) FORMAT CSV" <"$work/orders.csv"
+  chq --query "INSERT INTO merchant_orders (order_no, amount, currency_code, updated_at) FORMAT CSV" <"$work/orders.csv"
   echo "$(wc -l <"$work/orders.csv") orders loaded"
 else
   echo "clickhouse-client not found: skipping (ORDER_AMOUNT_MISMATCH will not fire)"
@@ -138,21 +140,15 @@ for step in "asks" "reads the answers"; do
 done
 lost=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1])).get("lost") or []))' "$work/summary.json" 2>/dev/null || echo "?")
 echo "payments whose webhooks were lost: $lost; recovered from Ottu's signed record, each a MISSING_PAYMENT_WEBHOOK:"
-clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
-  --query "SELECT count() AS missing_payment_webhook FROM findings WHERE code = 'MISSING_PAYMENT_WEBHOOK' AND status = 'open' FORMAT PrettyCompact"
-clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
-  --query "SELECT session_id, detail FROM findings WHERE code = 'MISSING_PAYMENT_WEBHOOK' ORDER BY session_id LIMIT 1 FORMAT Vertical"
+chq --query "SELECT count() AS missing_payment_webhook FROM findings WHERE code = 'MISSING_PAYMENT_WEBHOOK' AND status = 'open' FORMAT PrettyCompact"
+chq --query "SELECT session_id, detail FROM findings WHERE code = 'MISSING_PAYMENT_WEBHOOK' ORDER BY session_id LIMIT 1 FORMAT Vertical"
 echo "coverage (SELECT * FROM coverage): merchant orders and parents accounted for, per day"
-clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
-  --query "SELECT * FROM coverage ORDER BY day FORMAT PrettyCompact"
-clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
-  --query "SELECT code, substring(confirmation, 1, 12) AS ottu_says, count() AS findings FROM findings
+chq --query "SELECT * FROM coverage ORDER BY day FORMAT PrettyCompact"
+chq --query "SELECT code, substring(confirmation, 1, 12) AS ottu_says, count() AS findings FROM findings
     WHERE confirmation != '' GROUP BY code, ottu_says ORDER BY ottu_says, code FORMAT PrettyCompact"
 echo "one finding Ottu's record confirms, and one it contradicts (raised as REPLAYED_WEBHOOK):"
-clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
-  --query "SELECT session_id, code, confirmation FROM findings WHERE confirmation LIKE 'confirmed%' ORDER BY session_id LIMIT 1 FORMAT Vertical"
-clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
-  --query "SELECT session_id, code, detail FROM findings WHERE code = 'REPLAYED_WEBHOOK' AND detail LIKE '%Ottu%' ORDER BY session_id LIMIT 1 FORMAT Vertical"
+chq --query "SELECT session_id, code, confirmation FROM findings WHERE confirmation LIKE 'confirmed%' ORDER BY session_id LIMIT 1 FORMAT Vertical"
+chq --query "SELECT session_id, code, detail FROM findings WHERE code = 'REPLAYED_WEBHOOK' AND detail LIKE '%Ottu%' ORDER BY session_id LIMIT 1 FORMAT Vertical"
 
 say "the alert the first pass sent"
 for _ in $(seq 1 50); do grep -q "^alert" "$work/alerts.log" && break; sleep 0.1; done
@@ -162,8 +158,7 @@ say "reconcile report"
 "$bin/reconcile" report -since 720h
 
 say "findings by code (SELECT code, severity, count() FROM findings GROUP BY code, severity)"
-clickhouse-client --host "${CLICKHOUSE_ADDR%:*}" --port "${CLICKHOUSE_ADDR##*:}" --database "$CLICKHOUSE_DATABASE" \
-  --query "SELECT code, severity, count() AS findings FROM findings WHERE status = 'open' GROUP BY code, severity ORDER BY severity DESC, code FORMAT PrettyCompact"
+chq --query "SELECT code, severity, count() AS findings FROM findings WHERE status = 'open' GROUP BY code, severity ORDER BY severity DESC, code FORMAT PrettyCompact"
 
 say "the findings console"
 wait_http "http://127.0.0.1:$console_port/signin" 10

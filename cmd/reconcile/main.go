@@ -111,7 +111,7 @@ func consoleUser(cfg reconcile.Config, args []string, stdin io.Reader, logger ze
 	if len(args) != 2 {
 		return errors.New("usage: reconcile console-user NAME ROLE (viewer or operator), the password on stdin")
 	}
-	if cfg.ConsoleUsersFile == "" {
+	if cfg.Console.UsersFile == "" {
 		return errors.New("console-user: set RECON_CONSOLE_USERS_FILE to the users file to write")
 	}
 	role, err := console.ParseRole(args[1])
@@ -122,9 +122,9 @@ func consoleUser(cfg reconcile.Config, args []string, stdin io.Reader, logger ze
 	if err != nil {
 		return err
 	}
-	if err := console.AddUser(cfg.ConsoleUsersFile, args[0], role, password); err != nil {
+	if err := console.AddUser(cfg.Console.UsersFile, args[0], role, password); err != nil {
 		return err
 	}
-	logger.Info().Str("user", args[0]).Str("role", string(role)).Str("file", cfg.ConsoleUsersFile).Msg("console user set")
+	logger.Info().Str("user", args[0]).Str("role", string(role)).Str("file", cfg.Console.UsersFile).Msg("console user set")
 	return nil
 }

@@ -153,11 +153,12 @@ func (e *Env) Duration(dst *time.Duration, name string) {
 	}
 }
 
-// Struct fills the string fields of the struct dst points to from the
-// variables their `env` tags name: `env:"NATS_USER"` reads with String,
-// `env:"NATS_PASSWORD,secret"` with Secret. A package that owns a group of
-// settings declares them this way; the daemons' configuration loaders read
-// them, so that only this package reads the environment.
+// Struct fills the fields of the struct dst points to from the variables
+// their `env` tags name, each as its type reads: `env:"NATS_USER"` a
+// string (String), `env:"NATS_PASSWORD,secret"` a secret (Secret), and
+// bool, int, int64 and time.Duration fields as Bool, Int, Int64 and Duration
+// do. A configuration declares its variables this way; the daemons'
+// loaders read them, so that only this package reads the environment.
 func (e *Env) Struct(dst any) {
 	v := reflect.ValueOf(dst).Elem()
 	for i := range v.NumField() {
@@ -166,11 +167,23 @@ func (e *Env) Struct(dst any) {
 			continue
 		}
 		name, opt, _ := strings.Cut(tag, ",")
-		field := v.Field(i).Addr().Interface().(*string)
-		if opt == "secret" {
-			e.Secret(field, name)
-		} else {
-			e.String(field, name)
+		switch field := v.Field(i).Addr().Interface().(type) {
+		case *string:
+			if opt == "secret" {
+				e.Secret(field, name)
+			} else {
+				e.String(field, name)
+			}
+		case *bool:
+			e.Bool(field, name)
+		case *int:
+			e.Int(field, name)
+		case *time.Duration:
+			e.Duration(field, name)
+		case *int64:
+			e.Int64(field, name)
+		default:
+			panic(fmt.Sprintf("envconfig: %s: a field of type %T cannot be read", name, field))
 		}
 	}
 }

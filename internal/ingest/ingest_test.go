@@ -42,13 +42,7 @@ func MustOpenMain(tb testing.TB, cfg Config) *Main {
 	if err := m.Open(); err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := m.Close(ctx); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-	})
+	nettest.CloseAtEnd(tb, 10*time.Second, m.Close)
 	return m
 }
 

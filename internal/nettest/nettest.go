@@ -3,6 +3,7 @@
 package nettest
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -95,4 +96,16 @@ func WaitFor(tb testing.TB, what string, timeout time.Duration, cond func() bool
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// CloseAtEnd closes a daemon when the test ends, within timeout, and fails
+// the test when it does not close cleanly.
+func CloseAtEnd(tb testing.TB, timeout time.Duration, close func(context.Context) error) {
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := close(ctx); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/ottu-recon/ottu-recon/internal/alert"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
@@ -30,7 +31,7 @@ func (m *Main) pager() (*alert.Alertmanager, error) {
 	}
 	m.pagerOnce.Do(func() {
 		client := &http.Client{Timeout: 10 * time.Second}
-		if ca := m.Config.AlertmanagerTLSCA; ca != "" {
+		if ca := m.Config.Alertmanager.TLSCAFile; ca != "" {
 			pem, err := os.ReadFile(ca)
 			pool := x509.NewCertPool()
 			if err != nil || !pool.AppendCertsFromPEM(pem) {
@@ -39,9 +40,9 @@ func (m *Main) pager() (*alert.Alertmanager, error) {
 			}
 			client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 		}
-		am := &alert.Alertmanager{URLs: m.Config.AlertmanagerURLs, Username: m.Config.AlertmanagerUsername,
-			Password: m.Config.AlertmanagerPassword, BearerToken: m.Config.AlertmanagerBearerToken, Client: client,
-			ConsoleURL: m.Config.ConsoleURL, Hold: holdPasses * m.passInterval()}
+		am := &alert.Alertmanager{URLs: m.Config.AlertmanagerURLs, Username: m.Config.Alertmanager.Username,
+			Password: m.Config.Alertmanager.Password, BearerToken: m.Config.Alertmanager.BearerToken, Client: client,
+			ConsoleURL: m.Config.Console.URL, Hold: holdPasses * m.passInterval()}
 		if m.conn != nil {
 			am.Posted = nats.AlertsBucket(m.conn, m.Config.Stream.Replicas)
 		}
@@ -104,16 +105,16 @@ type pagerMetrics struct {
 }
 
 func newPagerMetrics(reg prometheus.Registerer) *pagerMetrics {
-	p := &pagerMetrics{
-		firing: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_alertmanager_firing",
-			Help: "Findings an Alertmanager took as firing at the last pass."}),
-		owed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ottu_reconcile_alertmanager_owed",
-			Help: "Resolved notifications no Alertmanager took yet (posted again every pass)."}),
-		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_alertmanager_failures_total",
+	f := promauto.With(reg)
+	gauge := func(name, help string) prometheus.Gauge {
+		return f.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	return &pagerMetrics{
+		firing: gauge("ottu_reconcile_alertmanager_firing", "Findings an Alertmanager took as firing at the last pass."),
+		owed:   gauge("ottu_reconcile_alertmanager_owed", "Resolved notifications no Alertmanager took yet (posted again every pass)."),
+		failures: f.NewCounter(prometheus.CounterOpts{Name: "ottu_reconcile_alertmanager_failures_total",
 			Help: "Passes whose posting to Alertmanager failed, in part or whole (retried at the next pass)."}),
 	}
-	reg.MustRegister(p.firing, p.owed, p.failures)
-	return p
 }
 
 func (p *pagerMetrics) observe(r ledger.Run) {

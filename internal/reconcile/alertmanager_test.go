@@ -177,7 +177,7 @@ func TestAlertmanager_FireAndResolve(t *testing.T) {
 	am := mustAlertmanager(t, sink.URL)
 	key := []byte("am-key")
 	_, db, m, pub := mustRig(t, func(cfg *Config) {
-		cfg.AlertmanagerURLs, cfg.ConsoleURL, cfg.HMACKeys = []string{am.url}, "https://recon.example.com", [][]byte{key}
+		cfg.AlertmanagerURLs, cfg.Console.URL, cfg.HMACKeys = []string{am.url}, "https://recon.example.com", [][]byte{key}
 	})
 	gen := &ottusim.Generator{Now: time.Now().UTC(), Grace: 10 * time.Minute}
 	orphan, over := gen.Parent(ottusim.Kind(ledger.OrphanOperation)), gen.Parent(ottusim.Kind(ledger.OverRefund))

@@ -20,62 +20,49 @@ import (
 // Config is everything reconcile reads from its environment (docs/product.md,
 // "reconcile", plus the RECON_* knobs documented in the README).
 type Config struct {
-	NATSURL  string
+	NATSURL  string `env:"NATS_URL"`
 	NATSAuth nats.Auth
 	Stream   nats.StreamConfig
 
 	ClickHouseAddrs    []string
-	ClickHouseDatabase string
-	ClickHouseUsername string
-	ClickHousePassword string // never logged
-	ClickHouseCluster  string // CLICKHOUSE_CLUSTER
-	InsertQuorum       int    // CLICKHOUSE_INSERT_QUORUM: replicas an insert waits for (default 2 on a cluster)
-	ClickHouseTLS      bool   // CLICKHOUSE_TLS
-	ClickHouseTLSCA    string // CLICKHOUSE_TLS_CA_FILE
+	ClickHouseDatabase string `env:"CLICKHOUSE_DATABASE"`
+	ClickHouseUsername string `env:"CLICKHOUSE_USERNAME"`
+	ClickHousePassword string `env:"CLICKHOUSE_PASSWORD,secret"` // never logged
+	ClickHouseCluster  string `env:"CLICKHOUSE_CLUSTER"`
+	InsertQuorum       int    `env:"CLICKHOUSE_INSERT_QUORUM"` // replicas an insert waits for (default 2 on a cluster)
+	ClickHouseTLS      bool   `env:"CLICKHOUSE_TLS"`
+	ClickHouseTLSCA    string `env:"CLICKHOUSE_TLS_CA_FILE"`
 
-	Schedule           string
-	Grace              time.Duration
-	OrderGrace         time.Duration // RECON_ORDER_GRACE: the completeness sweep asks about an order this long after its updated_at
-	OrderWatch         time.Duration // RECON_ORDER_WATCH: and watches an order, or a parent with no final state, this long
-	StaleAuthorization time.Duration
-	StuckRefund        time.Duration
-	Environment        string // live or sandbox
-	PassTimeout        time.Duration
-	FullEvery          time.Duration // RECON_FULL_EVERY
-	LeaseTTL           time.Duration // RECON_LEASE_TTL
+	Schedule           string        `env:"RECON_SCHEDULE"`
+	Grace              time.Duration `env:"RECON_GRACE"`
+	OrderGrace         time.Duration `env:"RECON_ORDER_GRACE"` // the completeness sweep asks about an order this long after its updated_at
+	OrderWatch         time.Duration `env:"RECON_ORDER_WATCH"` // and watches an order, or a parent with no final state, this long
+	StaleAuthorization time.Duration `env:"RECON_STALE_AUTHORIZATION"`
+	StuckRefund        time.Duration `env:"RECON_STUCK_REFUND"`
+	Environment        string        `env:"OTTU_ENVIRONMENT"` // live or sandbox
+	PassTimeout        time.Duration `env:"RECON_PASS_TIMEOUT"`
+	FullEvery          time.Duration `env:"RECON_FULL_EVERY"`
+	LeaseTTL           time.Duration `env:"RECON_LEASE_TTL"`
 
-	AlertURL     string
-	AlertHMACKey string // never logged
+	AlertURL     string `env:"ALERT_WEBHOOK_URL"`
+	AlertHMACKey string `env:"ALERT_HMAC_KEY,secret"` // never logged
 
-	OttuAPIURL string   // OTTU_API_URL
-	OttuAPIKey string   // OTTU_API_KEY; never logged
+	OttuAPIURL string   `env:"OTTU_API_URL"`
+	OttuAPIKey string   `env:"OTTU_API_KEY,secret"` // never logged
 	HMACKeys   [][]byte // OTTU_HMAC_KEYS: verify Ottu's answers; never logged
 
-	Listen          string
-	Consumer        string
-	BatchSize       int
-	BatchMaxBytes   int // RECON_BATCH_MAX_BYTES
-	BatchWait       time.Duration
-	ShutdownTimeout time.Duration
+	Listen          string        `env:"RECON_LISTEN"`
+	Consumer        string        `env:"RECON_CONSUMER"`
+	BatchSize       int           `env:"RECON_BATCH_SIZE"`
+	BatchMaxBytes   int           `env:"RECON_BATCH_MAX_BYTES"`
+	BatchWait       time.Duration `env:"RECON_BATCH_WAIT"`
+	ShutdownTimeout time.Duration `env:"RECON_SHUTDOWN_TIMEOUT"`
 	LogLevel        zerolog.Level
-	// ConsoleUsersFile (RECON_CONSOLE_USERS_FILE) lists who may sign in to
-	// the findings console; `reconcile console-user` writes it.
-	ConsoleUsersFile string
-	// ConsoleListen (RECON_CONSOLE_LISTEN) is the console's address; off
-	// when empty.
-	ConsoleListen string
-	// ConsoleTLSCertFile and ConsoleTLSKeyFile serve the console over HTTPS.
-	ConsoleTLSCertFile, ConsoleTLSKeyFile string
-	// ConsoleURL (RECON_CONSOLE_URL) is the console's public base URL: alerts
-	// then carry a console_url per finding.
-	// Alertmanager (ALERTMANAGER_*): findings are posted to each URL's v2
-	// API as alerts.
-	AlertmanagerURLs        []string
-	AlertmanagerUsername    string
-	AlertmanagerPassword    string
-	AlertmanagerBearerToken string
-	AlertmanagerTLSCA       string
-	ConsoleURL              string
+	// Console is the findings console (docs/console.md).
+	Console ConsoleConfig
+	// Alertmanager: findings are posted to each URL's v2 API as alerts.
+	Alertmanager     AlertmanagerConfig
+	AlertmanagerURLs []string // Alertmanager.URLs, split
 }
 
 // DefaultConfig is the configuration with nothing set.
@@ -110,57 +97,21 @@ func DefaultConfig() Config {
 func LoadConfig(env *envconfig.Env) (Config, error) {
 	c := DefaultConfig()
 	var addrs string
-	env.String(&c.NATSURL, "NATS_URL")
+	env.Struct(&c)
 	env.Struct(&c.NATSAuth)
 	env.Check("NATS_USER", c.NATSAuth.Validate())
 	env.String(&c.Stream.Name, "NATS_STREAM")
 	env.String(&c.Stream.SubjectPrefix, "NATS_SUBJECT_PREFIX")
 	env.Int(&c.Stream.Replicas, "NATS_STREAM_REPLICAS") // of the findings stream and the lease bucket too
 	env.String(&addrs, "CLICKHOUSE_ADDR")
-	env.String(&c.ClickHouseDatabase, "CLICKHOUSE_DATABASE")
-	env.String(&c.ClickHouseUsername, "CLICKHOUSE_USERNAME")
-	env.Secret(&c.ClickHousePassword, "CLICKHOUSE_PASSWORD")
-	env.String(&c.ClickHouseCluster, "CLICKHOUSE_CLUSTER")
-	env.Int(&c.InsertQuorum, "CLICKHOUSE_INSERT_QUORUM")
-	env.Bool(&c.ClickHouseTLS, "CLICKHOUSE_TLS")
-	env.String(&c.ClickHouseTLSCA, "CLICKHOUSE_TLS_CA_FILE")
-	env.String(&c.Schedule, "RECON_SCHEDULE")
-	env.String(&c.ConsoleUsersFile, "RECON_CONSOLE_USERS_FILE")
-	env.String(&c.ConsoleListen, "RECON_CONSOLE_LISTEN")
-	env.String(&c.ConsoleTLSCertFile, "RECON_CONSOLE_TLS_CERT_FILE")
-	env.String(&c.ConsoleTLSKeyFile, "RECON_CONSOLE_TLS_KEY_FILE")
-	env.String(&c.ConsoleURL, "RECON_CONSOLE_URL")
-	var amURLs string
-	env.String(&amURLs, "ALERTMANAGER_URL")
-	c.AlertmanagerURLs = envconfig.List(amURLs)
-	env.String(&c.AlertmanagerUsername, "ALERTMANAGER_USERNAME")
-	env.Secret(&c.AlertmanagerPassword, "ALERTMANAGER_PASSWORD")
-	env.Secret(&c.AlertmanagerBearerToken, "ALERTMANAGER_BEARER_TOKEN")
-	env.String(&c.AlertmanagerTLSCA, "ALERTMANAGER_TLS_CA_FILE")
-	env.Duration(&c.Grace, "RECON_GRACE")
-	env.Duration(&c.OrderGrace, "RECON_ORDER_GRACE")
-	env.Duration(&c.OrderWatch, "RECON_ORDER_WATCH")
-	env.Duration(&c.StaleAuthorization, "RECON_STALE_AUTHORIZATION")
-	env.Duration(&c.StuckRefund, "RECON_STUCK_REFUND")
-	env.Duration(&c.PassTimeout, "RECON_PASS_TIMEOUT")
-	env.Duration(&c.FullEvery, "RECON_FULL_EVERY")
-	env.Duration(&c.LeaseTTL, "RECON_LEASE_TTL")
-	env.String(&c.Environment, "OTTU_ENVIRONMENT")
-	env.String(&c.AlertURL, "ALERT_WEBHOOK_URL")
-	env.Secret(&c.AlertHMACKey, "ALERT_HMAC_KEY")
-	env.String(&c.OttuAPIURL, "OTTU_API_URL")
-	env.Secret(&c.OttuAPIKey, "OTTU_API_KEY")
+	env.Struct(&c.Console)
+	env.Struct(&c.Alertmanager)
+	c.AlertmanagerURLs = envconfig.List(c.Alertmanager.URLs)
 	var keys string
 	env.Secret(&keys, "OTTU_HMAC_KEYS")
 	for _, k := range envconfig.List(keys) {
 		c.HMACKeys = append(c.HMACKeys, []byte(k))
 	}
-	env.String(&c.Listen, "RECON_LISTEN")
-	env.String(&c.Consumer, "RECON_CONSUMER")
-	env.Int(&c.BatchSize, "RECON_BATCH_SIZE")
-	env.Int(&c.BatchMaxBytes, "RECON_BATCH_MAX_BYTES")
-	env.Duration(&c.BatchWait, "RECON_BATCH_WAIT")
-	env.Duration(&c.ShutdownTimeout, "RECON_SHUTDOWN_TIMEOUT")
 	env.LogLevel(&c.LogLevel)
 	if addrs != "" {
 		c.ClickHouseAddrs = envconfig.List(addrs)
@@ -191,7 +142,7 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 			env.Check("ALERTMANAGER_URL", errors.New("want http(s) URLs, comma-separated"))
 		}
 	}
-	if c.AlertmanagerBearerToken != "" && c.AlertmanagerUsername != "" {
+	if c.Alertmanager.BearerToken != "" && c.Alertmanager.Username != "" {
 		env.Check("ALERTMANAGER_BEARER_TOKEN", errors.New("set a bearer token or a username and password, not both"))
 	}
 	if c.BatchMaxBytes < 4<<20 {
@@ -233,17 +184,17 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	if c.ClickHouseDatabase == "" {
 		env.Check("CLICKHOUSE_DATABASE", errors.New("required"))
 	}
-	if c.ConsoleListen != "" && c.ConsoleUsersFile == "" {
+	if c.Console.Listen != "" && c.Console.UsersFile == "" {
 		env.Check("RECON_CONSOLE_USERS_FILE", errors.New("required with RECON_CONSOLE_LISTEN: sign-in is always required (reconcile console-user adds a user)"))
 	}
-	if (c.ConsoleTLSCertFile == "") != (c.ConsoleTLSKeyFile == "") {
+	if (c.Console.TLSCertFile == "") != (c.Console.TLSKeyFile == "") {
 		env.Check("RECON_CONSOLE_TLS_CERT_FILE", errors.New("set RECON_CONSOLE_TLS_CERT_FILE and RECON_CONSOLE_TLS_KEY_FILE together, or neither"))
 	}
-	if c.ConsoleURL != "" {
-		if u, err := url.Parse(c.ConsoleURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if c.Console.URL != "" {
+		if u, err := url.Parse(c.Console.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			env.Check("RECON_CONSOLE_URL", errors.New("want the console's http(s) base URL"))
 		}
-		c.ConsoleURL = strings.TrimRight(c.ConsoleURL, "/")
+		c.Console.URL = strings.TrimRight(c.Console.URL, "/")
 	}
 	if err := env.Err(); err != nil {
 		return Config{}, err
@@ -258,3 +209,29 @@ var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | 
 // with one of them that LoadConfig did not read is likely a typo
 // (envconfig.Env.Unknown).
 var VarPrefixes = []string{"RECON_", "CLICKHOUSE_", "ALERT_", "ALERTMANAGER_"}
+
+// AlertmanagerConfig is how reconcile reaches Prometheus Alertmanager
+// (docs/alertmanager.md), read from the environment by its tags.
+type AlertmanagerConfig struct {
+	URLs        string `env:"ALERTMANAGER_URL"` // comma-separated: an HA pair gets every alert
+	Username    string `env:"ALERTMANAGER_USERNAME"`
+	Password    string `env:"ALERTMANAGER_PASSWORD,secret"`
+	BearerToken string `env:"ALERTMANAGER_BEARER_TOKEN,secret"`
+	TLSCAFile   string `env:"ALERTMANAGER_TLS_CA_FILE"`
+}
+
+// ConsoleConfig is the findings console's configuration (docs/console.md),
+// read from the environment by its tags.
+type ConsoleConfig struct {
+	// Listen is the console's address; off when empty.
+	Listen string `env:"RECON_CONSOLE_LISTEN"`
+	// UsersFile lists who may sign in (NAME ROLE BCRYPT-HASH a line); read
+	// again when it changes.
+	UsersFile string `env:"RECON_CONSOLE_USERS_FILE"`
+	// TLSCertFile and TLSKeyFile serve the console over HTTPS.
+	TLSCertFile string `env:"RECON_CONSOLE_TLS_CERT_FILE"`
+	TLSKeyFile  string `env:"RECON_CONSOLE_TLS_KEY_FILE"`
+	// URL is the console's public base URL: alerts then carry a
+	// console_url per finding.
+	URL string `env:"RECON_CONSOLE_URL"`
+}

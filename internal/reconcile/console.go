@@ -15,10 +15,10 @@ import (
 // (docs/console.md). Its sessions live in NATS, so that any replica serves
 // a person signed in on another, and signing out ends the session on all.
 func (m *Main) openConsole() error {
-	if m.Config.ConsoleListen == "" {
+	if m.Config.Console.Listen == "" {
 		return nil
 	}
-	users, err := console.LoadUsers(m.Config.ConsoleUsersFile)
+	users, err := console.LoadUsers(m.Config.Console.UsersFile)
 	if err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
@@ -29,9 +29,9 @@ func (m *Main) openConsole() error {
 	const ttl = 12 * time.Hour
 	c := &console.Console{
 		DB:         m.db,
-		UsersFile:  m.Config.ConsoleUsersFile,
+		UsersFile:  m.Config.Console.UsersFile,
 		Sessions:   &console.KVSessions{KV: nats.SessionsBucket(m.conn, ttl, m.Config.Stream.Replicas)},
-		Secure:     m.Config.ConsoleTLSCertFile != "",
+		Secure:     m.Config.Console.TLSCertFile != "",
 		SessionTTL: ttl,
 		// The findings page shows the coverage of the sweep's watch.
 		CoverageWindow: m.Config.OrderWatch,
@@ -39,8 +39,8 @@ func (m *Main) openConsole() error {
 		Now:            m.Now,
 	}
 	handler := c.Handler()
-	m.console = &httpserver.Server{Addr: m.Config.ConsoleListen, NoAdmin: true, MaxConnections: 256,
-		CertFile: m.Config.ConsoleTLSCertFile, KeyFile: m.Config.ConsoleTLSKeyFile,
+	m.console = &httpserver.Server{Addr: m.Config.Console.Listen, NoAdmin: true, MaxConnections: 256,
+		CertFile: m.Config.Console.TLSCertFile, KeyFile: m.Config.Console.TLSKeyFile,
 		Routes: map[string]http.Handler{"/": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if !m.ready.Load() {
 				w.Header().Set("Retry-After", "5")

@@ -64,7 +64,7 @@ func newConsoleFixture(t *testing.T) *consoleFixture {
 	}
 	cfg := testConfig(t, ns.ClientURL(), db)
 	cfg.AlertURL, cfg.AlertHMACKey = alertsURL, "alert-key"
-	cfg.ConsoleListen, cfg.ConsoleUsersFile, cfg.ConsoleURL = "127.0.0.1:0", users, "https://recon.example.com"
+	cfg.Console.Listen, cfg.Console.UsersFile, cfg.Console.URL = "127.0.0.1:0", users, "https://recon.example.com"
 	m := MustOpenMain(t, cfg)
 	f := &consoleFixture{m: m, db: db, url: m.ConsoleURL(), sink: sink, pub: publisher(t, ns.ClientURL()), key: []byte("k")}
 
@@ -461,9 +461,9 @@ func TestConsole_TLS(t *testing.T) {
 	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	cfg := testConfig(t, ns.ClientURL(), db)
-	cfg.ConsoleListen, cfg.ConsoleUsersFile = "127.0.0.1:0", consoleUsers(t, "ada", "operator", operatorPassword)
+	cfg.Console.Listen, cfg.Console.UsersFile = "127.0.0.1:0", consoleUsers(t, "ada", "operator", operatorPassword)
 	cert := nettest.NewCert(t)
-	cfg.ConsoleTLSCertFile, cfg.ConsoleTLSKeyFile = cert.CertFile, cert.KeyFile
+	cfg.Console.TLSCertFile, cfg.Console.TLSKeyFile = cert.CertFile, cert.KeyFile
 	m := MustOpenMain(t, cfg)
 	if !strings.HasPrefix(m.ConsoleURL(), "https://") {
 		t.Fatalf("console at %s", m.ConsoleURL())

@@ -93,13 +93,7 @@ func openWaiting(tb testing.TB, cfg Config) *Main {
 	if err := m.Open(context.Background()); err != nil {
 		tb.Fatalf("Open: %v (with a dependency down, it should start and wait)", err)
 	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := m.Close(ctx); err != nil {
-			tb.Errorf("Close: %v", err)
-		}
-	})
+	nettest.CloseAtEnd(tb, 20*time.Second, m.Close)
 	return m
 }
 

@@ -100,10 +100,10 @@ func (m *Main) reconciler() *ledger.Reconciler {
 		},
 	}
 	if m.Config.AlertURL != "" {
-		r.Notifier = &alert.Webhook{URL: m.Config.AlertURL, HMACKey: []byte(m.Config.AlertHMACKey), ConsoleURL: m.Config.ConsoleURL}
+		r.Notifier = &alert.Webhook{URL: m.Config.AlertURL, HMACKey: []byte(m.Config.AlertHMACKey), ConsoleURL: m.Config.Console.URL}
 	}
 	if m.conn != nil {
-		r.Publisher = findingsPublisher{&nats.FindingsPublisher{Conn: m.conn, Replicas: m.Config.Stream.Replicas}, m.Config.ConsoleURL}
+		r.Publisher = findingsPublisher{&nats.FindingsPublisher{Conn: m.conn, Replicas: m.Config.Stream.Replicas}, m.Config.Console.URL}
 	}
 	if am, err := m.pager(); err != nil {
 		log := m.component("alertmanager")
