@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -35,6 +36,13 @@ type Console struct {
 	DB        *clickhouse.DB
 	UsersFile string   // RECON_CONSOLE_USERS_FILE, read again when it changes
 	Sessions  Sessions // where sessions live (KVSessions)
+	// PublicURL is the console's public base URL (RECON_CONSOLE_URL): a form
+	// posted from it is from the console's own page even when a proxy
+	// rewrote Host.
+	PublicURL string
+	// TrustedProxies are the proxies in front of the console whose
+	// X-Forwarded-For is believed (RECON_CONSOLE_TRUSTED_PROXIES).
+	TrustedProxies []netip.Prefix
 	// Secure marks cookies Secure (the console is served over TLS, or behind
 	// a proxy that terminates it).
 	Secure bool
@@ -209,8 +217,8 @@ func (c *Console) session(r *http.Request) (Session, bool) {
 		c.Log.Error().Err(err).Msg("console: read users file")
 		return Session{}, false
 	}
-	if u, ok := users.Lookup(s.User); !ok || u.Role != s.Role {
-		return Session{}, false // removed, or given another role: sign in again
+	if u, ok := users.Lookup(s.User); !ok || u.Role != s.Role || !validToken(s.Credential, u.Credential()) {
+		return Session{}, false // removed, given another role or a new password: sign in again
 	}
 	return s, true
 }
@@ -230,7 +238,7 @@ func (c *Console) authed(next http.HandlerFunc, operator bool) http.Handler {
 			return
 		}
 		if r.Method == http.MethodPost {
-			if !sameOrigin(r) || !validToken(r.PostFormValue("csrf"), s.CSRF) {
+			if !c.sameOrigin(r) || !validToken(r.PostFormValue("csrf"), s.CSRF) {
 				c.Log.Warn().Str("user", s.User).Str("route", r.Pattern).Msg("console: refused a request that did not come from the console's own page")
 				c.fail(w, r, http.StatusForbidden, "This request did not come from the console's own page, and was refused.")
 				return
@@ -245,10 +253,11 @@ func (c *Console) authed(next http.HandlerFunc, operator bool) http.Handler {
 }
 
 // sameOrigin refuses what a browser says came from elsewhere: the
-// Sec-Fetch-Site and Origin headers, when sent, must name this origin. An
-// opaque origin ("null": a sandboxed frame, a redirect across sites, some
-// privacy settings) passes only when Sec-Fetch-Site says same-origin.
-func sameOrigin(r *http.Request) bool {
+// Sec-Fetch-Site and Origin headers, when sent, must name this origin (the
+// request's host, or the console's public URL's). An opaque origin ("null":
+// a sandboxed frame, a redirect across sites, some privacy settings) passes
+// only when Sec-Fetch-Site says same-origin.
+func (c *Console) sameOrigin(r *http.Request) bool {
 	site := r.Header.Get("Sec-Fetch-Site")
 	if site != "" && site != "same-origin" && site != "none" {
 		return false
@@ -259,7 +268,11 @@ func sameOrigin(r *http.Request) bool {
 		return site == "same-origin"
 	default:
 		u, err := url.Parse(origin)
-		if err != nil || u.Host != r.Host {
+		if err != nil {
+			return false
+		}
+		public, perr := url.Parse(c.PublicURL)
+		if u.Host != r.Host && (c.PublicURL == "" || perr != nil || u.Host != public.Host || u.Scheme != public.Scheme) {
 			return false
 		}
 	}
@@ -293,25 +306,58 @@ func (c *Console) renderSignin(w http.ResponseWriter, r *http.Request, status in
 	c.render(w, r, status, "signin", map[string]any{"Title": "Sign in", "Token": token, "Problem": problem})
 }
 
-// clientIP is the address the request came from (the proxy's, behind one).
-func clientIP(r *http.Request) string {
+// clientIP is the address the request came from: behind a trusted proxy
+// (TrustedProxies), the right-most address X-Forwarded-For names that is
+// not itself a trusted proxy; X-Forwarded-For from anyone else is ignored.
+func (c *Console) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	if !c.trusted(host) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop := strings.TrimSpace(hops[i])
+		if hop == "" {
+			continue
+		}
+		if !c.trusted(hop) {
+			return hop
+		}
+		host = hop
 	}
 	return host
+}
+
+// trusted tells whether addr is one of TrustedProxies.
+func (c *Console) trusted(addr string) bool {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, p := range c.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
 	name, password := r.PostFormValue("name"), r.PostFormValue("password")
 	cookie, err := r.Cookie(c.signinCookie())
-	if err != nil || !sameOrigin(r) || !validToken(r.PostFormValue("csrf"), cookie.Value) {
+	if err != nil || !c.sameOrigin(r) || !validToken(r.PostFormValue("csrf"), cookie.Value) {
 		c.renderSignin(w, r, http.StatusForbidden, "The sign-in form had expired or did not come from this page. Try again.")
 		return
 	}
-	keys := []string{"name:" + strings.ToLower(name), "ip:" + clientIP(r)}
-	if wait := c.Throttle.Wait(keys...); wait > 0 {
+	keys := []string{"name:" + strings.ToLower(name), "ip:" + c.clientIP(r)}
+	// Counted before the password is checked: twenty guesses sent at once
+	// are throttled like twenty in a row.
+	if wait := c.Throttle.Attempt(keys...); wait > 0 {
 		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		c.Log.Warn().Msg("console: sign-in throttled")
 		c.renderSignin(w, r, http.StatusTooManyRequests, fmt.Sprintf("Too many failed sign-ins. Try again in %s.", wait.Round(time.Second)+time.Second))
@@ -325,14 +371,14 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	}
 	u, ok := users.Authenticate(name, password)
 	if !ok {
-		c.Throttle.Fail(keys...)
 		c.Log.Info().Msg("console: sign-in refused") // the name may be a password typed in the wrong field: not logged
 		c.renderSignin(w, r, http.StatusUnauthorized, "Wrong name or password.")
 		return
 	}
 	c.Throttle.Succeed(keys[0])
+	c.Throttle.Forgive(keys[1])
 	token, now := newToken(), c.now()
-	s := Session{User: u.Name, Role: u.Role, CSRF: newToken(), Created: now, Expires: now.Add(c.SessionTTL)}
+	s := Session{User: u.Name, Role: u.Role, CSRF: newToken(), Created: now, Expires: now.Add(c.SessionTTL), Credential: u.Credential()}
 	if err := c.Sessions.Put(r.Context(), sessionKey(token), s); err != nil {
 		c.Log.Error().Err(err).Msg("console: store session")
 		c.renderSignin(w, r, http.StatusServiceUnavailable, "The console cannot keep sessions right now (NATS); try again shortly.")

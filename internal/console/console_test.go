@@ -4,6 +4,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +31,8 @@ func TestSameOrigin(t *testing.T) {
 		{"opaque origin from elsewhere", "null", "cross-site", false},
 		{"opaque origin, no fetch metadata", "null", "", false},
 		{"not a URL", "::", "", false},
+		{"the public URL, Host rewritten by a proxy", "https://recon.example.com", "same-origin", true},
+		{"the public host over http", "http://recon.example.com", "same-origin", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -39,7 +43,8 @@ func TestSameOrigin(t *testing.T) {
 			if tt.site != "" {
 				r.Header.Set("Sec-Fetch-Site", tt.site)
 			}
-			if got := sameOrigin(r); got != tt.want {
+			c := &Console{PublicURL: "https://recon.example.com"}
+			if got := c.sameOrigin(r); got != tt.want {
 				t.Fatalf("sameOrigin = %v, want %v", got, tt.want)
 			}
 		})
@@ -49,45 +54,68 @@ func TestSameOrigin(t *testing.T) {
 func TestThrottle(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	th := &Throttle{Now: func() time.Time { return now }}
-	for i := range 5 {
-		if w := th.Wait("name:ada", "ip:10.0.0.1"); w != 0 {
+	for i := range 6 { // counted as they start: five free, the sixth starts the waits
+		if w := th.Attempt("name:ada", "ip:10.0.0.1"); w != 0 {
 			t.Fatalf("attempt %d waits %s", i+1, w)
 		}
-		th.Fail("name:ada", "ip:10.0.0.1")
 	}
-	th.Fail("name:ada", "ip:10.0.0.1") // the sixth failure
-	if w := th.Wait("name:ada"); w != time.Second {
-		t.Fatalf("after 6 failures: wait %s, want 1s", w)
+	if w := th.Attempt("name:ada", "ip:10.0.0.1"); w != time.Second {
+		t.Fatalf("after 6 attempts: wait %s, want 1s", w)
 	}
-	th.Fail("name:ada", "ip:10.0.0.1")
-	if w := th.Wait("name:ada"); w != 2*time.Second {
-		t.Fatalf("after 7 failures: wait %s, want 2s (doubling)", w)
+	now = now.Add(time.Second)
+	th.Attempt("name:ada", "ip:10.0.0.1")
+	if w := th.Attempt("name:ada"); w != 2*time.Second {
+		t.Fatalf("after 7 attempts: wait %s, want 2s (doubling)", w)
 	}
-	if w := th.Wait("name:bob", "ip:10.0.0.1"); w != 0 {
+	if w := th.Attempt("name:bob", "ip:10.0.0.1"); w != 0 {
 		t.Fatalf("another name from the same address waits %s: the address allows four times as many", w)
 	}
-	for range 20 {
-		th.Fail("name:ada")
+	for range 40 {
+		now = now.Add(15 * time.Minute)
+		th.Attempt("name:ada")
 	}
-	if w := th.Wait("name:ada"); w != 15*time.Minute {
+	if w := th.Attempt("name:ada"); w != 15*time.Minute {
 		t.Fatalf("wait %s, want the 15 min cap", w)
 	}
 	th.Succeed("name:ada")
-	if w := th.Wait("name:ada"); w != 0 {
+	if w := th.Attempt("name:ada"); w != 0 {
 		t.Fatalf("after a success: wait %s", w)
 	}
+	th.Forgive("name:ada")
 	now = now.Add(16 * time.Minute)
-	th.Fail("name:carol")
+	th.Attempt("name:carol")
 	if len(th.keys) != 1 {
-		t.Fatalf("old failures kept: %v", th.keys)
+		t.Fatalf("old attempts kept: %v", th.keys)
+	}
+}
+
+// TestThrottle_Burst: attempts sent at the same moment are counted as they
+// start, before any password is checked: of twenty, six go ahead.
+func TestThrottle_Burst(t *testing.T) {
+	th := &Throttle{}
+	var wg sync.WaitGroup
+	var ahead atomic.Int32
+	for range 20 {
+		wg.Go(func() {
+			if th.Attempt("name:ada", "ip:10.0.0.1") == 0 {
+				ahead.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := ahead.Load(); n != 6 {
+		t.Fatalf("%d of 20 simultaneous attempts went ahead, want 6", n)
 	}
 }
 
 func TestPrettyBody(t *testing.T) {
 	body := []byte(`{"session_id":"s1","amount":"10.500","customer_email":"sara@example.com","customer_phone":"+96550000001",
-		"extra":{"billing":{"Mobile_Number":"+96599999999"}},"notes":[{"contact_email":"x@y.kw"}]}`)
+		"extra":{"billing":{"Mobile_Number":"+96599999999"}},"notes":[{"contact_email":"x@y.kw"}],
+		"customer_first_name":"Noura","customer_last_name":"Alsabah","payer_phone":96512345678,
+		"shipping_address":{"line1":"Block 3 Street 12","zip":13001,"geo":[29.37,47.97]}}`)
 	masked := prettyBody(body, true)
-	for _, secret := range []string{"sara@example.com", "+96550000001", "+96599999999", "x@y.kw"} {
+	for _, secret := range []string{"sara@example.com", "+96550000001", "+96599999999", "x@y.kw", "Noura", "Alsabah", "96512345678",
+		"Street 12", "13001", "47.97"} {
 		if strings.Contains(masked, secret) {
 			t.Errorf("masked body shows %s:\n%s", secret, masked)
 		}

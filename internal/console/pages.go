@@ -189,23 +189,30 @@ func codes() []string {
 // exportCSV streams the findings the filter selects, as CSV.
 func (c *Console) exportCSV(w http.ResponseWriter, r *http.Request) {
 	f := filterOf(r.URL.Query())
+	// What the export reads is read before anything is answered: a store
+	// that cannot be read is an error status, never an empty file.
+	snap, err := c.findings(r.Context())
+	if err != nil {
+		c.failErr(w, r, "read the findings", err)
+		return
+	}
+	match, err := c.matcher(r.Context(), f, c.now().UTC())
+	if err != nil {
+		c.failErr(w, r, "search", err)
+		return
+	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="findings-%s.csv"`, c.now().UTC().Format("20060102T150405Z")))
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"session_id", "code", "severity", "status", "first_seen", "last_seen", "resolved_at", "amount", "currency_code",
 		"gateway", "acknowledged_by", "acknowledged_at", "resolved_by", "muted_until", "detail"})
-	snap, err := c.findings(r.Context())
-	if err == nil {
-		var match func(*clickhouse.ConsoleFinding, bool) bool
-		if match, err = c.matcher(r.Context(), f, c.now().UTC()); err == nil {
-			err = c.export(r.Context(), w, cw, snap, match)
-		}
-	}
+	err = c.export(r.Context(), w, cw, snap, match)
 	cw.Flush()
 	if err != nil {
-		// The header is gone: the CSV ends short, and the log says why.
-		c.Log.Error().Err(err).Msg("console: CSV export cut short")
-		return
+		// The header is gone: the download is aborted, so that the client
+		// sees a failed transfer, never a short file that reads as whole.
+		c.Log.Error().Err(err).Msg("console: CSV export aborted")
+		panic(http.ErrAbortHandler)
 	}
 	c.Log.Info().Str("user", current(r).User).Msg("console: findings exported")
 }
@@ -221,9 +228,13 @@ func (c *Console) export(ctx context.Context, w http.ResponseWriter, cw *csv.Wri
 			return err
 		}
 		for _, x := range batch {
-			if err := cw.Write([]string{x.SessionID, x.Code, x.Severity, x.Status, stamp(x.FirstSeen), stamp(x.LastSeen), stampp(x.ResolvedAt),
+			row := []string{x.SessionID, x.Code, x.Severity, x.Status, stamp(x.FirstSeen), stamp(x.LastSeen), stampp(x.ResolvedAt),
 				x.Amount.StringFixed(decimalsOf(x.Currency)), x.Currency, x.Gateway, x.AcknowledgedBy, stampp(x.AcknowledgedAt), x.ResolvedBy,
-				stampp(x.MutedUntil), csvSafe(x.Detail)}); err != nil {
+				stampp(x.MutedUntil), x.Detail}
+			for i := range row { // any cell may hold a value someone posted (session_id is not signed)
+				row[i] = csvSafe(row[i])
+			}
+			if err := cw.Write(row); err != nil {
 				return err
 			}
 		}
@@ -247,9 +258,11 @@ func (c *Console) export(ctx context.Context, w http.ResponseWriter, cw *csv.Wri
 	return flush()
 }
 
-// csvSafe keeps a spreadsheet from reading a cell as a formula.
+// csvSafe keeps a spreadsheet from reading a cell as a formula: one that
+// starts with = + - @, a tab, a carriage return or a newline, after any
+// leading spaces, is quoted with a leading apostrophe.
 func csvSafe(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+	if t := strings.TrimLeft(s, " "); t != "" && strings.ContainsRune("=+-@\t\r\n", rune(t[0])) {
 		return "'" + s
 	}
 	return s
@@ -407,9 +420,9 @@ func (c *Console) delivery(w http.ResponseWriter, r *http.Request) (id, delivery
 	return id, delivery, body, true
 }
 
-// prettyBody indents a JSON body; with mask set, the customer's email and
-// phone (any field whose name says email, phone or mobile) are masked (and
-// the keys sorted). A body that is not JSON is shown as it is, or not at
+// prettyBody indents a JSON body; with mask set, everything under a key
+// about a person (personalWords: email, phone, name, address, …) is masked,
+// whatever its type (and the keys sorted). A body that is not JSON is shown as it is, or not at
 // all when masked.
 func prettyBody(body []byte, mask bool) string {
 	if !mask {
@@ -439,13 +452,28 @@ func prettyBody(body []byte, mask bool) string {
 	return string(out)
 }
 
+// personalWords mark a key whose value is about a person: everything under
+// it is masked for a viewer, whatever its JSON type or nesting.
+var personalWords = []string{"email", "phone", "mobile", "first_name", "last_name", "full_name", "customer", "holder",
+	"address", "billing", "shipping", "card_number", "national_id", "civil_id"}
+
+func personalKey(k string) bool {
+	lk := strings.ToLower(k)
+	for _, w := range personalWords {
+		if strings.Contains(lk, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// maskCustomer masks every value under a personal key (personalWords).
 func maskCustomer(v any) any {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, val := range x {
-			lk := strings.ToLower(k)
-			if s, ok := val.(string); ok && (strings.Contains(lk, "email") || strings.Contains(lk, "phone") || strings.Contains(lk, "mobile")) {
-				x[k] = maskText(s)
+			if personalKey(k) {
+				x[k] = maskAll(val)
 				continue
 			}
 			x[k] = maskCustomer(val)
@@ -456,6 +484,28 @@ func maskCustomer(v any) any {
 		}
 	}
 	return v
+}
+
+// maskAll masks every leaf of v: strings, numbers and booleans alike.
+func maskAll(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, val := range x {
+			x[k] = maskAll(val)
+		}
+		return x
+	case []any:
+		for i := range x {
+			x[i] = maskAll(x[i])
+		}
+		return x
+	case nil:
+		return nil
+	case string:
+		return maskText(x)
+	default: // json.Number, bool
+		return maskText(fmt.Sprint(x))
+	}
 }
 
 // maskText keeps the first character of a value (and an email's domain's

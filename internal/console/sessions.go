@@ -14,11 +14,14 @@ import (
 // (a random 256-bit value, in an HttpOnly cookie); the store keeps the
 // session under a hash of it, so a copy of the store signs nobody in.
 type Session struct {
-	User    string    `json:"user"`
-	Role    Role      `json:"role"`
-	CSRF    string    `json:"csrf"` // the token every form of this session carries
-	Created time.Time `json:"created"`
-	Expires time.Time `json:"expires"`
+	User string `json:"user"`
+	Role Role   `json:"role"`
+	CSRF string `json:"csrf"` // the token every form of this session carries
+	// Credential is a digest of the credential the session was opened with
+	// (User.Credential): a new password ends the session.
+	Credential string    `json:"credential"`
+	Created    time.Time `json:"created"`
+	Expires    time.Time `json:"expires"`
 }
 
 // Sessions keeps sessions. KVSessions keeps them in NATS, where every

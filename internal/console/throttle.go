@@ -35,9 +35,10 @@ func (t *Throttle) now() time.Time {
 	return time.Now()
 }
 
-// Wait returns how long an attempt for any of keys must still wait (0: it
-// may go ahead).
-func (t *Throttle) Wait(keys ...string) time.Duration {
+// Attempt counts an attempt against each of keys before it is checked, so
+// that attempts in flight count too, and returns 0; or, when one of keys
+// must still wait, counts nothing and returns how long.
+func (t *Throttle) Attempt(keys ...string) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
@@ -47,17 +48,17 @@ func (t *Throttle) Wait(keys ...string) time.Duration {
 			wait = max(wait, s.until.Sub(now))
 		}
 	}
-	return wait
+	if wait > 0 {
+		return wait
+	}
+	t.count(now, keys)
+	return 0
 }
 
-// Fail counts a failed attempt against each of keys.
-func (t *Throttle) Fail(keys ...string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+func (t *Throttle) count(now time.Time, keys []string) {
 	if t.keys == nil {
 		t.keys = map[string]*strikes{}
 	}
-	now := t.now()
 	free, window, maxWait := t.Free, t.Window, t.Max
 	if free <= 0 {
 		free = 5
@@ -89,6 +90,15 @@ func (t *Throttle) Fail(keys ...string) {
 			wait := time.Second << min(over-1, 20)
 			s.until = now.Add(min(wait, maxWait))
 		}
+	}
+}
+
+// Forgive takes back the attempt counted against key: it succeeded.
+func (t *Throttle) Forgive(key string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := t.keys[key]; s != nil && s.n > 0 {
+		s.n--
 	}
 }
 

@@ -11,6 +11,8 @@ package console
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +21,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -37,6 +40,13 @@ type User struct {
 	Name string
 	Role Role
 	hash []byte
+}
+
+// Credential is a digest of the user's password hash, which a session
+// keeps so that a new password ends it; never the hash itself.
+func (u User) Credential() string {
+	sum := sha256.Sum256(append([]byte("ottu-recon console credential\x00"), u.hash...))
+	return hex.EncodeToString(sum[:16])
 }
 
 // Users is the users file as read.
@@ -172,8 +182,19 @@ func (u *Users) WriteTo(w io.Writer) (int64, error) {
 
 // AddUser sets a user in the users file at path (created if missing),
 // writing it again whole: a temporary file in the same directory, mode
-// 0600, renamed over it.
+// 0600, renamed over it. It holds a lock (path.lock) from reading the file
+// to renaming the new one, so that commands run at once each keep their
+// user.
 func AddUser(path, name string, role Role, password string) error {
+	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("users file lock: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("users file lock: %w", err)
+	}
+	defer func() { _ = syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) }()
 	users := &Users{byName: map[string]User{}}
 	if f, err := os.Open(path); err == nil {
 		users, err = ReadUsers(f)

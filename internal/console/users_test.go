@@ -1,9 +1,11 @@
 package console_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
@@ -123,8 +125,10 @@ func TestAddUser(t *testing.T) {
 		t.Error("bob was lost")
 	}
 	entries, _ := os.ReadDir(filepath.Dir(path))
-	if len(entries) != 1 {
-		t.Errorf("temporary files left: %v", entries)
+	for _, e := range entries {
+		if e.Name() != "users" && e.Name() != "users.lock" { // the lock stays, empty, for the next command
+			t.Errorf("temporary file left: %s", e.Name())
+		}
 	}
 }
 
@@ -134,5 +138,33 @@ func TestReadPassword(t *testing.T) {
 		if got != want || (want == "") != (err != nil) {
 			t.Errorf("%q: %q %v, want %q", in, got, err, want)
 		}
+	}
+}
+
+// TestAddUser_Concurrent: six console-user commands at once keep six users;
+// a new password changes the credential a session recorded.
+func TestAddUser_Concurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users")
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Go(func() {
+			if err := console.AddUser(path, fmt.Sprintf("user%d", i), console.Viewer, "a-long-password-1"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	users, err := console.LoadUsers(path)
+	if err != nil || users.Len() != 6 {
+		t.Fatalf("%d users after six at once (%v), want 6", users.Len(), err)
+	}
+	before, _ := users.Lookup("user0")
+	if err := console.AddUser(path, "user0", console.Viewer, "another-password-2"); err != nil {
+		t.Fatal(err)
+	}
+	users, _ = console.LoadUsers(path)
+	after, _ := users.Lookup("user0")
+	if before.Credential() == after.Credential() || len(after.Credential()) != 32 {
+		t.Fatalf("credential %q before, %q after a new password", before.Credential(), after.Credential())
 	}
 }

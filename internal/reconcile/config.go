@@ -3,6 +3,7 @@ package reconcile
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -129,6 +130,9 @@ func LoadConfig(env *envconfig.Env) (Config, error) {
 	if c.OrderWatch <= c.OrderGrace {
 		env.Check("RECON_ORDER_WATCH", fmt.Errorf("want more than RECON_ORDER_GRACE (%s), got %s", c.OrderGrace, c.OrderWatch))
 	}
+	if _, err := c.Console.Proxies(); err != nil {
+		env.Check("RECON_CONSOLE_TRUSTED_PROXIES", err)
+	}
 	if c.Environment != "live" && c.Environment != "sandbox" {
 		env.Check("OTTU_ENVIRONMENT", fmt.Errorf("want live or sandbox, got %q", c.Environment))
 	}
@@ -232,6 +236,27 @@ type ConsoleConfig struct {
 	TLSCertFile string `env:"RECON_CONSOLE_TLS_CERT_FILE"`
 	TLSKeyFile  string `env:"RECON_CONSOLE_TLS_KEY_FILE"`
 	// URL is the console's public base URL: alerts then carry a
-	// console_url per finding.
+	// console_url per finding; when https, the session cookie is Secure
+	// (behind a TLS-terminating proxy too).
 	URL string `env:"RECON_CONSOLE_URL"`
+	// TrustedProxies are addresses or CIDRs of the proxies in front of the
+	// console, comma-separated: their X-Forwarded-For is believed.
+	TrustedProxies string `env:"RECON_CONSOLE_TRUSTED_PROXIES"`
+}
+
+// Proxies parses TrustedProxies: an address stands for itself.
+func (c ConsoleConfig) Proxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range envconfig.List(c.TrustedProxies) {
+		if p, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR", item)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ottu-recon/ottu-recon/internal/console"
@@ -26,12 +27,20 @@ func (m *Main) openConsole() error {
 	if users.Len() == 0 {
 		log.Warn().Msg("the console users file lists nobody: nobody can sign in (reconcile console-user NAME ROLE adds one)")
 	}
+	proxies, err := m.Config.Console.Proxies() // LoadConfig checked them
+	if err != nil {
+		return fmt.Errorf("console: %w", err)
+	}
 	const ttl = 12 * time.Hour
 	c := &console.Console{
-		DB:         m.db,
-		UsersFile:  m.Config.Console.UsersFile,
-		Sessions:   &console.KVSessions{KV: nats.SessionsBucket(m.conn, ttl, m.Config.Stream.Replicas)},
-		Secure:     m.Config.Console.TLSCertFile != "",
+		TrustedProxies: proxies,
+		DB:             m.db,
+		UsersFile:      m.Config.Console.UsersFile,
+		Sessions:       &console.KVSessions{KV: nats.SessionsBucket(m.conn, ttl, m.Config.Stream.Replicas)},
+		// Secure cookies (and the __Host- prefix) whenever the console is
+		// reached over TLS: served by reconcile, or behind a proxy.
+		Secure:     m.Config.Console.TLSCertFile != "" || strings.HasPrefix(m.Config.Console.URL, "https://"),
+		PublicURL:  m.Config.Console.URL,
 		SessionTTL: ttl,
 		// The findings page shows the coverage of the sweep's watch.
 		CoverageWindow: m.Config.OrderWatch,

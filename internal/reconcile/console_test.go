@@ -20,6 +20,7 @@ import (
 
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
+	"github.com/ottu-recon/ottu-recon/internal/console"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
@@ -64,7 +65,7 @@ func newConsoleFixture(t *testing.T) *consoleFixture {
 	}
 	cfg := testConfig(t, ns.ClientURL(), db)
 	cfg.AlertURL, cfg.AlertHMACKey = alertsURL, "alert-key"
-	cfg.Console.Listen, cfg.Console.UsersFile, cfg.Console.URL = "127.0.0.1:0", users, "https://recon.example.com"
+	cfg.Console.Listen, cfg.Console.UsersFile, cfg.Console.URL = "127.0.0.1:0", users, "http://recon.example.com"
 	m := MustOpenMain(t, cfg)
 	f := &consoleFixture{m: m, db: db, url: m.ConsoleURL(), sink: sink, pub: publisher(t, ns.ClientURL()), key: []byte("k")}
 
@@ -401,7 +402,7 @@ func TestConsole_Actions(t *testing.T) {
 	for _, a := range alerts[len(alertsBefore):] {
 		for _, x := range a.Findings {
 			alerted[x.SessionID+"/"+x.Code] = true
-			if want := "https://recon.example.com/payments/" + x.SessionID + "#" + x.Code; x.ConsoleURL != want {
+			if want := "http://recon.example.com/payments/" + x.SessionID + "#" + x.Code; x.ConsoleURL != want {
 				t.Errorf("console_url %q, want %q", x.ConsoleURL, want)
 			}
 		}
@@ -490,4 +491,85 @@ func TestConsole_TLS(t *testing.T) {
 	if resp, _ := c.do("GET", "/", nil, nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("findings over TLS: %d", resp.StatusCode)
 	}
+}
+
+// TestConsole_BehindProxy: behind a TLS-terminating proxy (RECON_CONSOLE_URL
+// https, the proxy trusted by RECON_CONSOLE_TRUSTED_PROXIES), the session
+// cookie is Secure and __Host- prefixed, a form posted from the public URL
+// is the console's own although the proxy rewrote Host, and the sign-in
+// throttle counts the client the proxy names, not the proxy.
+func TestConsole_BehindProxy(t *testing.T) {
+	ns, db, m, _ := mustRig(t, func(cfg *Config) {
+		cfg.Console.Listen, cfg.Console.URL, cfg.Console.TrustedProxies = "127.0.0.1:0", "https://recon.example.com", "127.0.0.1/8"
+		cfg.Console.UsersFile = consoleUsers(t, "ada", "operator", operatorPassword)
+	})
+	_, _ = ns, db
+	c := newClient(t, m.ConsoleURL())
+	_, page := c.do("GET", "/signin", nil, nil)
+	tok := hiddenToken.FindStringSubmatch(page)
+	if tok == nil {
+		t.Fatal("no sign-in form token")
+	}
+	form := url.Values{"csrf": {tok[1]}, "name": {"ada"}, "password": {operatorPassword}}
+	resp, _ := c.do("POST", "/signin", form, map[string]string{"Origin": "https://recon.example.com", "X-Forwarded-For": "203.0.113.7"})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign in through the proxy: %d", resp.StatusCode)
+	}
+	var session *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if strings.HasSuffix(ck.Name, "recon_session") {
+			session = ck
+		}
+	}
+	if session == nil || session.Name != "__Host-recon_session" || !session.Secure || !session.HttpOnly {
+		t.Fatalf("session cookie %+v: want Secure, __Host- prefixed, HttpOnly", session)
+	}
+	// Thirty wrong passwords (for thirty names) from one client through the
+	// proxy: its address is throttled past twenty;
+	// another client through the same proxy is not.
+	attempt := func(name, client string) int {
+		t.Helper()
+		g := newClient(t, m.ConsoleURL())
+		_, page := g.do("GET", "/signin", nil, nil)
+		tok := hiddenToken.FindStringSubmatch(page)
+		if tok == nil {
+			t.Fatal("no sign-in form token")
+		}
+		wrong := url.Values{"csrf": {tok[1]}, "name": {name}, "password": {"wrong-password-x"}}
+		resp, _ := g.do("POST", "/signin", wrong, map[string]string{"X-Forwarded-For": client})
+		return resp.StatusCode
+	}
+	throttled := 0
+	for i := range 30 {
+		if attempt(fmt.Sprintf("nobody%d", i), "203.0.113.9") == http.StatusTooManyRequests {
+			throttled++
+		}
+	}
+	if throttled == 0 {
+		t.Fatal("thirty wrong passwords from one client behind the proxy were never throttled")
+	}
+	if code := attempt("nobody-else", "198.51.100.4"); code != http.StatusUnauthorized {
+		t.Fatalf("another client behind the same proxy: %d, want 401 (not throttled)", code)
+	}
+}
+
+// TestConsole_NewPasswordEndsSession: a session opened with a password ends
+// at its next request once the user is given a new one.
+func TestConsole_NewPasswordEndsSession(t *testing.T) {
+	users := consoleUsers(t, "ada", "operator", operatorPassword)
+	_, _, m, _ := mustRig(t, func(cfg *Config) { cfg.Console.Listen, cfg.Console.UsersFile = "127.0.0.1:0", users })
+	c := newClient(t, m.ConsoleURL())
+	if resp, _ := c.signIn("ada", operatorPassword); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign in: %d", resp.StatusCode)
+	}
+	if resp, _ := c.do("GET", "/", nil, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("findings page: %d", resp.StatusCode)
+	}
+	if err := console.AddUser(users, "ada", console.Operator, "a-brand-new-password"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the old session refused", 10*time.Second, func() bool {
+		resp, _ := c.do("GET", "/", nil, nil)
+		return resp.StatusCode == http.StatusSeeOther && resp.Header.Get("Location") == "/signin"
+	})
 }
