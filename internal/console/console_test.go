@@ -12,6 +12,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
 
 func TestSameOrigin(t *testing.T) {
@@ -172,29 +173,40 @@ func TestFilterOf(t *testing.T) {
 	}
 }
 
-func TestAmountPoints(t *testing.T) {
+// TestStory: the page's figures are the ledger's fold of the deliveries
+// (ledger.Story), each operation at its latest state; a paid webhook that
+// arrived before the earlier pending one leaves the payment paid, as the
+// payments view and the pass say.
+func TestStory(t *testing.T) {
 	d := func(s string) *decimal.Decimal { v := decimal.RequireFromString(s); return &v }
 	at := func(m int) time.Time { return time.Date(2026, 12, 1, 10, m, 0, 0, time.UTC) }
-	points := amountPoints([]clickhouse.Delivery{
-		{Kind: "payment", State: "authorized", Amount: d("100.000"), ReceivedAt: at(0)},
-		{Kind: "operation", Operation: "capture", ReferenceNumber: "c1", State: "paid", TxnAmount: d("60.000"), ReceivedAt: at(1)},
-		{Kind: "operation", Operation: "refund", ReferenceNumber: "r1", State: "refund_queued", TxnAmount: d("10.000"), ReceivedAt: at(2)},
+	steps := ledger.Story(storyDeliveries([]clickhouse.Delivery{
+		{Kind: "payment", State: "authorized", Amount: d("100.000"), ReceivedAt: at(0), Timestamp: at(0)},
+		{Kind: "operation", Operation: "capture", ReferenceNumber: "c1", State: "paid", TxnAmount: d("60.000"), ReceivedAt: at(1), Timestamp: at(1)},
+		{Kind: "operation", Operation: "refund", ReferenceNumber: "r1", State: "refund_queued", TxnAmount: d("10.000"), ReceivedAt: at(2), Timestamp: at(2)},
 		{Kind: "unreadable", ReceivedAt: at(3)},
-		{Kind: "operation", Operation: "refund", ReferenceNumber: "r1", State: "refunded", TxnAmount: d("10.000"), ReceivedAt: at(4)},
-		{Kind: "operation", Operation: "capture", ReferenceNumber: "c1", State: "paid", TxnAmount: d("60.000"), ReceivedAt: at(5)}, // again
-	})
+		{Kind: "operation", Operation: "refund", ReferenceNumber: "r1", State: "refunded", TxnAmount: d("10.000"), ReceivedAt: at(4), Timestamp: at(4)},
+		{Kind: "operation", Operation: "capture", ReferenceNumber: "c1", State: "paid", TxnAmount: d("60.000"), ReceivedAt: at(5), Timestamp: at(1)}, // again
+	}))
 	want := []struct{ paid, captured, refunded string }{
 		{"100", "0", "0"}, {"100", "60", "0"}, {"100", "60", "0"}, {"100", "60", "10"}, {"100", "60", "10"},
 	}
-	if len(points) != len(want) {
-		t.Fatalf("%d points, want %d (the unreadable delivery adds none)", len(points), len(want))
+	if len(steps) != len(want) {
+		t.Fatalf("%d steps, want %d (the unreadable delivery adds none)", len(steps), len(want))
 	}
 	for i, w := range want {
-		p := points[i]
-		if !p.Paid.Equal(decimal.RequireFromString(w.paid)) || !p.Captured.Equal(decimal.RequireFromString(w.captured)) ||
+		p := steps[i]
+		if !p.Collected.Equal(decimal.RequireFromString(w.paid)) || !p.Captured.Equal(decimal.RequireFromString(w.captured)) ||
 			!p.Refunded.Equal(decimal.RequireFromString(w.refunded)) || !p.Voided.IsZero() {
-			t.Errorf("point %d: %+v, want %+v", i, p, w)
+			t.Errorf("step %d: %+v, want %+v", i, p, w)
 		}
+	}
+	outOfOrder := ledger.Story(storyDeliveries([]clickhouse.Delivery{
+		{Kind: "payment", State: "paid", Amount: d("25.500"), ReceivedAt: at(6), Timestamp: at(5)},
+		{Kind: "payment", State: "pending", Amount: d("25.500"), ReceivedAt: at(7), Timestamp: at(0)},
+	}))
+	if last := outOfOrder[len(outOfOrder)-1]; last.State != "paid" || !last.Collected.Equal(decimal.RequireFromString("25.5")) {
+		t.Fatalf("paid, then the earlier pending: the page says %+v, want paid as the ledger folds it", last)
 	}
 }
 

@@ -204,18 +204,18 @@ func (c *Console) paymentPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	currency := ""
-	var latest *clickhouse.Delivery
-	for i := range s.Deliveries {
-		d := &s.Deliveries[i]
-		if d.Kind == "payment" {
-			latest = d
-			currency = cmpOr(currency, d.Currency)
-		}
-	}
 	for _, d := range s.Deliveries {
 		currency = cmpOr(currency, d.Currency)
 	}
-	points := amountPoints(s.Deliveries)
+	steps := ledger.Story(storyDeliveries(s.Deliveries))
+	points := make([]AmountPoint, len(steps))
+	for i, st := range steps {
+		points[i] = AmountPoint{At: st.At, Paid: st.Collected, Captured: st.Captured, Refunded: st.Refunded, Voided: st.Voided}
+	}
+	var latest *ledger.StoryStep // the payment as the ledger folds it: the pass's truth
+	if len(steps) > 0 && steps[len(steps)-1].State != "" {
+		latest = &steps[len(steps)-1]
+	}
 	actionsBy := map[string][]clickhouse.Action{}
 	for _, a := range s.Actions {
 		actionsBy[a.Code] = append(actionsBy[a.Code], a)
@@ -244,49 +244,31 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// amountPoints runs through a payment's deliveries in order of arrival and
-// returns, after each, the totals: the parent's amount once it reached paid
-// or authorized, and the sums of captures, refunds and voids, each operation
-// (reference_number) counted once at the latest state seen so far.
-func amountPoints(ds []clickhouse.Delivery) []AmountPoint {
-	type op struct {
-		kind, state string
-		amount      decimal.Decimal
-	}
-	ops := map[string]op{}
-	var paid decimal.Decimal
-	var out []AmountPoint
+// storyDeliveries are the story's payment and operation deliveries as the
+// ledger folds them (ledger.Story), ranked as the store ranks them.
+func storyDeliveries(ds []clickhouse.Delivery) []ledger.StoryDelivery {
+	out := make([]ledger.StoryDelivery, 0, len(ds))
 	for _, d := range ds {
-		switch d.Kind {
-		case "payment":
-			if (d.State == events.StatePaid || d.State == events.StateAuthorized) && d.Amount != nil {
-				paid = *d.Amount
-			}
-		case "operation":
-			amt := decimal.Zero
-			if d.TxnAmount != nil {
-				amt = *d.TxnAmount
-			} else if d.Amount != nil {
-				amt = *d.Amount
-			}
-			ops[d.ReferenceNumber] = op{kind: d.Operation, state: d.State, amount: amt}
-		default:
+		if d.Kind != "payment" && d.Kind != "operation" {
 			continue
 		}
-		p := AmountPoint{At: d.ReceivedAt, Paid: paid}
-		for _, o := range ops {
-			switch {
-			case o.kind == events.OpCapture && o.state == events.TxnPaid:
-				p.Captured = p.Captured.Add(o.amount)
-			case o.kind == events.OpRefund && o.state == events.TxnRefunded:
-				p.Refunded = p.Refunded.Add(o.amount)
-			case o.kind == events.OpVoid && o.state == events.TxnVoided:
-				p.Voided = p.Voided.Add(o.amount)
-			}
+		order := events.TxnStateOrder
+		if d.Kind == "payment" {
+			order = events.PaymentStateOrder
 		}
-		out = append(out, p)
+		terminal, rank := order(d.State)
+		out = append(out, ledger.StoryDelivery{Payment: d.Kind == "payment", ReferenceNumber: d.ReferenceNumber,
+			Operation: d.Operation, State: d.State, Amount: storyAmount(d.Amount), TxnAmount: storyAmount(d.TxnAmount),
+			Rank: ledger.NewRank(uint32(d.Timestamp.Unix()), uint32(d.ReceivedAt.Unix()), terminal, rank, d.Seq)})
 	}
 	return out
+}
+
+func storyAmount(d *decimal.Decimal) events.Amount {
+	if d == nil {
+		return events.Amount{}
+	}
+	return events.Amount{Decimal: *d, Valid: true}
 }
 
 func (c *Console) rawPage(w http.ResponseWriter, r *http.Request) {
