@@ -342,7 +342,9 @@ func (c *Console) Refresh(ctx context.Context, every time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if c.now().Sub(covered) >= coverageEvery {
+			// Once a minute; every tick while nothing was expected yet (an
+			// empty reading is cheap, and the first pass fills it).
+			if cov := c.coverage.Load(); c.now().Sub(covered) >= coverageEvery || cov == nil || cov.Expected == 0 {
 				c.readCoverage(ctx, &c.coverage)
 				covered = c.now()
 			}

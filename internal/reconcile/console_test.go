@@ -222,7 +222,7 @@ func TestConsole_Access(t *testing.T) {
 	}
 	if resp, body := op.do("GET", "/", nil, nil); resp.StatusCode != http.StatusOK || !strings.Contains(body, string(ledger.OverRefund)) {
 		t.Fatalf("findings page: %d", resp.StatusCode)
-	} else if !strings.Contains(body, `id="coverage"`) || !strings.Contains(body, "accounted for") {
+	} else if !strings.Contains(body, `id="coverage"`) || !strings.Contains(body, "Coverage since") {
 		t.Fatal("the findings page does not show the coverage of the sweep's watch")
 	}
 
