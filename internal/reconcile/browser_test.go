@@ -139,6 +139,11 @@ func TestConsole_Browser(t *testing.T) {
 	if text := get("findings heading", chromedp.Text(chromedp.ID("counts-h"))); !strings.Contains(text, "open findings") {
 		t.Fatalf("findings heading %q", text)
 	}
+	// The coverage line is read in the background: wait for the fixture's.
+	waitFor(t, "the coverage of the fixture's orders", 15*time.Second, func() bool {
+		do("open the findings", chromedp.Navigate(f.url+"/"), chromedp.WaitVisible(chromedp.ID("coverage")))
+		return strings.Contains(get("coverage", chromedp.Text(chromedp.ID("coverage"))), "accounted for")
+	})
 	shot("findings")
 
 	// Filter: critical only.

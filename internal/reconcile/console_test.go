@@ -225,6 +225,10 @@ func TestConsole_Access(t *testing.T) {
 	} else if !strings.Contains(body, `id="coverage"`) || !strings.Contains(body, "Coverage since") {
 		t.Fatal("the findings page does not show the coverage of the sweep's watch")
 	}
+	waitFor(t, "the coverage of the fixture's orders and payments on the findings page", 15*time.Second, func() bool {
+		_, body := op.do("GET", "/", nil, nil)
+		return strings.Contains(body, "merchant orders and payments accounted for")
+	})
 
 	act := url.Values{"session_id": {over.SessionID}, "code": {string(ledger.OverRefund)}, "action": {"acknowledge"}}
 	actions := func() uint64 { return chtest.Count(t, f.db, "SELECT count() FROM finding_actions") }
