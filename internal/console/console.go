@@ -26,6 +26,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/report"
 )
 
 //go:embed templates/*.html static/*
@@ -54,6 +55,8 @@ type Console struct {
 	// CoverageWindow is how far back the findings page sums the coverage
 	// view (RECON_ORDER_WATCH); 0 shows none.
 	CoverageWindow time.Duration
+	// Coverage reads the coverage view's days from since on (the store's).
+	Coverage func(ctx context.Context, since time.Time) ([]report.Coverage, error)
 
 	once     sync.Once
 	coverage atomic.Pointer[coverage]

@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/report"
 )
 
@@ -27,11 +26,11 @@ type coverage struct {
 // showing the last good reading when ClickHouse does not answer.
 func (c *Console) readCoverage(ctx context.Context, last *atomic.Pointer[coverage]) {
 	window := c.CoverageWindow
-	if window <= 0 {
+	if window <= 0 || c.Coverage == nil {
 		return
 	}
 	since := c.now().UTC().Add(-window)
-	days, err := (&clickhouse.Store{DB: c.DB}).Coverage(ctx, since)
+	days, err := c.Coverage(ctx, since)
 	if err != nil {
 		c.Log.Debug().Err(err).Msg("console: coverage not read; the page shows the last reading")
 		return

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/console"
 	"github.com/ottu-recon/ottu-recon/internal/httpserver"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
@@ -44,6 +45,7 @@ func (m *Main) openConsole() error {
 		SessionTTL: ttl,
 		// The findings page shows the coverage of the sweep's watch.
 		CoverageWindow: m.Config.OrderWatch,
+		Coverage:       (&clickhouse.Store{DB: m.db}).Coverage,
 		Log:            log,
 		Now:            m.Now,
 	}
