@@ -1,11 +1,15 @@
 package clickhouse_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/ottu-recon/ottu-recon/internal/casefile"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
 	"github.com/ottu-recon/ottu-recon/internal/events"
@@ -184,40 +188,57 @@ func flow(t *testing.T, db *clickhouse.DB, now time.Time) {
 }
 
 // consoleFlow runs what the console reads and writes: the findings'
-// states, details and generation, a search, a payment's story and raw body,
-// and each action; and pins the console's reading of people's decisions
-// (clickhouse.Overlay) to the findings view's.
+// states and details, a search, a payment's story and raw body, each
+// action and mute rules; and pins the console's reading of people's
+// decisions (ledger.Decision, through casefile.Finding.Apply) to the
+// findings view's.
 func consoleFlow(t *testing.T, db *clickhouse.DB, now time.Time) {
 	t.Helper()
 	ctx := context.Background()
-	all, top, err := db.FindingStates(ctx, 0)
-	if err != nil || len(all) < 4 {
+	all, n, err := db.FindingStates(ctx, 0, 0)
+	if err != nil || len(all) < 5 {
 		t.Fatalf("finding states: %d %v", len(all), err)
 	}
-	if again, _, err := db.FindingStates(ctx, top); err != nil || len(again) != 0 {
-		t.Fatalf("findings written after the highest version: %d %v", len(again), err)
+	top := slices.MaxFunc(all, func(a, b casefile.Finding) int { return cmp.Compare(a.Version, b.Version) }).Version
+	if again, m, err := db.FindingStates(ctx, top+1, top+10); err != nil || len(again) != 0 || m != 0 {
+		t.Fatalf("findings written after the highest version: %d (%d versions) %v", len(again), m, err)
 	}
-	gen, err := db.FindingsGeneration(ctx)
+	if one, m, err := db.FindingStates(ctx, top, top); err != nil || len(one) != 1 || m != 1 || one[0].Version != top || n < top {
+		t.Fatalf("the highest version: %+v (%d versions, %d in all) %v", one, m, n, err)
+	}
+	if _, err := db.AddActions(ctx, []casefile.Action{
+		{SessionID: all[0].SessionID, Code: all[0].Code, Action: casefile.ActionAcknowledge, Actor: "ada"},
+		{SessionID: all[0].SessionID, Code: all[0].Code, Action: casefile.ActionNote, Actor: "ada", Note: "asked the bank"},
+		{SessionID: all[0].SessionID, Code: all[0].Code, Action: casefile.ActionMute, Actor: "ada", Until: new(now.Add(48 * time.Hour))},
+		{SessionID: all[1].SessionID, Code: all[1].Code, Action: casefile.ActionResolve, Actor: "bob", Note: "goodwill"},
+		{SessionID: all[2].SessionID, Code: all[2].Code, Action: casefile.ActionResolve, Actor: "bob", Note: "stale", Evidence: "older"},
+		{SessionID: all[3].SessionID, Code: all[3].Code, Action: casefile.ActionAcknowledge, Actor: "cy", Evidence: "older"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.AddActions(ctx, []casefile.Action{
+		{SessionID: all[3].SessionID, Code: all[3].Code, Action: casefile.ActionResolve, Actor: "cy", Note: "then resolved"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.AddActions(ctx, []casefile.Action{{SessionID: "no-such", Code: all[0].Code, Action: casefile.ActionAcknowledge}}); !errors.Is(err, casefile.ErrNoFinding) {
+		t.Fatalf("an action on no finding: %v", err)
+	}
+	rule, err := db.AddMuteRule(ctx, ledger.MuteRule{Code: all[4].Code, Gateway: all[4].Gateway, Until: now.AddDate(5, 0, 0), Actor: "ada", Note: "bank outage"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range []clickhouse.Action{
-		{SessionID: all[0].SessionID, Code: all[0].Code, Action: clickhouse.ActionAcknowledge, Actor: "ada"},
-		{SessionID: all[0].SessionID, Code: all[0].Code, Action: clickhouse.ActionNote, Actor: "ada", Note: "asked the bank"},
-		{SessionID: all[0].SessionID, Code: all[0].Code, Action: clickhouse.ActionMute, Actor: "ada", Until: new(now.Add(48 * time.Hour))},
-		{SessionID: all[1].SessionID, Code: all[1].Code, Action: clickhouse.ActionResolve, Actor: "bob", Note: "goodwill"},
-		{SessionID: all[2].SessionID, Code: all[2].Code, Action: clickhouse.ActionResolve, Actor: "bob", Note: "stale", Evidence: "older"},
-		{SessionID: all[3].SessionID, Code: all[3].Code, Action: clickhouse.ActionAcknowledge, Actor: "cy", Evidence: "older"},
-		{SessionID: all[3].SessionID, Code: all[3].Code, Action: clickhouse.ActionResolve, Actor: "cy", Note: "then resolved"},
-	} {
-		if _, err := db.AddAction(ctx, a); err != nil {
-			t.Fatalf("%s: %v", a.Action, err)
-		}
+	ended, err := db.AddMuteRule(ctx, ledger.MuteRule{Currency: "XYZ", Until: now.AddDate(5, 0, 0), Actor: "ada", Note: "never mind"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if again, err := db.FindingsGeneration(ctx); err != nil || again == gen {
-		t.Fatalf("generation %+v after actions, %+v before: %v", again, gen, err)
+	if _, err := db.EndMuteRule(ctx, ended.ID, "bob", "not needed"); err != nil {
+		t.Fatal(err)
 	}
-	states, _, err := db.FindingStates(ctx, 0)
+	if _, err := db.EndMuteRule(ctx, ended.ID, "bob", "twice"); !errors.Is(err, casefile.ErrNoRule) {
+		t.Fatalf("a rule ended twice: %v", err)
+	}
+	states, _, err := db.FindingStates(ctx, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,53 +246,27 @@ func consoleFlow(t *testing.T, db *clickhouse.DB, now time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(decisions.Rules) != 2 || decisions.Rules[0].EndedBy != "bob" && decisions.Rules[1].EndedBy != "bob" {
+		t.Fatalf("rules %+v", decisions.Rules)
+	}
 	for i := range states {
-		if d, ok := decisions[clickhouse.FindingKey{SessionID: states[i].SessionID, Code: states[i].Code}]; ok {
-			clickhouse.Overlay(&states[i], d)
-		}
+		states[i].Apply(decisions.Of(states[i].Key(), states[i].Gateway, states[i].Currency))
 	}
-	type seen struct {
-		status, ackBy, resolvedBy string
-		ackAt, resolvedAt, muted  uint32
-	}
-	got := map[clickhouse.FindingKey]seen{}
-	u := func(p *time.Time) uint32 {
-		if p == nil {
-			return 0
-		}
-		return uint32(p.Unix())
-	}
+	compareView(t, db, states)
+	got := map[ledger.Key]casefile.Finding{}
 	for _, f := range states {
-		got[clickhouse.FindingKey{SessionID: f.SessionID, Code: f.Code}] = seen{f.Status, f.AcknowledgedBy, f.ResolvedBy, u(f.AcknowledgedAt), u(f.ResolvedAt), u(f.MutedUntil)}
+		got[f.Key()] = f
 	}
-	rows, err := db.Conn().Query(ctx, `SELECT session_id, code, status, acknowledged_by, resolved_by, toUInt32(ifNull(acknowledged_at, toDateTime(0))),
-		toUInt32(ifNull(resolved_at, toDateTime(0))), toUInt32(ifNull(muted_until, toDateTime(0))) FROM findings`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	n := 0
-	for rows.Next() {
-		var k clickhouse.FindingKey
-		var v seen
-		if err := rows.Scan(&k.SessionID, &k.Code, &v.status, &v.ackBy, &v.resolvedBy, &v.ackAt, &v.resolvedAt, &v.muted); err != nil {
-			t.Fatal(err)
-		}
-		n++
-		if got[k] != v {
-			t.Errorf("%v: the console reads %+v, the findings view %+v", k, got[k], v)
-		}
-	}
-	if n != len(states) {
-		t.Fatalf("the view has %d findings, the console %d", n, len(states))
-	}
-	if g := got[clickhouse.FindingKey{SessionID: all[2].SessionID, Code: all[2].Code}]; g.resolvedBy != "" {
+	if g := got[all[2].Key()]; g.ResolvedBy != "" {
 		t.Errorf("a resolution of older evidence applies: %+v", g)
 	}
-	if g := got[clickhouse.FindingKey{SessionID: all[1].SessionID, Code: all[1].Code}]; g.resolvedBy != "bob" || g.status != "resolved" {
+	if g := got[all[1].Key()]; g.ResolvedBy != "bob" || g.Status != "resolved" {
 		t.Errorf("a resolution by hand does not apply: %+v", g)
 	}
-	if _, err := db.FindingDetails(ctx, []clickhouse.FindingKey{{SessionID: all[0].SessionID, Code: all[0].Code}}); err != nil {
+	if g := got[all[4].Key()]; g.MutedUntil == nil || !g.MutedUntil.Equal(rule.Until) {
+		t.Errorf("the rule does not mute %s: %+v", all[4].Code, g)
+	}
+	if _, err := db.FindingDetails(ctx, []ledger.Key{all[0].Key()}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.SessionsByKey(ctx, "o-s-order"); err != nil {
@@ -285,5 +280,52 @@ func consoleFlow(t *testing.T, db *clickhouse.DB, now time.Time) {
 		if _, ok, err := db.RawBody(ctx, all[0].SessionID, d.DeliveryID); err != nil || !ok {
 			t.Fatalf("raw body of %s: %v %v", d.DeliveryID, ok, err)
 		}
+	}
+}
+
+// compareView fails unless the findings view shows each finding as states,
+// people's decisions applied in Go, says.
+func compareView(t *testing.T, db *clickhouse.DB, states []casefile.Finding) {
+	t.Helper()
+	type seen struct {
+		status, ackBy, resolvedBy string
+		ackAt, resolvedAt, muted  uint32
+	}
+	u := func(p *time.Time) uint32 {
+		if p == nil {
+			return 0
+		}
+		return uint32(p.Unix())
+	}
+	got := map[ledger.Key]seen{}
+	for _, f := range states {
+		got[f.Key()] = seen{f.Status, f.AcknowledgedBy, f.ResolvedBy, u(f.AcknowledgedAt), u(f.ResolvedAt), u(f.MutedUntil)}
+	}
+	rows, err := db.Conn().Query(context.Background(), `SELECT session_id, code, status, acknowledged_by, resolved_by,
+		toUInt32(ifNull(acknowledged_at, toDateTime(0))), toUInt32(ifNull(resolved_at, toDateTime(0))),
+		toUInt32(ifNull(muted_until, toDateTime(0))) FROM findings`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var k ledger.Key
+		var code string
+		var v seen
+		if err := rows.Scan(&k.SessionID, &code, &v.status, &v.ackBy, &v.resolvedBy, &v.ackAt, &v.resolvedAt, &v.muted); err != nil {
+			t.Fatal(err)
+		}
+		k.Code = ledger.Code(code)
+		n++
+		if got[k] != v {
+			t.Errorf("%v: the console reads %+v, the findings view %+v", k, got[k], v)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(states) {
+		t.Fatalf("the view has %d findings, the console %d", n, len(states))
 	}
 }

@@ -28,6 +28,10 @@ type Store struct {
 	lists         atomic.Uint64
 
 	lastVersion uint64
+
+	// Saved, when set, is told the versions each SaveFindings wrote, from
+	// to to, once they are stored: reconcile tells every replica's console.
+	Saved func(from, to uint64)
 }
 
 var _ ledger.Store = (*Store)(nil)
@@ -159,25 +163,9 @@ func (s *Store) findings(ctx context.Context, status string) ([]ledger.Record, e
 	})
 }
 
-// Standings returns what people decided in the console (finding_actions,
-// read as the console reads it: DB.Decisions), by finding: the evidence of
-// the latest acknowledgement and of the latest resolution, and the latest
-// mute.
-func (s *Store) Standings(ctx context.Context) (map[ledger.Key]ledger.Standing, error) {
-	decisions, err := s.DB.Decisions(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[ledger.Key]ledger.Standing, len(decisions))
-	for k, d := range decisions {
-		st := ledger.Standing{AcknowledgedEvidence: d.AckEvidence, ResolvedEvidence: d.ResolveEvidence}
-		if d.MutedUntil != nil {
-			st.MutedUntil = *d.MutedUntil
-		}
-		out[ledger.Key{SessionID: k.SessionID, Code: ledger.Code(k.Code)}] = st
-	}
-	return out, nil
-}
+// Decisions returns what people decided in the console: by finding (read
+// as the console reads it), and the mute rules.
+func (s *Store) Decisions(ctx context.Context) (ledger.Decisions, error) { return s.DB.Decisions(ctx) }
 
 // SaveFindings writes new versions of findings.
 func (s *Store) SaveFindings(ctx context.Context, recs []ledger.Record) error {
@@ -192,7 +180,7 @@ func (s *Store) SaveFindings(ctx context.Context, recs []ledger.Record) error {
 		versions[i] = v
 	}
 	w := Writer{DB: s.DB}
-	return w.insert(ctx, "findings_log", `INSERT INTO findings_log (session_id, code, severity, status, first_seen,
+	err := w.insert(ctx, "findings_log", `INSERT INTO findings_log (session_id, code, severity, status, first_seen,
 		last_seen, resolved_at, alerted_at, published_at, detail, run_id, confirmation, alert_refusals, alert_retry_at, version,
 		evidence, amount, currency_code, gateway)`,
 		len(recs), func(i int) []any {
@@ -206,6 +194,10 @@ func (s *Store) SaveFindings(ctx context.Context, recs []ledger.Record) error {
 				uint16(min(r.AlertRefusals, 65535)), nullTime(r.AlertRetryAt), versions[i],
 				r.Evidence, stake, r.Stake.Currency, r.Stake.Gateway}
 		})
+	if err == nil && s.Saved != nil && len(recs) > 0 {
+		s.Saved(versions[0], versions[len(versions)-1])
+	}
+	return err
 }
 
 func nullTime(t time.Time) *time.Time {

@@ -25,7 +25,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/report"
 )
 
@@ -34,7 +33,8 @@ var assets embed.FS
 
 // Console serves the console. Set the fields, then use Handler.
 type Console struct {
-	DB        *clickhouse.DB
+	Store     Store    // where findings are read and actions written (clickhouse.DB)
+	Feed      Feed     // how the replicas tell each other what changed (nats.Feed); nil: the full reads only
 	UsersFile string   // RECON_CONSOLE_USERS_FILE, read again when it changes
 	Sessions  Sessions // where sessions live (KVSessions)
 	// PublicURL is the console's public base URL (RECON_CONSOLE_URL): a form
@@ -97,7 +97,7 @@ func (c *Console) init() {
 			c.SessionTTL = 12 * time.Hour
 		}
 		c.pages = map[string]*template.Template{}
-		for _, page := range []string{"signin", "findings", "payment", "raw", "error"} {
+		for _, page := range []string{"signin", "findings", "payment", "raw", "error", "select", "mutes"} {
 			c.pages[page] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/"+page+".html"))
 		}
 	})
@@ -120,6 +120,11 @@ func (c *Console) Handler() http.Handler {
 	mux.Handle("GET /payments/{session}/deliveries/{delivery}", c.authed(c.rawPage, false))
 	mux.Handle("GET /payments/{session}/deliveries/{delivery}/body", c.authed(c.bodyBytes, false))
 	mux.Handle("POST /actions", c.authed(c.act, true))
+	mux.Handle("GET /select", c.authed(c.selectPage, false))
+	mux.Handle("POST /actions/selection", c.authed(c.actOnSelection, true))
+	mux.Handle("GET /mutes", c.authed(c.mutesPage, false))
+	mux.Handle("POST /mutes", c.authed(c.addMute, true))
+	mux.Handle("POST /mutes/{id}/end", c.authed(c.endMute, true))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := c.session(r); !ok {
 			http.Redirect(w, r, "/signin", http.StatusSeeOther)

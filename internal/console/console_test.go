@@ -11,7 +11,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/casefile"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
 
@@ -180,7 +180,7 @@ func TestFilterOf(t *testing.T) {
 func TestStory(t *testing.T) {
 	d := func(s string) *decimal.Decimal { v := decimal.RequireFromString(s); return &v }
 	at := func(m int) time.Time { return time.Date(2026, 12, 1, 10, m, 0, 0, time.UTC) }
-	steps := ledger.Story(storyDeliveries([]clickhouse.Delivery{
+	steps := ledger.Story(storyDeliveries([]casefile.Delivery{
 		{Kind: "payment", State: "authorized", Amount: d("100.000"), ReceivedAt: at(0), Timestamp: at(0)},
 		{Kind: "operation", Operation: "capture", ReferenceNumber: "c1", State: "paid", TxnAmount: d("60.000"), ReceivedAt: at(1), Timestamp: at(1)},
 		{Kind: "operation", Operation: "refund", ReferenceNumber: "r1", State: "refund_queued", TxnAmount: d("10.000"), ReceivedAt: at(2), Timestamp: at(2)},
@@ -201,7 +201,7 @@ func TestStory(t *testing.T) {
 			t.Errorf("step %d: %+v, want %+v", i, p, w)
 		}
 	}
-	outOfOrder := ledger.Story(storyDeliveries([]clickhouse.Delivery{
+	outOfOrder := ledger.Story(storyDeliveries([]casefile.Delivery{
 		{Kind: "payment", State: "paid", Amount: d("25.500"), ReceivedAt: at(6), Timestamp: at(5)},
 		{Kind: "payment", State: "pending", Amount: d("25.500"), ReceivedAt: at(7), Timestamp: at(0)},
 	}))

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/casefile"
 )
 
 // exportCSV streams the findings the filter selects, as CSV.
@@ -45,9 +45,9 @@ func (c *Console) exportCSV(w http.ResponseWriter, r *http.Request) {
 // export writes the findings match selects, their details read a chunk at
 // a time, flushing each chunk to the client.
 func (c *Console) export(ctx context.Context, w http.ResponseWriter, cw *csv.Writer, snap *snapshot,
-	match func(*clickhouse.ConsoleFinding, bool) bool) error {
+	match func(*casefile.Finding, bool) bool) error {
 	const chunk = 1000
-	var batch []clickhouse.ConsoleFinding
+	var batch []casefile.Finding
 	flush := func() error {
 		if err := c.withDetails(ctx, batch); err != nil {
 			return err

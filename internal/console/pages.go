@@ -1,7 +1,6 @@
 package console
 
 import (
-	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/casefile"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
@@ -194,7 +193,7 @@ func (c *Console) paymentPage(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "There is no such payment.")
 		return
 	}
-	s, err := c.DB.Story(r.Context(), id)
+	s, err := c.Store.Story(r.Context(), id)
 	if err != nil {
 		c.failErr(w, r, "read the payment", err)
 		return
@@ -216,11 +215,11 @@ func (c *Console) paymentPage(w http.ResponseWriter, r *http.Request) {
 	if len(steps) > 0 && steps[len(steps)-1].State != "" {
 		latest = &steps[len(steps)-1]
 	}
-	actionsBy := map[string][]clickhouse.Action{}
+	actionsBy := map[string][]casefile.Action{}
 	for _, a := range s.Actions {
 		actionsBy[a.Code] = append(actionsBy[a.Code], a)
 	}
-	versionsBy := map[string][]clickhouse.FindingVersion{}
+	versionsBy := map[string][]casefile.FindingVersion{}
 	for _, v := range s.Versions {
 		versionsBy[v.Code] = append(versionsBy[v.Code], v)
 	}
@@ -234,6 +233,7 @@ func (c *Console) paymentPage(w http.ResponseWriter, r *http.Request) {
 		"ActionsBy":  actionsBy,
 		"VersionsBy": versionsBy,
 		"Tomorrow":   c.now().UTC().AddDate(0, 0, 1).Format("2006-01-02"),
+		"Now":        c.now(),
 	})
 }
 
@@ -246,7 +246,7 @@ func cmpOr(a, b string) string {
 
 // storyDeliveries are the story's payment and operation deliveries as the
 // ledger folds them (ledger.Story), ranked as the store ranks them.
-func storyDeliveries(ds []clickhouse.Delivery) []ledger.StoryDelivery {
+func storyDeliveries(ds []casefile.Delivery) []ledger.StoryDelivery {
 	out := make([]ledger.StoryDelivery, 0, len(ds))
 	for _, d := range ds {
 		if d.Kind != "payment" && d.Kind != "operation" {
@@ -290,7 +290,7 @@ func (c *Console) delivery(w http.ResponseWriter, r *http.Request) (id, delivery
 		c.fail(w, r, http.StatusNotFound, "There is no such delivery.")
 		return "", "", nil, false
 	}
-	body, found, err := c.DB.RawBody(r.Context(), id, delivery)
+	body, found, err := c.Store.RawBody(r.Context(), id, delivery)
 	if err != nil {
 		c.failErr(w, r, "read the delivery", err)
 		return "", "", nil, false
@@ -317,59 +317,6 @@ func (c *Console) bodyBytes(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", `attachment; filename="delivery.json"`)
 	_, _ = w.Write(body)
-}
-
-// act records an operator's action on a finding and goes back to its payment.
-func (c *Console) act(w http.ResponseWriter, r *http.Request) {
-	s := current(r)
-	a := clickhouse.Action{SessionID: r.PostFormValue("session_id"), Code: r.PostFormValue("code"), Action: r.PostFormValue("action"),
-		Actor: s.User, Note: strings.TrimSpace(r.PostFormValue("note")), Evidence: r.PostFormValue("evidence")}
-	bad := func(msg string) { c.fail(w, r, http.StatusBadRequest, msg) }
-	switch {
-	case !validID(a.SessionID) || !knownCode(a.Code):
-		bad("No such finding.")
-		return
-	case len(a.Note) > 4000:
-		bad("A note is at most 4000 characters.")
-		return
-	case len(a.Evidence) > 64:
-		bad("No such finding.")
-		return
-	}
-	switch a.Action {
-	case clickhouse.ActionAcknowledge:
-	case clickhouse.ActionResolve, clickhouse.ActionNote:
-		if a.Note == "" {
-			bad("Say why, in the note: it is what an auditor reads.")
-			return
-		}
-	case clickhouse.ActionMute:
-		until, err := time.Parse("2006-01-02", r.PostFormValue("until"))
-		if err != nil {
-			bad("Mute until a date (YYYY-MM-DD).")
-			return
-		}
-		until = until.Add(24 * time.Hour) // to the end of that day, UTC
-		if !until.After(c.now()) || until.After(c.now().AddDate(1, 0, 0)) {
-			bad("Mute until a date from today to a year ahead.")
-			return
-		}
-		a.Until = &until
-	default:
-		bad("Unknown action.")
-		return
-	}
-	a, err := c.DB.AddAction(r.Context(), a)
-	if errors.Is(err, clickhouse.ErrNoFinding) {
-		bad("No such finding.")
-		return
-	}
-	if err != nil {
-		c.failErr(w, r, "record the action", err)
-		return
-	}
-	c.Log.Info().Str("user", s.User).Str("action", a.Action).Str("code", a.Code).Str("action_id", a.ID).Msg("console: action recorded")
-	http.Redirect(w, r, "/payments/"+url.PathEscape(a.SessionID)+"#"+a.Code, http.StatusSeeOther)
 }
 
 // funcs are the templates' helpers.
@@ -408,5 +355,8 @@ var funcs = template.FuncMap{
 	"sevIndex": func(s string) int {
 		return slices.Index(severities, s)
 	},
-	"eq2": func(a, b any) bool { return fmt.Sprint(a) == fmt.Sprint(b) },
+	"eq2":  func(a, b any) bool { return fmt.Sprint(a) == fmt.Sprint(b) },
+	"pick": pickValue,
+	// mutedNow: a mute (of the finding, or by a rule) still in force at now.
+	"mutedNow": func(now time.Time, until *time.Time) bool { return until != nil && now.Before(*until) },
 }

@@ -5,11 +5,12 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shopspring/decimal"
 
-	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/casefile"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
@@ -18,16 +19,15 @@ import (
 // detail), most severe and oldest first: the findings page filters, counts
 // and pages it in memory. Reading 100,000 findings through the view takes
 // most of a second on ClickHouse 18.16, and the page must answer in well
-// under a tenth of that. The console keeps the findings as passes wrote
-// them and reads only the versions written since (versions only grow), and
-// people's decisions again when they took a new action; each replica keeps
-// its own. A snapshot is used while the generation
-// (clickhouse.DB.FindingsGeneration) is the one it was built at.
+// under a tenth of that. Each replica keeps the findings as passes wrote
+// them and people's decisions, reads the versions the feed tells it a pass
+// wrote, takes in the actions and rules it hears of, and reads everything
+// again every ResyncEvery (Change). A page uses the current snapshot while
+// nothing changed since it was built.
 type snapshot struct {
-	gen        clickhouse.Generation
-	rows       []*clickhouse.ConsoleFinding // never changed once in a snapshot
-	meta       []rowMeta                    // beside rows: what the page counts, as numbers
-	codes      []string                     // meta's code indexes
+	rows       []*casefile.Finding // never changed once in a snapshot
+	meta       []rowMeta           // beside rows: what the page counts, as numbers
+	codes      []string            // meta's code indexes
 	gateways   []string
 	currencies []string // by meta's currency indexes ("" among them)
 	choices    []string // currencies, sorted, for the filter
@@ -48,20 +48,20 @@ var unitScale = decimal.New(1, events.MaxScale)
 
 // rawFinding is a finding as a pass left it, with its numbers. It stays
 // the same object for as long as the finding exists: a newer version
-// replaces f (a new ConsoleFinding, so that snapshots already handed out
-// keep theirs) and m.
+// replaces f (a new Finding, so that snapshots already handed out keep
+// theirs) and m.
 type rawFinding struct {
-	f *clickhouse.ConsoleFinding
+	f *casefile.Finding
 	m rowMeta
 	// decided is f with people's decisions applied, made by the build
 	// numbered decidedAt.
-	decided   *clickhouse.ConsoleFinding
+	decided   *casefile.Finding
 	decidedAt int
 	placed    bool // in snapshots.order at its place
 }
 
 // set makes f the finding's latest version and reads its numbers.
-func (sn *snapshots) set(r *rawFinding, f clickhouse.ConsoleFinding) {
+func (sn *snapshots) set(r *rawFinding, f casefile.Finding) {
 	r.f = &f
 	r.m = rowMeta{sev: slices.Index(severities, f.Severity), code: -1, opened: f.FirstSeen.Unix()}
 	if ci, ok := sn.codeIdx[f.Code]; ok {
@@ -83,14 +83,17 @@ func (sn *snapshots) set(r *rawFinding, f clickhouse.ConsoleFinding) {
 	r.m.resolved = resolvedAt(r.f)
 }
 
-// apply takes in the latest versions of findings (each named once).
-func (sn *snapshots) apply(changed []clickhouse.ConsoleFinding) {
+// apply takes in versions of findings, each kept only if newer than the
+// version held (versions read out of order never go back).
+func (sn *snapshots) apply(changed []casefile.Finding) {
 	for _, f := range changed {
-		k := clickhouse.FindingKey{SessionID: f.SessionID, Code: f.Code}
+		k := f.Key()
 		r := sn.raw[k]
 		if r == nil {
 			r = &rawFinding{}
 			sn.raw[k] = r
+		} else if r.f.Version > f.Version {
+			continue
 		}
 		was := r.m
 		sn.set(r, f)
@@ -110,7 +113,7 @@ func before(a, b *rawFinding) int {
 	return cmp.Or(cmp.Compare(a.f.SessionID, b.f.SessionID), cmp.Compare(a.f.Code, b.f.Code))
 }
 
-func resolvedAt(f *clickhouse.ConsoleFinding) int64 {
+func resolvedAt(f *casefile.Finding) int64 {
 	if f.Status == ledger.StatusResolved && f.ResolvedAt != nil {
 		return f.ResolvedAt.Unix()
 	}
@@ -119,10 +122,9 @@ func resolvedAt(f *clickhouse.ConsoleFinding) int64 {
 
 type snapshots struct {
 	mu        sync.Mutex // one rebuild at a time
-	raw       map[clickhouse.FindingKey]*rawFinding
-	version   uint64 // the highest version in raw
-	decisions map[clickhouse.FindingKey]clickhouse.Decisions
-	actions   uint64 // the count of actions decisions was read at
+	raw       map[ledger.Key]*rawFinding
+	decisions ledger.Decisions
+	fullAt    time.Time // when raw and decisions were last read whole
 	codes     []string
 	codeIdx   map[string]int
 	// Every currency and gateway seen, currencies by the index rowMeta
@@ -136,71 +138,114 @@ type snapshots struct {
 	order []*rawFinding
 	moved []*rawFinding
 
-	curM sync.RWMutex
-	cur  *snapshot
+	// What this replica was told (Changed) and has not taken in whole.
+	inMu   sync.Mutex
+	ranges []versionRange
+	recent []heard
+	dirty  atomic.Bool // something was told since the last build
+
+	cur atomic.Pointer[snapshot]
 }
 
-// findings returns the current snapshot, brought up to date when findings
-// changed since it was built.
+// findings returns the current snapshot, brought up to date with what this
+// replica was told since it was built; full reads raw and decisions whole
+// first.
 func (c *Console) findings(ctx context.Context) (*snapshot, error) {
-	gen, err := c.DB.FindingsGeneration(ctx)
-	if err != nil {
-		return nil, err
-	}
-	c.snaps.curM.RLock()
-	cur := c.snaps.cur
-	c.snaps.curM.RUnlock()
-	if cur != nil && cur.gen == gen {
+	return c.update(ctx, false)
+}
+
+func (c *Console) update(ctx context.Context, full bool) (*snapshot, error) {
+	sn := &c.snaps
+	if cur := sn.cur.Load(); cur != nil && !full && !sn.dirty.Load() {
 		return cur, nil
 	}
-	sn := &c.snaps
 	sn.mu.Lock()
 	defer sn.mu.Unlock()
-	sn.curM.RLock()
-	cur = sn.cur
-	sn.curM.RUnlock()
-	if cur != nil && cur.gen == gen {
+	if cur := sn.cur.Load(); cur != nil && !full && !sn.dirty.Load() {
 		return cur, nil // brought up to date meanwhile by another request
 	}
 	start := time.Now()
-	if gen.Version < sn.version { // the table was emptied or rebuilt: read it whole
-		sn.raw, sn.version, sn.order, sn.moved = nil, 0, nil, nil
-	}
-	if sn.raw == nil {
-		sn.raw = map[clickhouse.FindingKey]*rawFinding{}
-		sn.codes = codes()
-		sn.codeIdx = map[string]int{}
-		for i, c := range sn.codes {
-			sn.codeIdx[c] = i
-		}
-		sn.currencies, sn.curIdx, sn.gateways = nil, map[string]int{}, map[string]bool{}
-	}
-	changed, top, err := c.DB.FindingStates(ctx, sn.version)
-	if err != nil {
-		return nil, err
-	}
-	sn.apply(changed)
-	sn.version = max(sn.version, top)
-	if sn.decisions == nil || gen.Actions != sn.actions {
-		if sn.decisions, err = c.DB.Decisions(ctx); err != nil {
+	sn.dirty.Store(false) // what is told from now on is read next time
+	sn.inMu.Lock()
+	ranges, recent := sn.ranges, slices.Clone(sn.recent)
+	sn.ranges = nil
+	sn.inMu.Unlock()
+	read := 0
+	if full || sn.raw == nil {
+		started := c.now()
+		if err := c.readAll(ctx); err != nil {
+			c.putBack(ranges)
 			return nil, err
 		}
-		sn.actions = gen.Actions
+		sn.fullAt, read = started, len(sn.raw)
+	}
+	var later []versionRange
+	for i, r := range ranges {
+		changed, n, err := c.Store.FindingStates(ctx, r.From, r.To)
+		if err != nil {
+			c.putBack(append(later, ranges[i:]...))
+			return nil, err
+		}
+		sn.apply(changed)
+		read += len(changed)
+		if n < r.To-r.From+1 { // not all visible on this server yet: read again later
+			later = append(later, r)
+		}
+	}
+	c.putBack(later)
+	for _, h := range recent {
+		if h.rule != nil {
+			casefile.TakeRule(&sn.decisions, *h.rule)
+		} else {
+			casefile.Take(&sn.decisions, h.action)
+		}
 	}
 	s := sn.build()
-	sn.curM.Lock()
-	sn.cur = s
-	sn.curM.Unlock()
-	c.Log.Debug().Int("findings", len(s.rows)).Int("read", len(changed)).Dur("took", time.Since(start)).Msg("console: findings brought up to date")
+	sn.cur.Store(s)
+	c.Log.Debug().Int("findings", len(s.rows)).Int("read", read).Dur("took", time.Since(start)).Msg("console: findings brought up to date")
 	return s, nil
+}
+
+// putBack keeps ranges to be read again: at the next Refresh tick, not at
+// every page (a server that lags would make every page ask).
+func (c *Console) putBack(ranges []versionRange) {
+	if len(ranges) == 0 {
+		return
+	}
+	sn := &c.snaps
+	sn.inMu.Lock()
+	sn.ranges = append(ranges, sn.ranges...)
+	sn.inMu.Unlock()
+}
+
+// readAll reads every finding and every decision again, into a fresh raw.
+func (c *Console) readAll(ctx context.Context) error {
+	all, _, err := c.Store.FindingStates(ctx, 0, 0)
+	if err != nil {
+		return err
+	}
+	decisions, err := c.Store.Decisions(ctx)
+	if err != nil {
+		return err
+	}
+	sn := &c.snaps
+	sn.raw, sn.order, sn.moved = map[ledger.Key]*rawFinding{}, nil, nil
+	sn.codes = codes()
+	sn.codeIdx = map[string]int{}
+	for i, c := range sn.codes {
+		sn.codeIdx[c] = i
+	}
+	sn.currencies, sn.curIdx, sn.gateways = nil, map[string]int{}, map[string]bool{}
+	sn.apply(all)
+	sn.decisions = decisions
+	return nil
 }
 
 // build makes a snapshot of raw with people's decisions applied, in the
 // list's order. Rows no one decided about are shared with raw, not copied.
 func (sn *snapshots) build() *snapshot {
 	sn.builds++
-	s := &snapshot{gen: clickhouse.Generation{Version: sn.version, Actions: sn.actions}, codes: sn.codes,
-		currencies: slices.Clone(sn.currencies)}
+	s := &snapshot{codes: sn.codes, currencies: slices.Clone(sn.currencies)}
 	for g := range sn.gateways {
 		s.gateways = append(s.gateways, g)
 	}
@@ -211,12 +256,24 @@ func (sn *snapshots) build() *snapshot {
 		}
 	}
 	slices.Sort(s.choices)
-	// People's decisions: a copy of each finding they touched, overlaid.
-	for k, d := range sn.decisions {
-		if r := sn.raw[k]; r != nil {
-			f := *r.f
-			clickhouse.Overlay(&f, d)
-			r.decided, r.decidedAt = &f, sn.builds
+	// People's decisions: a copy of each finding they touched, with them
+	// applied. A mute rule may touch any finding: then each is asked.
+	decide := func(r *rawFinding, d ledger.Decision) {
+		f := *r.f
+		f.Apply(d)
+		r.decided, r.decidedAt = &f, sn.builds
+	}
+	if len(sn.decisions.Rules) == 0 {
+		for k, d := range sn.decisions.ByFinding {
+			if r := sn.raw[k]; r != nil {
+				decide(r, d)
+			}
+		}
+	} else {
+		for k, r := range sn.raw {
+			if d := sn.decisions.Of(k, r.f.Gateway, r.f.Currency); d != (ledger.Decision{}) {
+				decide(r, d)
+			}
 		}
 	}
 	// The list's order: the findings read since the last build that are
@@ -242,7 +299,7 @@ func (sn *snapshots) build() *snapshot {
 		r.placed = true
 	}
 	sn.order, sn.moved = order, sn.moved[:0]
-	s.rows, s.meta = make([]*clickhouse.ConsoleFinding, len(order)), make([]rowMeta, len(order))
+	s.rows, s.meta = make([]*casefile.Finding, len(order)), make([]rowMeta, len(order))
 	for i, r := range order {
 		s.rows[i], s.meta[i] = r.f, r.m
 		if r.decidedAt == sn.builds {
@@ -251,106 +308,4 @@ func (sn *snapshots) build() *snapshot {
 		}
 	}
 	return s
-}
-
-// Filter selects findings for the list, its counts and its export.
-type Filter struct {
-	// Status is "open" (open, nobody acknowledged it: the default),
-	// "acknowledged" (open, acknowledged), "resolved", or "all".
-	Status   string
-	Code     string
-	Severity string
-	// OlderThan keeps findings first seen at least this long ago (0: any age).
-	OlderThan time.Duration
-	Gateway   string
-	Currency  string
-	// Search is a session_id, an order_no or a reference_number (of the
-	// payment or of an operation): the findings of the parents it names.
-	Search string
-}
-
-// statusOf is a finding's status as the list's filter names it.
-func statusOf(f *clickhouse.ConsoleFinding) string {
-	switch {
-	case f.Status == ledger.StatusResolved:
-		return "resolved"
-	case f.AcknowledgedBy != "":
-		return "acknowledged"
-	}
-	return "open"
-}
-
-// matcher tells which findings f selects; withStatus false ignores its status.
-func (c *Console) matcher(ctx context.Context, f Filter, now time.Time) (func(x *clickhouse.ConsoleFinding, withStatus bool) bool, error) {
-	var sessions map[string]bool
-	if f.Search != "" {
-		list, err := c.DB.SessionsByKey(ctx, f.Search)
-		if err != nil {
-			return nil, err
-		}
-		sessions = map[string]bool{}
-		for _, s := range list {
-			sessions[s] = true
-		}
-	}
-	return func(x *clickhouse.ConsoleFinding, withStatus bool) bool {
-		switch {
-		case withStatus && f.Status != "all" && statusOf(x) != f.Status,
-			f.Code != "" && x.Code != f.Code,
-			f.Severity != "" && x.Severity != f.Severity,
-			f.OlderThan > 0 && now.Sub(x.FirstSeen) < f.OlderThan,
-			f.Gateway != "" && x.Gateway != f.Gateway,
-			f.Currency != "" && x.Currency != f.Currency,
-			sessions != nil && !sessions[x.SessionID]:
-			return false
-		}
-		return true
-	}, nil
-}
-
-// withDetails fills the details of rows.
-func (c *Console) withDetails(ctx context.Context, rows []clickhouse.ConsoleFinding) error {
-	keys := make([]clickhouse.FindingKey, len(rows))
-	for i, r := range rows {
-		keys[i] = clickhouse.FindingKey{SessionID: r.SessionID, Code: r.Code}
-	}
-	details, err := c.DB.FindingDetails(ctx, keys)
-	if err != nil {
-		return err
-	}
-	for i := range rows {
-		rows[i].Detail = details[keys[i]]
-	}
-	return nil
-}
-
-// Refresh brings the findings up to date every interval until ctx ends, so
-// that the page a person opens after a pass rarely waits for the findings
-// it wrote: a page still brings them up to date itself when they changed
-// since (a person's action, a pass in the last interval).
-func (c *Console) Refresh(ctx context.Context, every time.Duration) {
-	c.init()
-	if _, err := c.findings(ctx); err != nil && ctx.Err() == nil { // the first read, before anyone asks
-		c.Log.Debug().Err(err).Msg("console: findings not read yet; the next page tries again")
-	}
-	c.readCoverage(ctx, &c.coverage)
-	covered := c.now()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			// Once a minute; every tick while nothing was expected yet (an
-			// empty reading is cheap, and the first pass fills it).
-			if cov := c.coverage.Load(); c.now().Sub(covered) >= coverageEvery || cov == nil || cov.Expected == 0 {
-				c.readCoverage(ctx, &c.coverage)
-				covered = c.now()
-			}
-			if _, err := c.findings(ctx); err != nil && ctx.Err() == nil {
-				c.Log.Debug().Err(err).Msg("console: findings not brought up to date; the next page tries again")
-			}
-		}
-	}
 }

@@ -10,7 +10,8 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/casefile"
+	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
 
 // TestSnapshotOrder: however findings arrive (new ones, newer versions in
@@ -18,27 +19,27 @@ import (
 // the order kept between builds is the order a full sort gives.
 func TestSnapshotOrder(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
-	sn := &snapshots{raw: map[clickhouse.FindingKey]*rawFinding{}, codes: codes(), codeIdx: map[string]int{},
+	sn := &snapshots{raw: map[ledger.Key]*rawFinding{}, codes: codes(), codeIdx: map[string]int{},
 		curIdx: map[string]int{}, gateways: map[string]bool{}}
 	for i, c := range sn.codes {
 		sn.codeIdx[c] = i
 	}
 	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	finding := func(i int) clickhouse.ConsoleFinding {
-		return clickhouse.ConsoleFinding{SessionID: fmt.Sprintf("s%03d", i%97), Code: sn.codes[i%len(sn.codes)],
+	finding := func(i int) casefile.Finding {
+		return casefile.Finding{SessionID: fmt.Sprintf("s%03d", i%97), Code: sn.codes[i%len(sn.codes)],
 			Severity: severities[rnd.IntN(3)], Status: "open", FirstSeen: base.Add(time.Duration(rnd.IntN(50)) * time.Minute),
 			Amount: decimal.NewFromInt(int64(i)), Currency: []string{"KWD", "USD", ""}[i%3]}
 	}
 	for round := range 30 {
-		var batch []clickhouse.ConsoleFinding
+		var batch []casefile.Finding
 		for range 1 + rnd.IntN(200) {
 			batch = append(batch, finding(rnd.IntN(2000)))
 		}
 		// Each batch names a finding once, as a read of the latest versions does.
-		slices.SortFunc(batch, func(a, b clickhouse.ConsoleFinding) int {
+		slices.SortFunc(batch, func(a, b casefile.Finding) int {
 			return cmp.Or(cmp.Compare(a.SessionID, b.SessionID), cmp.Compare(a.Code, b.Code))
 		})
-		batch = slices.CompactFunc(batch, func(a, b clickhouse.ConsoleFinding) bool { return a.SessionID == b.SessionID && a.Code == b.Code })
+		batch = slices.CompactFunc(batch, func(a, b casefile.Finding) bool { return a.SessionID == b.SessionID && a.Code == b.Code })
 		sn.apply(batch)
 		s := sn.build()
 		if len(s.rows) != len(sn.raw) {
@@ -64,7 +65,7 @@ func TestSnapshotOrder(t *testing.T) {
 // same sums done plainly; an amount too large for the units is added
 // exactly all the same.
 func TestTally(t *testing.T) {
-	sn := &snapshots{raw: map[clickhouse.FindingKey]*rawFinding{}, codes: codes(), codeIdx: map[string]int{},
+	sn := &snapshots{raw: map[ledger.Key]*rawFinding{}, codes: codes(), codeIdx: map[string]int{},
 		curIdx: map[string]int{}, gateways: map[string]bool{}}
 	for i, c := range sn.codes {
 		sn.codeIdx[c] = i
@@ -73,7 +74,7 @@ func TestTally(t *testing.T) {
 	at := func(day int) time.Time { return since.AddDate(0, 0, day).Add(time.Hour) }
 	resolvedOn := at(3)
 	huge := decimal.RequireFromString("123456789012345678901.5")
-	sn.apply([]clickhouse.ConsoleFinding{
+	sn.apply([]casefile.Finding{
 		{SessionID: "a", Code: "OVER_REFUND", Severity: "critical", Status: "open", FirstSeen: at(0), Amount: decimal.RequireFromString("10.500"), Currency: "KWD"},
 		{SessionID: "b", Code: "OVER_REFUND", Severity: "critical", Status: "open", FirstSeen: at(1), Amount: huge, Currency: "KWD"},
 		{SessionID: "c", Code: "OVER_REFUND", Severity: "critical", Status: "resolved", FirstSeen: at(1), ResolvedAt: &resolvedOn,
@@ -82,7 +83,7 @@ func TestTally(t *testing.T) {
 		{SessionID: "e", Code: "PG_SIDE_OPERATION", Severity: "warning", Status: "open", FirstSeen: at(2), AcknowledgedBy: "ada", Currency: ""},
 	})
 	s := sn.build()
-	openOnly := func(x *clickhouse.ConsoleFinding, withStatus bool) bool { return !withStatus || statusOf(x) == "open" }
+	openOnly := func(x *casefile.Finding, withStatus bool) bool { return !withStatus || statusOf(x) == "open" }
 	l := tally(s, openOnly, since, 0)
 	if l.total != 3 || len(l.rows) != 3 || l.rows[0].SessionID != "a" {
 		t.Fatalf("open: %d rows of %d, first %v", len(l.rows), l.total, l.rows)

@@ -8,19 +8,19 @@ import (
 
 	"github.com/shopspring/decimal"
 
-	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/casefile"
 	"github.com/ottu-recon/ottu-recon/internal/events"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
 
 // listing is what the findings page shows of a filter.
 type listing struct {
-	rows      []clickhouse.ConsoleFinding // the page's, from first
-	total     uint64                      // findings the filter selects
-	cells     []*countCell                // per code, by severity, most numerous first
-	sevTotals []uint64                    // per severity
-	days      []DayCounts                 // opened and resolved per day, from since
-	stakes    []Stake                     // money at stake per code and currency
+	rows      []casefile.Finding // the page's, from first
+	total     uint64             // findings the filter selects
+	cells     []*countCell       // per code, by severity, most numerous first
+	sevTotals []uint64           // per severity
+	days      []DayCounts        // opened and resolved per day, from since
+	stakes    []Stake            // money at stake per code and currency
 }
 
 type countCell struct {
@@ -35,7 +35,7 @@ type countCell struct {
 // findings opened and resolved per day over chartDays days from since, and
 // the money at stake in those not resolved. It counts as numbers (the
 // snapshot's rowMeta), adding big decimals only for amounts that do not fit.
-func tally(snap *snapshot, match func(*clickhouse.ConsoleFinding, bool) bool, since time.Time, first int) listing {
+func tally(snap *snapshot, match func(*casefile.Finding, bool) bool, since time.Time, first int) listing {
 	nc, ns, ncur := len(snap.codes), len(severities), len(snap.currencies)
 	counts := make([]uint64, nc*ns)
 	opened, resolved := make([]uint64, chartDays*ns), make([]uint64, chartDays*ns)

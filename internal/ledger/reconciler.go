@@ -83,10 +83,11 @@ type Store interface {
 	// has a stored time at or after it.
 	Watermark(ctx context.Context) (time.Time, error)
 	// OpenFindings returns every finding a pass left open (a person may
-	// have resolved some of them since: Standings).
+	// have resolved some of them since: Decisions).
 	OpenFindings(ctx context.Context) ([]Record, error)
-	// Standings returns what people decided in the console, by finding.
-	Standings(ctx context.Context) (map[Key]Standing, error)
+	// Decisions returns what people decided in the console: by finding,
+	// and the mute rules.
+	Decisions(ctx context.Context) (Decisions, error)
 	// Parents streams the selected parents to fn, one at a time. A parent the
 	// store could not read whole comes with Err set.
 	Parents(ctx context.Context, sel Selection, fn func(*Parent) error) error
@@ -254,7 +255,7 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 	for _, rec := range openList {
 		open[rec.SessionID] = append(open[rec.SessionID], rec)
 	}
-	standings, err := r.Store.Standings(ctx)
+	decisions, err := r.Store.Decisions(ctx)
 	if err != nil {
 		return fmt.Errorf("read the console's actions: %w", err)
 	}
@@ -278,7 +279,7 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 		return nil
 	}
 	stillOpen := func(rec Record) {
-		s := standings[rec.Key()]
+		s := decisions.Of(rec.Key(), rec.Stake.Gateway, rec.Stake.Currency)
 		if !s.ResolvedByHand(rec.Evidence) {
 			run.Open++
 			if !s.Quiet(rec.Evidence, t) {
@@ -315,7 +316,7 @@ func (r *Reconciler) pass(ctx context.Context, run *Run) error {
 			if i := indexOf(prev, f.Code); i >= 0 {
 				rec.FirstSeen, rec.AlertedAt, rec.PublishedAt = prev[i].FirstSeen, prev[i].AlertedAt, prev[i].PublishedAt
 				rec.AlertRefusals, rec.AlertRetryAt = prev[i].AlertRefusals, prev[i].AlertRetryAt
-				if evidence != prev[i].Evidence && standings[f.Key()].Settled(prev[i].Evidence) {
+				if evidence != prev[i].Evidence && decisions.Of(f.Key(), stake.Gateway, stake.Currency).Settled(prev[i].Evidence) {
 					// A person acknowledged or resolved it; new evidence
 					// arrived and the rule still fires: it is reopened,
 					// and theirs to look at again.

@@ -17,12 +17,13 @@ type memStore struct {
 	runs      []ledger.Run
 	lastSel   ledger.Selection
 	clock     func() time.Time // the store's clock (Watermark)
-	standings map[ledger.Key]ledger.Standing
+	standings map[ledger.Key]ledger.Decision
+	rules     []ledger.MuteRule
 	sweep     []ledger.Question
 }
 
-func (s *memStore) Standings(context.Context) (map[ledger.Key]ledger.Standing, error) {
-	return s.standings, nil
+func (s *memStore) Decisions(context.Context) (ledger.Decisions, error) {
+	return ledger.Decisions{ByFinding: s.standings, Rules: s.rules}, nil
 }
 
 func (s *memStore) LastPass(context.Context) (ledger.LastPass, bool, error) {

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
-	"time"
 
 	"github.com/ottu-recon/ottu-recon/internal/events"
 )
@@ -48,34 +47,4 @@ func StakeOf(p *Parent) Stake {
 		}
 	}
 	return s
-}
-
-// Standing is what people decided about one finding in the console
-// (finding_actions), as a pass needs it.
-type Standing struct {
-	AcknowledgedEvidence string    // evidence of the latest acknowledgement; "" if none
-	ResolvedEvidence     string    // evidence of the latest resolution by hand; "" if none
-	MutedUntil           time.Time // the latest mute of the code for the payment; zero if none
-}
-
-// Quiet tells whether a finding with evidence must not be alerted (nor
-// announced) at t: it is muted, or a person acknowledged or resolved it
-// while its evidence was what it still is.
-func (s Standing) Quiet(evidence string, t time.Time) bool {
-	return t.Before(s.MutedUntil) ||
-		(s.AcknowledgedEvidence != "" && s.AcknowledgedEvidence == evidence) ||
-		(s.ResolvedEvidence != "" && s.ResolvedEvidence == evidence)
-}
-
-// ResolvedByHand tells whether a person resolved the finding and its
-// evidence is still what they saw: it stays resolved.
-func (s Standing) ResolvedByHand(evidence string) bool {
-	return s.ResolvedEvidence != "" && s.ResolvedEvidence == evidence
-}
-
-// Settled tells whether a person acknowledged or resolved the finding as it
-// stood with evidence: when new evidence arrives and the rule still fires,
-// the finding is theirs to look at again, and it is alerted again.
-func (s Standing) Settled(evidence string) bool {
-	return evidence != "" && (s.AcknowledgedEvidence == evidence || s.ResolvedEvidence == evidence)
 }

@@ -22,7 +22,7 @@ func TestReconciler_Standings(t *testing.T) {
 	}
 	acked, resolved, muted := sandbox("acked"), sandbox("resolved"), sandbox("muted")
 	store := &memStore{parents: []*ledger.Parent{acked, resolved, muted}, findings: map[ledger.Key]ledger.Record{},
-		standings: map[ledger.Key]ledger.Standing{}}
+		standings: map[ledger.Key]ledger.Decision{}}
 	var alerted []string
 	n := &notifier{notify: func(a ledger.Alert) (bool, error) {
 		for _, f := range a.Findings {
@@ -54,14 +54,14 @@ func TestReconciler_Standings(t *testing.T) {
 	// Before the first pass, nothing is known: the findings are raised and,
 	// the receiver being there, alerted. Evidence is recorded.
 	ev := ledger.Evidence(acked)
-	store.standings[key("muted")] = ledger.Standing{MutedUntil: now.Add(time.Hour)}
+	store.standings[key("muted")] = ledger.Decision{MutedUntil: now.Add(time.Hour)}
 	pass("raised", []string{"acked", "resolved"}, 3)
 	if got := store.findings[key("acked")].Evidence; got != ev || ev == "" {
 		t.Fatalf("evidence %q, want %q", got, ev)
 	}
 	// People decide: acknowledged, resolved by hand, with the evidence they saw.
-	store.standings[key("acked")] = ledger.Standing{AcknowledgedEvidence: ev}
-	store.standings[key("resolved")] = ledger.Standing{ResolvedEvidence: ev}
+	store.standings[key("acked")] = ledger.Decision{AckBy: "ana", AckEvidence: ev}
+	store.standings[key("resolved")] = ledger.Decision{ResolveBy: "ana", ResolveEvidence: ev}
 	pass("decided", nil, 2) // resolved by hand is not open; muted still waits
 
 	// Nothing new: the rules still fire; nothing is alerted again.

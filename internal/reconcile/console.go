@@ -35,7 +35,8 @@ func (m *Main) openConsole() error {
 	const ttl = 12 * time.Hour
 	c := &console.Console{
 		TrustedProxies: proxies,
-		DB:             m.db,
+		Store:          m.db,
+		Feed:           m.changes(),
 		UsersFile:      m.Config.Console.UsersFile,
 		Sessions:       &console.KVSessions{KV: nats.SessionsBucket(m.conn, ttl, m.Config.Stream.Replicas)},
 		// Secure cookies (and the __Host- prefix) whenever the console is
@@ -85,3 +86,7 @@ func (m *Main) ConsoleURL() string {
 	}
 	return m.console.URL()
 }
+
+// changes is the subject every replica's console listens on for what
+// changed in the findings (console.Change).
+func (m *Main) changes() nats.Feed { return nats.Feed{Conn: m.conn, Subject: nats.ChangesSubject} }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ottu-recon/ottu-recon/internal/alert"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
+	"github.com/ottu-recon/ottu-recon/internal/console"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 	"github.com/ottu-recon/ottu-recon/internal/nats"
 	"github.com/ottu-recon/ottu-recon/internal/ottuapi"
@@ -83,7 +84,13 @@ func (m *Main) pass(ctx context.Context, guard func() error) (ledger.Run, error)
 
 func (m *Main) reconciler() *ledger.Reconciler {
 	r := &ledger.Reconciler{
-		Store: &clickhouse.Store{DB: m.db},
+		Store: &clickhouse.Store{DB: m.db, Saved: func(from, to uint64) {
+			// Every replica's console reads the versions at once.
+			if err := m.changes().Publish(console.Change{From: from, To: to}.Encode()); err != nil {
+				log := m.component("console")
+				log.Debug().Err(err).Msg("the consoles were not told of a pass's findings; they read them at their next full read")
+			}
+		}},
 		Config: ledger.Config{Grace: m.Config.Grace, OrderGrace: m.Config.OrderGrace, OrderWatch: m.Config.OrderWatch,
 			StaleAuthorization: m.Config.StaleAuthorization,
 			StuckRefund:        m.Config.StuckRefund, Live: m.Config.Environment == "live"},
