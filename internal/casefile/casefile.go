@@ -158,11 +158,14 @@ var ErrNoFinding = errors.New("no such finding")
 // has ended.
 var ErrNoRule = errors.New("no such mute rule in force")
 
+// Key names the finding the action is about.
+func (a Action) Key() ledger.Key { return ledger.Key{SessionID: a.SessionID, Code: ledger.Code(a.Code)} }
+
 // Take applies a to ds as the store reads finding_actions: the latest
 // acknowledgement, resolution and mute of each finding, by their time. A
 // note, or an action on a rule, changes no decision.
 func Take(ds *ledger.Decisions, a Action) {
-	k := ledger.Key{SessionID: a.SessionID, Code: ledger.Code(a.Code)}
+	k := a.Key()
 	d := ds.ByFinding[k]
 	switch {
 	case a.Action == ActionAcknowledge && !a.At.Before(d.AckAt):

@@ -63,7 +63,7 @@ func (db *DB) AddActions(ctx context.Context, as []casefile.Action) ([]casefile.
 	}
 	out := make([]casefile.Action, len(as))
 	for i, a := range as {
-		ev, ok := evidence[ledger.Key{SessionID: a.SessionID, Code: ledger.Code(a.Code)}]
+		ev, ok := evidence[a.Key()]
 		if !ok {
 			return as, fmt.Errorf("%w: %s %s", casefile.ErrNoFinding, a.SessionID, a.Code)
 		}

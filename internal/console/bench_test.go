@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,33 +20,6 @@ import (
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse"
 	"github.com/ottu-recon/ottu-recon/internal/clickhouse/chtest"
 )
-
-// memSessions keeps sessions in memory: the benchmark measures pages, not NATS.
-type memSessions struct {
-	mu sync.Mutex
-	m  map[string]Session
-}
-
-func (s *memSessions) Put(_ context.Context, k string, v Session) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m[k] = v
-	return nil
-}
-
-func (s *memSessions) Get(_ context.Context, k string) (Session, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.m[k]
-	return v, ok, nil
-}
-
-func (s *memSessions) Delete(_ context.Context, k string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.m, k)
-	return nil
-}
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
