@@ -61,7 +61,8 @@ func screenshots(t *testing.T) string {
 
 // TestConsole_Browser works the console as a person would, in Debian's
 // chromium: sign in, filter, open a payment, acknowledge, resolve with a
-// note, export, sign out; a viewer sees no actions and masked customer
+// note, export, acknowledge a selection, make and end a mute rule, sign
+// out; a viewer sees no actions and masked customer
 // data; a forged cross-site POST fails; nothing answers without a session.
 // It writes a screenshot of each page.
 func TestConsole_Browser(t *testing.T) {
@@ -207,6 +208,40 @@ func TestConsole_Browser(t *testing.T) {
 	})
 	if want := chtest.Count(t, f.db, "SELECT count() FROM findings"); uint64(len(exported)-1) != want {
 		t.Fatalf("exported %d findings, want %d", len(exported)-1, want)
+	}
+
+	// Act on a selection: every open warning, after seeing how many.
+	do("open warnings", chromedp.Navigate(f.url+"/?severity=warning"), chromedp.WaitVisible(chromedp.ID("select")))
+	submit("select them", chromedp.Click(chromedp.ID("select")))
+	picked := count("picked", `document.querySelectorAll('input[name="f"]').length`)
+	if said := get("count", chromedp.Text(chromedp.ID("selection-count"))); picked == 0 || !strings.HasPrefix(said, fmt.Sprint(picked)+" open findings") {
+		t.Fatalf("the selection page says %q and carries %d findings", said, picked)
+	}
+	shot("selection")
+	acks := chtest.Count(t, f.db, "SELECT count() FROM finding_actions WHERE action = 'acknowledge'")
+	submit("acknowledge the selection", chromedp.Click(chromedp.ID("act-selection")))
+	if got := chtest.Count(t, f.db, "SELECT count() FROM finding_actions WHERE action = 'acknowledge'"); got != acks+uint64(picked) {
+		t.Fatalf("acknowledgements: %d, want %d + %d", got, acks, picked)
+	}
+	if text := get("heading", chromedp.Text(chromedp.ID("counts-h"))); !strings.HasPrefix(text, "0 open findings") {
+		t.Fatalf("after acknowledging the selection, the list says %q", text)
+	}
+
+	// A mute rule: made, listed, ended early; each audited.
+	do("mute rules", chromedp.Navigate(f.url+"/"), chromedp.WaitVisible(chromedp.ID("mutes-link")))
+	submit("open mute rules", chromedp.Click(chromedp.ID("mutes-link")))
+	submit("make a rule", chromedp.SetValue(chromedp.ID("m-code"), code), chromedp.SendKeys(chromedp.ID("m-note"), "bank maintenance window"),
+		chromedp.Click(chromedp.ID("make-rule")))
+	if text := get("rules in force", chromedp.Text(chromedp.ID("rules-active"))); !strings.Contains(text, code) || !strings.Contains(text, "bank maintenance window") {
+		t.Fatalf("rules in force: %q", text)
+	}
+	shot("mute-rules")
+	submit("end the rule", chromedp.Click(chromedp.CSS(`#rules-active button`)))
+	if text := get("ended rules", chromedp.Text(chromedp.ID("rules-ended"))); !strings.Contains(text, "ada") {
+		t.Fatalf("ended rules: %q", text)
+	}
+	if got := chtest.Count(t, f.db, "SELECT count() FROM finding_actions WHERE action IN ('mute_rule', 'end_mute_rule') AND actor = 'ada'"); got != 2 {
+		t.Fatalf("rule actions audited: %d, want 2", got)
 	}
 
 	// A forged POST from another site, while the operator is signed in.
