@@ -45,8 +45,11 @@ func prettyBody(body []byte, mask bool) string {
 
 // personalWords mark a key whose value is about a person: everything under
 // it is masked for a viewer, whatever its JSON type or nesting.
-var personalWords = []string{"email", "phone", "mobile", "first_name", "last_name", "full_name", "customer", "holder",
-	"address", "billing", "shipping", "card_number", "national_id", "civil_id"}
+// The initiator is the Ottu user who made the payment; a token is the
+// customer's saved card (its number, the name on it, the token that charges
+// it).
+var personalWords = []string{"email", "phone", "mobile", "first_name", "last_name", "full_name", "username", "name_on_card",
+	"customer", "holder", "initiator", "token", "birth", "address", "billing", "shipping", "card_number", "national_id", "civil_id"}
 
 func personalKey(k string) bool {
 	lk := strings.ToLower(k)

@@ -214,6 +214,7 @@ func (c *Console) paymentPage(w http.ResponseWriter, r *http.Request) {
 	var latest *ledger.StoryStep // the payment as the ledger folds it: the pass's truth
 	if len(steps) > 0 && steps[len(steps)-1].State != "" {
 		latest = &steps[len(steps)-1]
+		currency = cmpOr(latest.Currency, currency) // the latest payment delivery's, as the ledger says
 	}
 	actionsBy := map[string][]casefile.Action{}
 	for _, a := range s.Actions {
@@ -258,7 +259,7 @@ func storyDeliveries(ds []casefile.Delivery) []ledger.StoryDelivery {
 		}
 		terminal, rank := order(d.State)
 		out = append(out, ledger.StoryDelivery{Payment: d.Kind == "payment", ReferenceNumber: d.ReferenceNumber,
-			Operation: d.Operation, State: d.State, Amount: storyAmount(d.Amount), TxnAmount: storyAmount(d.TxnAmount),
+			Operation: d.Operation, State: d.State, Amount: storyAmount(d.Amount), TxnAmount: storyAmount(d.TxnAmount), Currency: d.Currency,
 			Rank: ledger.NewRank(uint32(d.Timestamp.Unix()), uint32(d.ReceivedAt.Unix()), terminal, rank, d.Seq)})
 	}
 	return out

@@ -17,6 +17,7 @@ type StoryDelivery struct {
 	State           string // the payment's state, or the operation's txn.state
 	Amount          events.Amount
 	TxnAmount       events.Amount
+	Currency        string // the payment's currency_code, or the operation's txn.currency_code
 	Rank            Rank
 }
 
@@ -30,6 +31,7 @@ type StoryStep struct {
 	At                                    time.Time
 	State                                 string
 	Amount                                decimal.Decimal // of the latest payment delivery
+	Currency                              string          // of the latest payment delivery
 	Collected, Captured, Refunded, Voided decimal.Decimal
 }
 
@@ -46,6 +48,7 @@ func Story(ds []StoryDelivery) []StoryStep {
 		latest    Rank
 		have      bool
 		state     string
+		currency  string
 		amount    decimal.Decimal
 		collected bool
 		ops       = map[string]op{}
@@ -53,7 +56,7 @@ func Story(ds []StoryDelivery) []StoryStep {
 	for _, d := range ds {
 		if d.Payment {
 			if !have || d.Rank.Compare(latest) > 0 {
-				latest, have, state, amount = d.Rank, true, d.State, d.Amount.Decimal
+				latest, have, state, amount, currency = d.Rank, true, d.State, d.Amount.Decimal, d.Currency
 			}
 			collected = collected || d.State == events.StatePaid || d.State == events.StateAuthorized
 		} else if o, ok := ops[d.ReferenceNumber]; !ok || d.Rank.Compare(o.rank) > 0 {
@@ -63,7 +66,7 @@ func Story(ds []StoryDelivery) []StoryStep {
 			}
 			ops[d.ReferenceNumber] = op{kind: d.Operation, state: d.State, amount: amt, rank: d.Rank}
 		}
-		s := StoryStep{At: unixTime(d.Rank.Received), State: state, Amount: amount}
+		s := StoryStep{At: unixTime(d.Rank.Received), State: state, Amount: amount, Currency: currency}
 		if collected {
 			s.Collected = amount
 		}
