@@ -104,7 +104,13 @@ func BenchmarkConsolePages(b *testing.B) {
 	sessions := &memSessions{m: map[string]Session{}}
 	token := newToken()
 	csrf := newToken()
-	_ = sessions.Put(context.Background(), sessionKey(token), Session{User: "ada", Role: Operator, CSRF: csrf, Expires: time.Now().Add(time.Hour)})
+	loaded, err := LoadUsers(users)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ada, _ := loaded.Lookup("ada")
+	_ = sessions.Put(context.Background(), sessionKey(token), Session{User: "ada", Role: Operator, CSRF: csrf, Expires: time.Now().Add(time.Hour),
+		Credential: ada.Credential()})
 	c := &Console{Store: db, UsersFile: users, Sessions: sessions, Log: zerolog.Nop()}
 	h := c.Handler()
 	get := func(b *testing.B, path string) time.Duration {
