@@ -159,7 +159,9 @@ var ErrNoFinding = errors.New("no such finding")
 var ErrNoRule = errors.New("no such mute rule in force")
 
 // Key names the finding the action is about.
-func (a Action) Key() ledger.Key { return ledger.Key{SessionID: a.SessionID, Code: ledger.Code(a.Code)} }
+func (a Action) Key() ledger.Key {
+	return ledger.Key{SessionID: a.SessionID, Code: ledger.Code(a.Code)}
+}
 
 // Take applies a to ds as the store reads finding_actions: the latest
 // acknowledgement, resolution and mute of each finding, by their time. A

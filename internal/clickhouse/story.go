@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/ottu-recon/ottu-recon/internal/casefile"
 	"github.com/ottu-recon/ottu-recon/internal/ledger"
 )
@@ -93,7 +94,7 @@ LIMIT 1 BY delivery_id`, sessionID, sessionID, sessionID, sessionID, sessionID)
 	g.Go(func() error { return db.storyAnswers(gctx, s) })
 	g.Go(func() error { return db.storyVersions(gctx, s) })
 	g.Go(func() error { return db.storyFindings(gctx, s) })
-	g.Go(func() (err error) { s.Actions, err = db.Actions(gctx, sessionID); return err })
+	g.Go(func() (err error) { s.Actions, err = db.actions(gctx, sessionID); return err })
 	return s, g.Wait()
 }
 
@@ -116,40 +117,26 @@ func (db *DB) storyOrder(ctx context.Context, s *casefile.Story) error {
 	return nil
 }
 
-func (db *DB) storyAnswers(ctx context.Context, s *casefile.Story) error {
-	rows, err := db.conn.Query(ctx, `SELECT asked_at, status, verdict, state, amount, currency_code, error
-		FROM ottu_inquiries WHERE session_id = ? ORDER BY asked_at`, s.SessionID)
-	if err != nil {
-		return fmt.Errorf("query Ottu's answers: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+func (db *DB) storyAnswers(ctx context.Context, s *casefile.Story) (err error) {
+	s.Inquiries, err = collect(ctx, db, "Ottu's answers", `SELECT asked_at, status, verdict, state, amount, currency_code, error
+		FROM ottu_inquiries WHERE session_id = ? ORDER BY asked_at`, []any{s.SessionID}, func(rows driver.Rows) (casefile.OttuAnswer, error) {
 		var q casefile.OttuAnswer
-		if err := rows.Scan(&q.AskedAt, &q.Status, &q.Verdict, &q.State, &q.Amount, &q.Currency, &q.Error); err != nil {
-			return fmt.Errorf("scan Ottu's answer: %w", err)
-		}
+		err := rows.Scan(&q.AskedAt, &q.Status, &q.Verdict, &q.State, &q.Amount, &q.Currency, &q.Error)
 		q.AskedAt = q.AskedAt.UTC()
-		s.Inquiries = append(s.Inquiries, q)
-	}
-	return rows.Err()
+		return q, err
+	})
+	return err
 }
 
-func (db *DB) storyVersions(ctx context.Context, s *casefile.Story) error {
-	rows, err := db.conn.Query(ctx, `SELECT code, toString(severity), toString(status), last_seen, detail, evidence, run_id, alerted_at
-		FROM findings_log WHERE session_id = ? ORDER BY version`, s.SessionID)
-	if err != nil {
-		return fmt.Errorf("query finding versions: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+func (db *DB) storyVersions(ctx context.Context, s *casefile.Story) (err error) {
+	s.Versions, err = collect(ctx, db, "finding versions", `SELECT code, toString(severity), toString(status), last_seen, detail, evidence,
+		run_id, alerted_at FROM findings_log WHERE session_id = ? ORDER BY version`, []any{s.SessionID}, func(rows driver.Rows) (casefile.FindingVersion, error) {
 		var v casefile.FindingVersion
-		if err := rows.Scan(&v.Code, &v.Severity, &v.Status, &v.LastSeen, &v.Detail, &v.Evidence, &v.RunID, &v.AlertedAt); err != nil {
-			return fmt.Errorf("scan finding version: %w", err)
-		}
+		err := rows.Scan(&v.Code, &v.Severity, &v.Status, &v.LastSeen, &v.Detail, &v.Evidence, &v.RunID, &v.AlertedAt)
 		v.LastSeen = v.LastSeen.UTC()
-		s.Versions = append(s.Versions, v)
-	}
-	return rows.Err()
+		return v, err
+	})
+	return err
 }
 
 func (db *DB) storyFindings(ctx context.Context, s *casefile.Story) error {
@@ -174,30 +161,19 @@ func (db *DB) storyFindings(ctx context.Context, s *casefile.Story) error {
 	return nil
 }
 
-// Actions returns the actions people took on the parent's findings, oldest
+// actions returns the actions people took on the parent's findings, oldest
 // first.
-func (db *DB) Actions(ctx context.Context, sessionID string) ([]casefile.Action, error) {
-	ctx, cancel := db.timeout(ctx)
-	defer cancel()
-	rows, err := db.conn.Query(ctx, `SELECT session_id, code, toString(action), actor, at, note, until, evidence, action_id
-		FROM finding_actions WHERE session_id = ? ORDER BY at, action_id LIMIT 1 BY action_id`, sessionID)
-	if err != nil {
-		return nil, fmt.Errorf("query finding_actions: %w", err)
-	}
-	defer rows.Close()
-	var out []casefile.Action
-	for rows.Next() {
+func (db *DB) actions(ctx context.Context, sessionID string) ([]casefile.Action, error) {
+	return collect(ctx, db, "finding_actions", `SELECT session_id, code, toString(action), actor, at, note, until, evidence, action_id
+		FROM finding_actions WHERE session_id = ? ORDER BY at, action_id LIMIT 1 BY action_id`, []any{sessionID}, func(rows driver.Rows) (casefile.Action, error) {
 		var a casefile.Action
-		if err := rows.Scan(&a.SessionID, &a.Code, &a.Action, &a.Actor, &a.At, &a.Note, &a.Until, &a.Evidence, &a.ID); err != nil {
-			return nil, fmt.Errorf("scan finding_actions: %w", err)
-		}
+		err := rows.Scan(&a.SessionID, &a.Code, &a.Action, &a.Actor, &a.At, &a.Note, &a.Until, &a.Evidence, &a.ID)
 		a.At = a.At.UTC()
 		if a.Until != nil {
 			*a.Until = a.Until.UTC()
 		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+		return a, err
+	})
 }
 
 // RawBody returns the body of the delivery id of the parent sessionID as it

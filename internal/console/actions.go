@@ -219,8 +219,14 @@ func (c *Console) addMute(w http.ResponseWriter, r *http.Request) {
 		c.failErr(w, r, "record the mute rule", err)
 		return
 	}
+	c.ruleChanged(w, r, m, "made")
+}
+
+// ruleChanged tells every replica of a rule made or ended, logs it, and
+// goes back to the rules.
+func (c *Console) ruleChanged(w http.ResponseWriter, r *http.Request, m ledger.MuteRule, what string) {
 	c.tell(Change{Rules: []ledger.MuteRule{m}})
-	c.Log.Info().Str("user", m.Actor).Str("rule", m.ID).Msg("console: mute rule made")
+	c.Log.Info().Str("user", current(r).User).Str("rule", m.ID).Msg("console: mute rule " + what)
 	http.Redirect(w, r, "/mutes", http.StatusSeeOther)
 }
 
@@ -240,7 +246,5 @@ func (c *Console) endMute(w http.ResponseWriter, r *http.Request) {
 		c.failErr(w, r, "end the mute rule", err)
 		return
 	}
-	c.tell(Change{Rules: []ledger.MuteRule{m}})
-	c.Log.Info().Str("user", m.EndedBy).Str("rule", m.ID).Msg("console: mute rule ended")
-	http.Redirect(w, r, "/mutes", http.StatusSeeOther)
+	c.ruleChanged(w, r, m, "ended")
 }

@@ -130,13 +130,17 @@ func (s *fakeStore) FindingDetails(_ context.Context, keys []ledger.Key) (map[le
 	return out, nil
 }
 
-func (s *fakeStore) SessionsByKey(_ context.Context, key string) ([]string, error) { return []string{key}, nil }
+func (s *fakeStore) SessionsByKey(_ context.Context, key string) ([]string, error) {
+	return []string{key}, nil
+}
 
 func (s *fakeStore) Story(context.Context, string) (*casefile.Story, error) {
 	return nil, errors.New("not in the fake")
 }
 
-func (s *fakeStore) RawBody(context.Context, string, string) ([]byte, bool, error) { return nil, false, nil }
+func (s *fakeStore) RawBody(context.Context, string, string) ([]byte, bool, error) {
+	return nil, false, nil
+}
 
 func (s *fakeStore) AddActions(_ context.Context, as []casefile.Action) ([]casefile.Action, error) {
 	s.mu.Lock()

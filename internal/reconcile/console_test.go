@@ -51,18 +51,7 @@ func newConsoleFixture(t *testing.T) *consoleFixture {
 	ns := natstest.MustOpenServer(t, "", "")
 	db := chtest.MustOpenDB(t)
 	sink, alertsURL := alertReceiver(t, "alert-key")
-	users := filepath.Join(t.TempDir(), "console-users")
-	var lines []string
-	for _, u := range []struct{ name, role, pw string }{{"ada", "operator", operatorPassword}, {"bob", "viewer", viewerPassword}, {"cy", "viewer", viewerPassword}} {
-		hash, err := bcrypt.GenerateFromPassword([]byte(u.pw), bcrypt.MinCost) // the file takes any bcrypt cost; the test's is low
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines = append(lines, u.name+" "+u.role+" "+string(hash))
-	}
-	if err := os.WriteFile(users, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	users := writeUsers(t, "ada", "operator", operatorPassword, "bob", "viewer", viewerPassword, "cy", "viewer", viewerPassword)
 	cfg := testConfig(t, ns.ClientURL(), db)
 	cfg.AlertURL, cfg.AlertHMACKey = alertsURL, "alert-key"
 	cfg.Console.Listen, cfg.Console.UsersFile, cfg.Console.URL = "127.0.0.1:0", users, "http://recon.example.com"
@@ -93,6 +82,24 @@ func newConsoleFixture(t *testing.T) *consoleFixture {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// writeUsers writes a console users file of name, role, password triples.
+func writeUsers(t *testing.T, triples ...string) string {
+	t.Helper()
+	users := filepath.Join(t.TempDir(), "console-users")
+	var lines []string
+	for i := 0; i+2 < len(triples); i += 3 {
+		hash, err := bcrypt.GenerateFromPassword([]byte(triples[i+2]), bcrypt.MinCost) // the file takes any bcrypt cost; the test's is low
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, triples[i]+" "+triples[i+1]+" "+string(hash))
+	}
+	if err := os.WriteFile(users, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return users
 }
 
 // parent returns the corpus's parent of kind.

@@ -90,14 +90,16 @@ func TestDependable_SlowSingleReceiver(t *testing.T) {
 
 // TestDependable_NATSRebuiltEmpty: the NATS server is replaced by one with
 // empty storage (disk lost): ingest and reconcile create the stream, the
-// store consumer and the lease bucket again by themselves; the webhooks
-// posted after are stored, and scheduled passes go on.
+// store consumer, the lease bucket and the console's sessions bucket again
+// by themselves; the webhooks posted after are stored, scheduled passes go
+// on, and a person signs in to the console again.
 func TestDependable_NATSRebuiltEmpty(t *testing.T) {
 	addr := nettest.FreeAddr(t)
 	first := natstest.MustOpenServer(t, addr, t.TempDir())
 	db := chtest.MustOpenDB(t)
 	cfg := testConfig(t, first.ClientURL(), db)
 	cfg.LeaseTTL = 2 * time.Second
+	cfg.Console.Listen, cfg.Console.UsersFile = "127.0.0.1:0", writeUsers(t, "ada", "operator", operatorPassword)
 	m := MustOpenMain(t, cfg)
 	im := mustIngest(t, first.ClientURL(), signKey, nil)
 	post := func(session string) {
@@ -125,6 +127,10 @@ func TestDependable_NATSRebuiltEmpty(t *testing.T) {
 		return chtest.Count(t, db, "SELECT count() FROM webhooks_raw") == 15
 	})
 	waitFor(t, "the lease again", 20*time.Second, func() bool { held, _ := m.lease.Held(); return held })
+	waitFor(t, "a sign-in to the console again", 20*time.Second, func() bool {
+		resp, _ := newClient(t, m.ConsoleURL()).signIn("ada", operatorPassword)
+		return resp.StatusCode == http.StatusSeeOther
+	})
 	if _, err := m.Pass(context.Background()); err != nil {
 		t.Fatal(err)
 	}

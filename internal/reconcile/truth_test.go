@@ -2,9 +2,9 @@ package reconcile
 
 import (
 	"context"
-	"math/rand/v2"
 	"encoding/csv"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"strings"
