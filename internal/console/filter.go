@@ -125,14 +125,15 @@ func (c *Console) forget() (full bool) {
 	sn := &c.snaps
 	now := c.now()
 	sn.inMu.Lock()
-	defer sn.inMu.Unlock()
 	sn.recent = slices.DeleteFunc(sn.recent, func(h heard) bool { return now.Sub(h.at) > 2*ResyncEvery })
 	n := len(sn.ranges)
 	sn.ranges = slices.DeleteFunc(sn.ranges, func(r versionRange) bool { return now.Sub(r.Since) > 2*ResyncEvery })
-	if dropped := n - len(sn.ranges); dropped > 0 {
+	dropped, pending := n-len(sn.ranges), len(sn.ranges) > 0
+	sn.inMu.Unlock() // never held with mu: update takes mu, then inMu
+	if dropped > 0 {
 		c.Log.Warn().Int("ranges", dropped).Msg("console: finding versions a pass wrote never became visible; the full reads have what there is")
 	}
-	if len(sn.ranges) > 0 {
+	if pending {
 		sn.dirty.Store(true)
 	}
 	sn.mu.Lock()

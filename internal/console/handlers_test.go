@@ -167,6 +167,18 @@ func TestChangeFeed(t *testing.T) {
 			t.Fatalf("an older version replaced a newer one: %+v", f)
 		}
 	}
+	// ClickHouse does not answer when a range is read: the page says so,
+	// and the next page, once it answers, reads the range.
+	from, to = r.store.write(open("s3", code, "knet", "e3"))
+	r.c.Changed(Change{From: from, To: to})
+	r.store.down = true
+	if _, err := r.c.findings(ctx); err == nil {
+		t.Fatal("read a range while ClickHouse was down")
+	}
+	r.store.down = false
+	if snap, err := r.c.findings(ctx); err != nil || len(snap.rows) != 3 {
+		t.Fatalf("after ClickHouse is back: %v", err)
+	}
 	// Another replica acknowledged s2; this server's decisions lag.
 	ack := casefile.Action{SessionID: "s2", Code: code, Action: casefile.ActionAcknowledge, Actor: "bo", Evidence: "e2", At: r.c.now(), ID: "x1"}
 	r.c.Changed(Change{Actions: []casefile.Action{ack}})

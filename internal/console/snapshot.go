@@ -154,7 +154,7 @@ func (c *Console) findings(ctx context.Context) (*snapshot, error) {
 	return c.update(ctx, false)
 }
 
-func (c *Console) update(ctx context.Context, full bool) (*snapshot, error) {
+func (c *Console) update(ctx context.Context, full bool) (_ *snapshot, err error) {
 	sn := &c.snaps
 	if cur := sn.cur.Load(); cur != nil && !full && !sn.dirty.Load() {
 		return cur, nil
@@ -166,6 +166,11 @@ func (c *Console) update(ctx context.Context, full bool) (*snapshot, error) {
 	}
 	start := time.Now()
 	sn.dirty.Store(false) // what is told from now on is read next time
+	defer func() {
+		if err != nil {
+			sn.dirty.Store(true) // not taken in: the next page tries again
+		}
+	}()
 	sn.inMu.Lock()
 	ranges, recent := sn.ranges, slices.Clone(sn.recent)
 	sn.ranges = nil
@@ -181,8 +186,8 @@ func (c *Console) update(ctx context.Context, full bool) (*snapshot, error) {
 	}
 	var later []versionRange
 	for i, r := range ranges {
-		changed, n, err := c.Store.FindingStates(ctx, r.From, r.To)
-		if err != nil {
+		changed, n, rerr := c.Store.FindingStates(ctx, r.From, r.To)
+		if err = rerr; err != nil {
 			c.putBack(append(later, ranges[i:]...))
 			return nil, err
 		}
