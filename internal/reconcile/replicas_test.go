@@ -38,9 +38,10 @@ func TestConsole_Replicas(t *testing.T) {
 	// A duplicate row of an action, as a retried insert leaves until a merge.
 	pg := f.parent(t, ottusim.Kind(ledger.PGSideOperation))
 	ctx := context.Background()
+	at := time.Now().UTC().Add(-time.Hour).Truncate(time.Second) // one row, stored twice
 	for range 2 {
 		if err := f.db.Conn().Exec(ctx, `INSERT INTO finding_actions (session_id, code, action, actor, at, note, evidence, action_id)
-			SELECT ?, ?, 'note', 'cy', now(), 'a note stored twice', '', 'dup-1'`, pg.SessionID, string(ledger.PGSideOperation)); err != nil {
+			SELECT ?, ?, 'note', 'cy', ?, 'a note stored twice', '', 'dup-1'`, pg.SessionID, string(ledger.PGSideOperation), at); err != nil {
 			t.Fatal(err)
 		}
 	}
