@@ -167,9 +167,9 @@ func (db *DB) EndMuteRule(ctx context.Context, id, actor, note string) (ledger.M
 // muteRules reads every mute rule, ended or not, the latest made first.
 func (db *DB) muteRules(ctx context.Context) ([]ledger.MuteRule, error) {
 	return collect(ctx, db, "mute_rules", `SELECT id, any(code), any(gateway), any(currency_code), toUInt32(any(until)), any(actor),
-		toUInt32(any(at)), any(note), argMinIf(ended_by, toUInt32(assumeNotNull(ended_at)), ended_by != ''),
+		toUInt32(any(at)) AS made_at, any(note), argMinIf(ended_by, toUInt32(assumeNotNull(ended_at)), ended_by != ''),
 		minIf(toUInt32(assumeNotNull(ended_at)), ended_by != '')
-		FROM mute_rules GROUP BY id ORDER BY 7 DESC, id`, nil, func(rows driver.Rows) (ledger.MuteRule, error) {
+		FROM mute_rules GROUP BY id ORDER BY made_at DESC, id`, nil, func(rows driver.Rows) (ledger.MuteRule, error) {
 		var m ledger.MuteRule
 		var until, at, ended uint32
 		err := rows.Scan(&m.ID, &m.Code, &m.Gateway, &m.Currency, &until, &m.Actor, &at, &m.Note, &m.EndedBy, &ended)

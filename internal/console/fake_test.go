@@ -248,3 +248,18 @@ func (r *rig) do(role Role, method, path string, form url.Values) *httptest.Resp
 	r.h.ServeHTTP(rec, req)
 	return rec
 }
+
+// memFeed keeps what the console publishes.
+type memFeed struct {
+	mu   sync.Mutex
+	sent [][]byte
+}
+
+func (f *memFeed) Publish(data []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sent = append(f.sent, data)
+	return nil
+}
+
+func (f *memFeed) Listen(func([]byte)) (func(), error) { return func() {}, nil }

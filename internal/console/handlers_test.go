@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -202,5 +203,30 @@ func TestExportOutage(t *testing.T) {
 	r.store.down = true
 	if got := r.do(Viewer, "GET", "/findings.csv", nil); got.Code < 500 {
 		t.Fatalf("export during an outage: %d %q", got.Code, got.Body.String())
+	}
+}
+
+// TestTell: a selection's actions reach the other replicas in messages of
+// 500, each well under NATS's 1 MB payload, and all of them arrive.
+func TestTell(t *testing.T) {
+	r := newRig(t)
+	feed := &memFeed{}
+	r.c.Feed = feed
+	var as []casefile.Action
+	for i := range 1201 {
+		as = append(as, casefile.Action{SessionID: fmt.Sprintf("%040d", i), Code: string(ledger.ParentTotalsMismatch), Action: casefile.ActionResolve,
+			Actor: "ada", Note: strings.Repeat("n", 200), Evidence: "0123456789abcdef", ID: fmt.Sprintf("%024d", i)})
+	}
+	r.c.tell(Change{Actions: as})
+	got := 0
+	for _, m := range feed.sent {
+		var ch Change
+		if err := json.Unmarshal(m, &ch); err != nil || len(m) > 1<<20 || len(ch.Actions) > 500 {
+			t.Fatalf("a message of %d bytes, %d actions: %v", len(m), len(ch.Actions), err)
+		}
+		got += len(ch.Actions)
+	}
+	if len(feed.sent) != 3 || got != len(as) {
+		t.Fatalf("%d messages carrying %d actions, want 3 carrying %d", len(feed.sent), got, len(as))
 	}
 }

@@ -86,11 +86,21 @@ func (c *Console) Changed(ch Change) {
 
 // tell publishes ch to every replica and takes it in here at once (this
 // replica hears it again from the feed; taking it twice changes nothing).
+// A selection's actions travel 500 to a message, well under NATS's
+// max_payload (1 MB by default).
 func (c *Console) tell(ch Change) {
 	c.Changed(ch)
 	if c.Feed == nil {
 		return
 	}
+	for len(ch.Actions) > 500 {
+		c.publish(Change{Actions: ch.Actions[:500]})
+		ch.Actions = ch.Actions[500:]
+	}
+	c.publish(ch)
+}
+
+func (c *Console) publish(ch Change) {
 	if err := c.Feed.Publish(ch.Encode()); err != nil {
 		c.Log.Warn().Err(err).Msg("console: the other replicas were not told of a change; they see it at their next full read")
 	}
