@@ -163,8 +163,8 @@ chq --query "SELECT code, severity, count() AS findings FROM findings WHERE stat
 say "the findings console"
 wait_http "http://127.0.0.1:$console_port/signin" 10
 echo "  console:  http://127.0.0.1:$console_port/"
-echo "  operator: demo / $DEMO_PASSWORD   (acknowledge, resolve, mute, note)"
-echo "  viewer:   viewer / $DEMO_PASSWORD (reads; customer email and phone masked)"
+echo "  operator: demo / $DEMO_PASSWORD   (acknowledge, resolve, mute, note: one finding or a selection; mute rules)"
+echo "  viewer:   viewer / $DEMO_PASSWORD (reads; personal data masked)"
 echo "  Alerts now carry a console_url to each finding's page; they land in $work/alerts.log."
 echo "  ingest:   http://127.0.0.1:$http_port/webhooks/ottu (HMAC key $KEY), for webhooks of your own"
 # The console stays up to be looked at: until Ctrl-C, or DEMO_HOLD seconds
